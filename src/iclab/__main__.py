@@ -1,0 +1,3 @@
+from iclab.cli import app
+
+app(prog_name="iclab")

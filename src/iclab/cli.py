@@ -1,0 +1,208 @@
+"""The ``iclab`` command line."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from iclab.config import ConfigError, load_config
+from iclab.registry import UnknownNameError
+from iclab.training.checkpoint import CheckpointError
+
+app = typer.Typer(
+    help="iclab: meta-train sequence models to learn in context, and measure them against the "
+    "optimal and classical learning algorithms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    UnknownNameError,
+    FileExistsError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+def user_errors_exit_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input prints one clear message and exits with status 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def show_warnings_briefly() -> None:
+    warnings.showwarning = lambda message, category, *_: errors.print(
+        f"[yellow]warning:[/] {message}", highlight=False
+    )
+
+
+def print_headline_table(points: Sequence[Any], n_dims: int, ks: Sequence[int]) -> None:
+    """Error / d of every learner at a few prefix lengths."""
+    ks = [k for k in dict.fromkeys(ks) if any(p.k == k for p in points)]
+    table = Table(title="squared error / d after k in-context examples (95% CI half-width)")
+    table.add_column("learner")
+    for k in ks:
+        table.add_column(f"k={k}", justify="right")
+    for learner in dict.fromkeys(p.learner for p in points):
+        by_k = {p.k: p for p in points if p.learner == learner}
+        table.add_row(
+            learner,
+            *(f"{by_k[k].mean:.3f} ± {by_k[k].mean - by_k[k].ci_low:.3f}" for k in ks),
+        )
+    console.print(table)
+
+
+OverrideOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config field, e.g. --set train.steps=2000."),
+]
+
+
+@app.command()
+@user_errors_exit_cleanly
+def train(
+    config: Annotated[
+        str | None, typer.Argument(help="YAML config file or preset name (e.g. quickstart).")
+    ] = None,
+    overrides: OverrideOption = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/NAME).")] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the run in this directory from its newest valid checkpoint."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Meta-train a model on an in-context task; writes a run directory."""
+    from iclab.run import RunDir
+    from iclab.training.trainer import train_run
+
+    show_warnings_briefly()
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("give either CONFIG or --resume RUN_DIR, not both")
+        run_config = RunDir(resume).load_config()
+        if overrides:
+            from iclab.config import build_config
+
+            run_config = build_config(run_config.to_dict(), overrides, source=str(resume))
+        run_dir = resume
+    else:
+        if config is None:
+            raise ConfigError("give a CONFIG file or preset, or --resume RUN_DIR")
+        run_config = load_config(config, overrides or [])
+        run_dir = out or Path("runs") / run_config.name
+    train_run(run_config, run_dir, resume=resume is not None, show_progress=progress)
+    console.print(f"run directory: [bold]{run_dir}[/]")
+
+
+@app.command("eval")
+@user_errors_exit_cleanly
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    n_prompts: Annotated[
+        int | None, typer.Option(help="Prompts to sample (default: config).")
+    ] = None,
+) -> None:
+    """Evaluate a run and every configured algorithm on the same fresh prompts."""
+    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.run import RunDir
+
+    show_warnings_briefly()
+    config = RunDir(run).load_config()
+    points = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
+    d = config.task.n_dims
+    print_headline_table(points, d, [1, d // 2, d, 2 * d, config.task.n_points - 1])
+    console.print(f"table: {run / 'eval' / 'curves.csv'}\nplot:  {run / 'plots' / 'curves.png'}")
+
+
+@app.command()
+@user_errors_exit_cleanly
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/quickstart"),
+    overrides: OverrideOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a small transformer on d=5 linear regression, evaluate it, and print the results.
+
+    Reruns resume the existing run directory (nothing is trained twice).
+    """
+    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.run import RunDir
+    from iclab.training.trainer import train_run
+
+    show_warnings_briefly()
+    config = load_config("quickstart", overrides or [])
+    train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
+    points = evaluate_run(out, show_progress=progress)
+    d = config.task.n_dims
+    print_headline_table(points, d, [1, d // 2, d, 2 * d, config.task.n_points - 1])
+    console.print(
+        f"\nrun directory: [bold]{out}[/]\n"
+        f"  table: {out / 'eval' / 'curves.csv'}\n"
+        f"  plot:  {out / 'plots' / 'curves.png'}"
+    )
+
+
+def registry_table(title: str, rows: Sequence[tuple[str, ...]], columns: Sequence[str]) -> None:
+    table = Table(title=title, show_lines=True)
+    table.add_column(columns[0], no_wrap=True, style="bold")
+    for column in columns[1:]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if text else ""
+
+
+@app.command()
+def tasks() -> None:
+    """List the in-context task families with their options and papers."""
+    from iclab.tasks import TASKS
+
+    rows = []
+    for name, family in TASKS:
+        options = "\n".join(
+            f"{field}={info.default!r}" for field, info in family.Options.model_fields.items()
+        )
+        rows.append((name, family.kind, first_line(family.__doc__), options or "-", family.paper))
+    registry_table("tasks (task.name)", rows, ["name", "kind", "description", "options", "paper"])
+
+
+@app.command()
+def models() -> None:
+    """List the sequence mixers a model can be built from."""
+    from iclab.models.mixers import MIXERS
+
+    rows = [(name, first_line(cls.__doc__)) for name, cls in MIXERS]
+    registry_table("mixers (model.mixer)", rows, ["name", "description"])
+
+
+@app.command()
+def algorithms() -> None:
+    """List the reference algorithms and which task kinds they apply to."""
+    from iclab.algorithms import ALGORITHMS
+
+    rows = [(name, "/".join(cls.kinds), first_line(cls.__doc__)) for name, cls in ALGORITHMS]
+    registry_table("algorithms (eval.algorithms)", rows, ["name", "applies to", "description"])

@@ -1,0 +1,262 @@
+"""The experiment schema: one run = task + model + training + evaluation.
+
+Configs come from YAML files or Python, are validated by pydantic (unknown keys are rejected),
+and accept dotted overrides such as ``train.steps=2000``. Every error names the field, the bad
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message says where and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(BaseModel):
+    """Which task family, its size, and the family's own options (checked against the family)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "linear_regression"
+    n_dims: int = Field(20, ge=1)
+    n_points: int = Field(41, ge=2, description="examples per prompt (the context the model sees)")
+
+    @field_validator("name")
+    @classmethod
+    def _registered_task(cls, name: str) -> str:
+        from iclab.tasks import TASKS
+
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; registered: {', '.join(TASKS.names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _check_family_options(self) -> TaskConfig:
+        from iclab.tasks import TASKS
+
+        try:
+            TASKS.get(self.name).Options.model_validate(self.model_extra or {})
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, f"options of {self.name}")) from None
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(Strict):
+    """A sequence model: codec + backbone. ``n_positions`` defaults to what the task needs."""
+
+    mixer: Literal["softmax"] = "softmax"
+    n_layers: int = Field(12, ge=1)
+    d_model: int = Field(256, ge=8)
+    n_heads: int = Field(8, ge=1)
+    mlp_ratio: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+        return self
+
+
+class Ramp(Strict):
+    """A quantity that starts at ``start`` and grows by ``increment`` every ``interval`` steps."""
+
+    start: int = Field(ge=1)
+    end: int = Field(ge=1)
+    increment: int = Field(1, ge=1)
+    interval: int = Field(2000, ge=1)
+
+    def value_at(self, step: int) -> int:
+        return min(self.end, self.start + self.increment * (step // self.interval))
+
+    @model_validator(mode="after")
+    def _start_not_above_end(self) -> Ramp:
+        if self.start > self.end:
+            raise ValueError(f"start ({self.start}) must not exceed end ({self.end})")
+        return self
+
+
+class CurriculumConfig(Strict):
+    """Garg et al.'s curriculum: active input dims and prompt length grow during training."""
+
+    dims: Ramp | None = None
+    points: Ramp | None = None
+
+
+class TrainConfig(Strict):
+    steps: int = Field(5000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor as a share of lr")
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+
+
+class EvalConfig(Strict):
+    n_prompts: int = Field(1280, ge=2)
+    batch_size: int = Field(256, ge=1)
+    seed: int = 1
+    algorithms: list[str] = ["least_squares", "averaging", "knn", "ridge", "bayes_optimal"]
+
+    @field_validator("algorithms")
+    @classmethod
+    def _registered_algorithms(cls, names: list[str]) -> list[str]:
+        from iclab.algorithms import ALGORITHMS
+
+        for name in names:
+            if name not in ALGORITHMS:
+                raise ValueError(
+                    f"unknown algorithm {name!r}; registered: {', '.join(ALGORITHMS.names())}"
+                )
+        return names
+
+
+class RunConfig(Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _curriculum_fits_task(self) -> RunConfig:
+        curriculum = self.train.curriculum
+        for field, ramp, limit in (
+            ("dims", curriculum.dims, self.task.n_dims),
+            ("points", curriculum.points, self.task.n_points),
+        ):
+            if ramp is not None and ramp.end > limit:
+                raise ValueError(
+                    f"train.curriculum.{field}.end ({ramp.end}) exceeds task.n_{field} ({limit})"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def digest(self) -> str:
+        """A short hash of the resolved config, stored in run metadata."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.steps=2000"`` → ``(["train", "steps"], 2000)``; the value is parsed as YAML."""
+    key, sep, raw_value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); unknown keys are caught by validation."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(path[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"override {text!r}: {where} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line per problem: ``source: field.path: message (got value)``."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        got = "" if problem["type"] == "missing" else f" (got {problem['input']!r})"
+        if problem["type"] in ("extra_forbidden",) or isinstance(problem["input"], dict):
+            got = ""
+        lines.append(f"{source}: {where}: {message}{got}")
+    return "\n".join(lines)
+
+
+def build_config(
+    data: dict[str, Any], overrides: list[str] = (), source: str = "config"
+) -> RunConfig:
+    """Validate a config dict after applying overrides; raise ``ConfigError`` with clear lines."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    data = apply_overrides(data, list(overrides))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, source)) from None
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a preset shipped with iclab (e.g. ``quickstart``)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return preset
+    presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+    raise ConfigError(
+        f"no config file {str(path)!r} and no preset of that name (presets: {presets})"
+    )
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Load a YAML config file (or preset), apply dotted overrides and validate."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = {} if data is None else data
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+    return build_config(data, overrides, source=str(path))

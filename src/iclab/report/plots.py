@@ -1,0 +1,55 @@
+"""Figures written into a run directory (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from iclab.evaluation.curves import CurvePoint
+from iclab.io import atomic_write_bytes
+
+
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_curves(points: Sequence[CurvePoint], path: Path, title: str, n_dims: int) -> None:
+    """Error vs number of in-context examples, one line per learner, shaded 95% CIs."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    learners = list(dict.fromkeys(point.learner for point in points))
+    for learner in learners:
+        rows = sorted((p for p in points if p.learner == learner), key=lambda p: p.k)
+        ks = [p.k for p in rows]
+        style = {"linewidth": 2.4, "zorder": 3} if learner == learners[0] else {"linewidth": 1.4}
+        axes.plot(ks, [p.mean for p in rows], label=learner, **style)
+        axes.fill_between(ks, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
+    axes.axvline(n_dims, color="grey", linestyle=":", linewidth=1)
+    axes.set_ylim(0, 1.25)
+    axes.set_xlabel("in-context examples k")
+    axes.set_ylabel("squared error / d")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(frameon=False)
+    save_figure(figure, path)
+
+
+def plot_training(metrics: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Training loss against step (log scale)."""
+    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    axes.plot([row["step"] for row in metrics], [row["loss"] for row in metrics], linewidth=1.2)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss (MSE)")
+    axes.set_title(title)
+    axes.grid(alpha=0.3, which="both")
+    save_figure(figure, path)

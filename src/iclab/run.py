@@ -1,0 +1,100 @@
+"""The run directory: everything a run reads and writes, and nothing else.
+
+```
+runs/<name>/
+  config.yaml     fully resolved config, the only input needed to rerun
+  run.json        status, config hash, versions, parameter count, timings
+  metrics.jsonl   one JSON object per logged training step
+  checkpoints/    step-000500/{model.safetensors, optimizer.safetensors, meta.json}
+  eval/           curves.csv and other tables
+  plots/          curves.png, loss.png
+  tb/             TensorBoard event files
+```
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from iclab import __version__
+from iclab.config import ConfigError, RunConfig, build_config
+from iclab.io import atomic_write_json, atomic_write_text
+
+
+def environment() -> dict[str, str]:
+    """Versions that matter for reproducing a run."""
+    return {
+        "iclab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tb"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def load_config(self) -> RunConfig:
+        if not self.config_path.exists():
+            raise ConfigError(f"{self.path} is not a run directory (no config.yaml)")
+        data = yaml.safe_load(self.config_path.read_text())
+        return build_config(data, source=str(self.config_path))
+
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_text(self.config_path, config.to_yaml())
+
+    def read_info(self) -> dict[str, Any]:
+        if not self.info_path.exists():
+            return {}
+        return json.loads(self.info_path.read_text())
+
+    def update_info(self, **fields: Any) -> None:
+        atomic_write_json(self.info_path, {**self.read_info(), **fields})
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]

@@ -1,0 +1,1 @@
+"""Meta-training: the loop, curriculum, schedule and checkpoints."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny configs that train in a second on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclab.config import RunConfig, build_config
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(1)  # same reduction order run to run; the resume test relies on it
+
+
+def tiny_config(**sections) -> RunConfig:
+    data = {
+        "name": "tiny",
+        "task": {"name": "linear_regression", "n_dims": 3, "n_points": 8},
+        "model": {"n_layers": 2, "d_model": 32, "n_heads": 2},
+        "train": {
+            "steps": 30,
+            "batch_size": 16,
+            "lr": 3e-3,
+            "log_every": 1,
+            "checkpoint_every": 10,
+            "keep_checkpoints": 2,
+            "device": "cpu",
+        },
+        "eval": {"n_prompts": 64, "batch_size": 32, "algorithms": ["least_squares", "averaging"]},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return build_config(data)
+
+
+@pytest.fixture
+def config() -> RunConfig:
+    return tiny_config()

@@ -1,0 +1,73 @@
+"""The command line: the train → eval path, listings, and clear errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import csv
+
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from iclab.cli import app
+
+runner = CliRunner()
+
+
+def write_config(tmp_path, **sections):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_config(**sections).to_yaml())
+    return path
+
+
+def test_train_then_eval_writes_curves_and_plots(tmp_path):
+    config = write_config(tmp_path)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "parameters" in result.output
+    result = runner.invoke(app, ["eval", str(run)])
+    assert result.exit_code == 0, result.output
+    with (run / "eval" / "curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["learner"] for row in rows} == {"model", "least_squares", "averaging"}
+    assert {row["shift"] for row in rows} == {"none"}
+    assert {int(row["n_prompts"]) for row in rows} == {64}
+    assert (run / "plots" / "curves.png").stat().st_size > 10_000
+    assert (run / "plots" / "loss.png").exists()
+
+
+def test_set_overrides_reach_the_run(tmp_path):
+    config, run = write_config(tmp_path), tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", str(config), "--out", str(run), "--set", "train.steps=5", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "steps: 5" in (run / "config.yaml").read_text()
+
+
+def test_bad_override_is_a_one_line_error_naming_the_field(tmp_path):
+    result = runner.invoke(app, ["train", str(write_config(tmp_path)), "--set", "train.lr=-1"])
+    assert result.exit_code == 2
+    assert "train.lr" in result.output and "Traceback" not in result.output
+
+
+def test_eval_of_a_missing_run_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["eval", str(tmp_path / "nothing")])
+    assert result.exit_code == 2
+    assert "not a run directory" in result.output
+
+
+def test_resume_and_config_together_is_refused(tmp_path):
+    result = runner.invoke(app, ["train", "quickstart", "--resume", str(tmp_path)])
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_listings_name_what_is_registered():
+    tasks = runner.invoke(app, ["tasks"])
+    assert (
+        tasks.exit_code == 0 and "linear_regression" in tasks.output and "noise_std" in tasks.output
+    )
+    models = runner.invoke(app, ["models"])
+    assert models.exit_code == 0 and "softmax" in models.output
+    algorithms = runner.invoke(app, ["algorithms"])
+    for name in ("least_squares", "ridge", "knn", "averaging", "bayes_optimal", "zero"):
+        assert name in algorithms.output

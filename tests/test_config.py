@@ -1,0 +1,109 @@
+"""Config validation: every error names the field, the bad value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from iclab.config import ConfigError, RunConfig, apply_overrides, build_config, load_config
+
+
+def error_of(data: dict, overrides: list[str] = ()) -> str:
+    with pytest.raises(ConfigError) as caught:
+        build_config(data, overrides, source="cfg.yaml")
+    return str(caught.value)
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    message = error_of({"train": {"stepz": 10}})
+    assert "cfg.yaml: train.stepz: unknown key" in message
+
+
+def test_unknown_task_name_lists_registered_tasks():
+    message = error_of({"task": {"name": "linear_regresion"}})
+    assert "task" in message and "'linear_regresion'" in message
+    assert "registered: linear_regression" in message
+
+
+def test_task_option_is_checked_against_the_family():
+    assert "noise_std" in error_of({"task": {"noise_std": -1.0}})
+    assert "unknown key" in error_of({"task": {"noise_sd": 0.1}})
+
+
+def test_out_of_range_value_names_field_and_value():
+    message = error_of({"train": {"lr": -0.1}})
+    assert "train.lr" in message and "greater than 0" in message and "-0.1" in message
+
+
+def test_literal_field_lists_allowed_values():
+    message = error_of({"model": {"mixer": "mamba"}})
+    assert "model.mixer" in message and "'softmax'" in message and "'mamba'" in message
+
+
+def test_heads_must_divide_width():
+    assert "divisible by n_heads" in error_of({"model": {"d_model": 30, "n_heads": 4}})
+
+
+def test_unknown_algorithm_lists_registered_ones():
+    message = error_of({"eval": {"algorithms": ["least_squares", "lasso9"]}})
+    assert "eval.algorithms" in message and "'lasso9'" in message and "least_squares" in message
+
+
+def test_curriculum_cannot_exceed_task_size():
+    message = error_of(
+        {"task": {"n_dims": 5}, "train": {"curriculum": {"dims": {"start": 2, "end": 8}}}}
+    )
+    assert "train.curriculum.dims.end (8) exceeds task.n_dims (5)" in message
+
+
+def test_dotted_overrides_set_nested_fields_with_yaml_types():
+    config = build_config({}, ["train.steps=2000", "task.noise_std=0.5", "train.grad_clip=null"])
+    assert config.train.steps == 2000
+    assert config.task.options == {"noise_std": 0.5}
+    assert config.train.grad_clip is None
+
+
+def test_override_of_unknown_field_is_rejected():
+    assert "train.step: unknown key" in error_of({}, ["train.step=5"])
+
+
+def test_malformed_override_says_expected_shape():
+    assert "section.field=value" in error_of({}, ["train.steps"])
+
+
+def test_override_into_a_value_is_rejected():
+    with pytest.raises(ConfigError, match=r"train\.steps is a value, not a section"):
+        apply_overrides({"train": {"steps": 3}}, ["train.steps.x=1"])
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    config = build_config({"name": "x", "task": {"n_dims": 4, "noise_std": 0.25}})
+    path = tmp_path / "resolved.yaml"
+    path.write_text(config.to_yaml())
+    again = load_config(path)
+    assert again == config
+    assert again.digest() == config.digest()
+
+
+def test_missing_file_names_path_and_presets(tmp_path):
+    with pytest.raises(ConfigError, match=r"no config file .*presets: .*quickstart"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(path)
+
+
+def test_run_name_defaults_to_file_stem(tmp_path):
+    path = tmp_path / "my-experiment.yaml"
+    path.write_text(yaml.safe_dump({"train": {"steps": 3}}))
+    assert load_config(path).name == "my-experiment"
+
+
+def test_quickstart_preset_is_valid():
+    config = load_config("quickstart")
+    assert isinstance(config, RunConfig)
+    assert (config.task.n_dims, config.task.n_points) == (5, 21)

@@ -1,0 +1,79 @@
+"""Evaluation: all learners on the same prompts; means and intervals computed correctly."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import torch
+
+from iclab.algorithms import build_algorithm
+from iclab.evaluation.curves import evaluate, read_curves_csv, summarise, write_curves_csv
+from iclab.tasks.regression import LinearRegression
+
+
+class Recorder:
+    """A learner that remembers the prompts it saw and predicts zero."""
+
+    def __init__(self, name):
+        self.name = name
+        self.seen = []
+
+    def predict(self, episode):
+        self.seen.append(episode.inputs.clone())
+        return torch.zeros_like(episode.targets)
+
+
+def test_every_learner_sees_the_same_prompts():
+    first, second = Recorder("a"), Recorder("b")
+    evaluate([first, second], LinearRegression(3), 6, n_prompts=50, batch_size=16, seed=0)
+    assert len(first.seen) == 4
+    assert all(torch.equal(x, y) for x, y in zip(first.seen, second.seen, strict=True))
+    assert sum(x.shape[0] for x in first.seen) == 50
+
+
+def test_summary_is_mean_with_normal_95_percent_interval():
+    errors = torch.arange(12, dtype=torch.float64).reshape(4, 3)
+    points = summarise(errors, "x")
+    column = errors[:, 1]
+    half = 1.959963984540054 * column.std().item() / math.sqrt(4)
+    assert points[1].mean == column.mean().item()
+    assert math.isclose(points[1].ci_high - points[1].mean, half)
+    assert math.isclose(points[1].mean - points[1].ci_low, half)
+    assert [p.k for p in points] == [0, 1, 2] and points[0].n_prompts == 4
+
+
+def test_zero_predictor_error_is_one_at_every_k_within_its_interval():
+    task = LinearRegression(4)
+    points = evaluate(
+        [build_algorithm("zero", task)], task, 10, n_prompts=2000, batch_size=500, seed=3
+    )
+    # E[(w·x)^2]/d = 1; allow 4 half-widths (≈ 4 standard errors at 95%: fails with p ≈ 1e-4 each)
+    for point in points:
+        assert abs(point.mean - 1.0) < 2 * (point.ci_high - point.ci_low)
+
+
+def test_least_squares_error_vanishes_after_d_examples():
+    task = LinearRegression(4)
+    points = evaluate(
+        [build_algorithm("least_squares", task)], task, 10, n_prompts=256, batch_size=128, seed=0
+    )
+    assert all(p.mean < 1e-8 for p in points if p.k >= 4)
+    assert all(p.mean > 0.05 for p in points if p.k < 4)
+
+
+def test_curves_csv_has_the_tidy_columns_and_round_trips(tmp_path):
+    points = summarise(torch.rand(10, 3, dtype=torch.float64), "model")
+    path = tmp_path / "curves.csv"
+    write_curves_csv(points, path)
+    with path.open() as handle:
+        assert next(csv.reader(handle)) == [
+            "learner",
+            "shift",
+            "k",
+            "mean",
+            "ci_low",
+            "ci_high",
+            "n_prompts",
+        ]
+    assert read_curves_csv(path) == points

@@ -1,0 +1,67 @@
+"""The transformer in-context learner: causal, Garg et al.'s codec, clear length limits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iclab.config import ModelConfig, TaskConfig
+from iclab.episode import Episode
+from iclab.models import build_model
+
+
+def small_model(n_dims=3, n_points=8):
+    torch.manual_seed(0)
+    return build_model(
+        ModelConfig(n_layers=2, d_model=32, n_heads=4), TaskConfig(n_dims=n_dims, n_points=n_points)
+    )
+
+
+def random_episode(batch=4, n_points=8, n_dims=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return Episode(
+        inputs=torch.randn(batch, n_points, n_dims, generator=generator),
+        targets=torch.randn(batch, n_points, generator=generator),
+    )
+
+
+def test_prediction_at_i_ignores_target_i_and_everything_later():
+    model, episode = small_model(), random_episode()
+    before = model.predict(episode)
+    for i in range(episode.n_points):
+        changed = Episode(episode.inputs.clone(), episode.targets.clone())
+        changed.targets[:, i:] += 10.0
+        changed.inputs[:, i + 1 :] += 10.0
+        after = model.predict(changed)
+        torch.testing.assert_close(after[:, : i + 1], before[:, : i + 1], rtol=0, atol=1e-5)
+        if i + 1 < episode.n_points:
+            assert not torch.allclose(after[:, i + 1 :], before[:, i + 1 :])
+
+
+def test_codec_interleaves_x_then_y_with_y_in_the_first_coordinate():
+    model, episode = small_model(), random_episode(batch=1, n_points=2)
+    read_in = model.codec.read_in
+    tokens = model.codec.encode(episode.inputs, episode.targets)
+    expected_y = torch.zeros(3)
+    expected_y[0] = episode.targets[0, 0]
+    torch.testing.assert_close(tokens[0, 0], read_in(episode.inputs[0, 0]))
+    torch.testing.assert_close(tokens[0, 1], read_in(expected_y))
+    torch.testing.assert_close(tokens[0, 2], read_in(episode.inputs[0, 1]))
+
+
+def test_output_has_one_prediction_per_example():
+    assert small_model().predict(random_episode()).shape == (4, 8)
+
+
+def test_longer_prompt_than_learned_positions_is_a_clear_error():
+    model = small_model(n_points=8)
+    with pytest.raises(ValueError, match="longer than the 16 learned positions"):
+        model.predict(random_episode(n_points=9))
+
+
+def test_parameter_count_matches_gpt2_formula():
+    model = small_model()
+    d, e, layers, positions = 3, 32, 2, 16
+    per_block = (3 * e * e + 3 * e) + (e * e + e) + (4 * e * e + 4 * e) + (4 * e * e + e) + 4 * e
+    expected = (d * e + e) + (e + 1) + positions * e + layers * per_block + 2 * e
+    assert model.n_params() == expected
