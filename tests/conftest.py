@@ -8,9 +8,15 @@ import torch
 from iclab.config import RunConfig, build_config
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    torch.set_num_threads(1)  # same reduction order run to run; the resume test relies on it
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One torch thread: the same reduction order run to run (the resume test compares bits),
+    and no OpenMP spin-waiting on a busy 2-core machine, where small batched LAPACK calls were
+    measured to slow down a thousandfold with two threads."""
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n_threads)
 
 
 def tiny_config(**sections) -> RunConfig:

@@ -25,16 +25,6 @@ TOLERANCE = 1e-5  # float64 throughout; the batched forms agree with the loops t
 PROMPTS = ["gaussian", "zeroed_dims", "mixed_rank", "repeated_point"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched LAPACK calls gain nothing from threads, and on a busy CPU their thread
-    synchronisation was measured to make a single ``pinv`` take a second: run these on one."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
-
-
 def make_episode(
     prompts: str = "gaussian",
     batch_size: int = 24,

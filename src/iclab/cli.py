@@ -58,15 +58,15 @@ def show_warnings_briefly() -> None:
 def print_headline_table(points: Sequence[Any], n_dims: int, ks: Sequence[int]) -> None:
     """Error / d of every learner at a few prefix lengths."""
     ks = [k for k in dict.fromkeys(ks) if any(p.k == k for p in points)]
-    table = Table(title="squared error / d after k in-context examples (95% CI half-width)")
-    table.add_column("learner")
+    table = Table(title="squared error / d after k in-context examples, ± 95% CI")
+    table.add_column("learner", no_wrap=True)
     for k in ks:
         table.add_column(f"k={k}", justify="right")
     for learner in dict.fromkeys(p.learner for p in points):
         by_k = {p.k: p for p in points if p.learner == learner}
         table.add_row(
             learner,
-            *(f"{by_k[k].mean:.3f} ± {by_k[k].mean - by_k[k].ci_low:.3f}" for k in ks),
+            *(f"{by_k[k].mean:.3f}±{by_k[k].mean - by_k[k].ci_low:.3f}" for k in ks),
         )
     console.print(table)
 
@@ -130,7 +130,7 @@ def eval_command(
     config = RunDir(run).load_config()
     points = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
     d = config.task.n_dims
-    print_headline_table(points, d, [1, d // 2, d, 2 * d, config.task.n_points - 1])
+    print_headline_table(points, d, [1, d, 2 * d, config.task.n_points - 1])
     console.print(f"table: {run / 'eval' / 'curves.csv'}\nplot:  {run / 'plots' / 'curves.png'}")
 
 
@@ -154,7 +154,7 @@ def quickstart(
     train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
     points = evaluate_run(out, show_progress=progress)
     d = config.task.n_dims
-    print_headline_table(points, d, [1, d // 2, d, 2 * d, config.task.n_points - 1])
+    print_headline_table(points, d, [1, d, 2 * d, config.task.n_points - 1])
     console.print(
         f"\nrun directory: [bold]{out}[/]\n"
         f"  table: {out / 'eval' / 'curves.csv'}\n"

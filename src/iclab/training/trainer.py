@@ -177,13 +177,9 @@ class Trainer:
                 if self.step % train.checkpoint_every == 0 or self.step == train.steps:
                     self.save()
         writer.close()
-        elapsed = time.perf_counter() - started
-        self.run.update_info(
-            status="completed",
-            steps=self.step,
-            train_seconds=round(elapsed, 2),
-            steps_per_second=round((self.step - start_step) / elapsed, 2) if elapsed > 0 else None,
-        )
+        elapsed, trained = time.perf_counter() - started, self.step - start_step
+        timing = {"steps_per_second": round(trained / elapsed, 2)} if trained else {}
+        self.run.update_info(status="completed", steps=self.step, **timing)
 
 
 def train_run(
