@@ -12,7 +12,6 @@ $(BIN)/python:
 
 # Torch is pinned and installed first: an unpinned resolve would download GBs of CUDA wheels.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
