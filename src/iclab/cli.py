@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from iclab.config import ConfigError, load_config
+from iclab.config import ConfigError, RunConfig, load_config
+from iclab.evaluation.curves import CurvePoint
 from iclab.registry import UnknownNameError
 from iclab.training.checkpoint import CheckpointError
 
@@ -55,9 +56,10 @@ def show_warnings_briefly() -> None:
     )
 
 
-def print_headline_table(points: Sequence[Any], n_dims: int, ks: Sequence[int]) -> None:
-    """Error / d of every learner at a few prefix lengths."""
-    ks = [k for k in dict.fromkeys(ks) if any(p.k == k for p in points)]
+def print_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: Path) -> None:
+    """Error / d of every learner after 1, d, 2d and n-1 examples, then where the files are."""
+    d, last = config.task.n_dims, config.task.n_points - 1
+    ks = [k for k in dict.fromkeys([1, d, 2 * d, last]) if any(p.k == k for p in points)]
     table = Table(title="squared error / d after k in-context examples, ± 95% CI")
     table.add_column("learner", no_wrap=True)
     for k in ks:
@@ -69,6 +71,11 @@ def print_headline_table(points: Sequence[Any], n_dims: int, ks: Sequence[int]) 
             *(f"{by_k[k].mean:.3f}±{by_k[k].mean - by_k[k].ci_low:.3f}" for k in ks),
         )
     console.print(table)
+    console.print(
+        f"\nrun directory: [bold]{run}[/]\n"
+        f"  table: {run / 'eval' / 'curves.csv'}\n"
+        f"  plot:  {run / 'plots' / 'curves.png'}"
+    )
 
 
 OverrideOption = Annotated[
@@ -129,9 +136,7 @@ def eval_command(
     show_warnings_briefly()
     config = RunDir(run).load_config()
     points = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
-    d = config.task.n_dims
-    print_headline_table(points, d, [1, d, 2 * d, config.task.n_points - 1])
-    console.print(f"table: {run / 'eval' / 'curves.csv'}\nplot:  {run / 'plots' / 'curves.png'}")
+    print_evaluation(points, config, run)
 
 
 @app.command()
@@ -153,13 +158,7 @@ def quickstart(
     config = load_config("quickstart", overrides or [])
     train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
     points = evaluate_run(out, show_progress=progress)
-    d = config.task.n_dims
-    print_headline_table(points, d, [1, d, 2 * d, config.task.n_points - 1])
-    console.print(
-        f"\nrun directory: [bold]{out}[/]\n"
-        f"  table: {out / 'eval' / 'curves.csv'}\n"
-        f"  plot:  {out / 'plots' / 'curves.png'}"
-    )
+    print_evaluation(points, config, out)
 
 
 def registry_table(title: str, rows: Sequence[tuple[str, ...]], columns: Sequence[str]) -> None:
