@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,11 +57,25 @@ def show_warnings_briefly() -> None:
     )
 
 
-def print_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: Path) -> None:
-    """Error / d of every learner after 1, d, 2d and n-1 examples, then where the files are."""
-    d, last = config.task.n_dims, config.task.n_points - 1
-    ks = [k for k in dict.fromkeys([1, d, 2 * d, last]) if any(p.k == k for p in points)]
-    table = Table(title="squared error / d after k in-context examples, ± 95% CI")
+def reported_ks(points: Sequence[CurvePoint], config: RunConfig) -> list[int]:
+    """The prefix lengths the summary table shows: 1, d, 2d and the last for regression (where
+    d examples make least squares exact), otherwise the first, ¼, ½ and last scored ones."""
+    scored = sorted({p.k for p in points})
+    if points and points[0].metric == "error":
+        d = config.task.n_dims
+        wanted = [1, d, 2 * d, scored[-1]]
+    else:
+        wanted = [scored[round(q * (len(scored) - 1))] for q in (0, 0.25, 0.5, 1)]
+    return [k for k in dict.fromkeys(wanted) if k in scored]
+
+
+def print_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: Path | None) -> None:
+    """Every learner's metric at a few prefix lengths, then where the files are."""
+    from iclab.metrics import METRICS
+
+    ks = reported_ks(points, config)
+    metric = METRICS[config.task.build().kind]
+    table = Table(title=f"{metric.label} after k in-context examples, ± 95% CI")
     table.add_column("learner", no_wrap=True)
     for k in ks:
         table.add_column(f"k={k}", justify="right")
@@ -71,11 +86,12 @@ def print_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: Path)
             *(f"{by_k[k].mean:.3f}±{by_k[k].mean - by_k[k].ci_low:.3f}" for k in ks),
         )
     console.print(table)
-    console.print(
-        f"\nrun directory: [bold]{run}[/]\n"
-        f"  table: {run / 'eval' / 'curves.csv'}\n"
-        f"  plot:  {run / 'plots' / 'curves.png'}"
-    )
+    if run is not None:
+        console.print(
+            f"\nrun directory: [bold]{run}[/]\n"
+            f"  table: {run / 'eval' / 'curves.csv'}\n"
+            f"  plot:  {run / 'plots' / 'curves.png'}"
+        )
 
 
 OverrideOption = Annotated[
@@ -124,19 +140,62 @@ def train(
 @app.command("eval")
 @user_errors_exit_cleanly
 def eval_command(
-    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    run: Annotated[
+        Path | None, typer.Argument(help="Run directory (omit to evaluate algorithms alone).")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Without a RUN: the task family to evaluate the algorithms on."),
+    ] = None,
+    algorithms: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated algorithm specs, e.g. 'least_squares,knn(k=5)' "
+            "(default: the run's eval.algorithms, or the task's yardsticks)."
+        ),
+    ] = None,
+    overrides: OverrideOption = None,
     n_prompts: Annotated[
         int | None, typer.Option(help="Prompts to sample (default: config).")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Without a RUN: directory for curves.csv and curves.png."),
+    ] = None,
 ) -> None:
-    """Evaluate a run and every configured algorithm on the same fresh prompts."""
-    from iclab.evaluation.run_eval import evaluate_run
+    """Evaluate a run and its algorithms on the same fresh prompts, or, with --task, the
+    algorithms alone (the yardsticks a model will be measured against)."""
+    from iclab.algorithms.base import split_specs
+    from iclab.config import build_config
+    from iclab.evaluation.run_eval import evaluate_learners, evaluate_run, write_evaluation
     from iclab.run import RunDir
 
     show_warnings_briefly()
-    config = RunDir(run).load_config()
-    points = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
-    print_evaluation(points, config, run)
+    specs = None if algorithms is None else split_specs(algorithms)
+    if run is not None:
+        if task is not None or out is not None:
+            raise ConfigError("--task and --out are for evaluating algorithms without a RUN")
+        config = RunDir(run).load_config()
+        changes = list(overrides or [])
+        if specs is not None:
+            changes.append(f"eval.algorithms={json.dumps(specs)}")
+        if changes:
+            config = build_config(config.to_dict(), changes, source=str(run))
+            RunDir(run).write_config(config)
+        points = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
+        print_evaluation(points, config, run)
+        return
+    if task is None:
+        raise ConfigError("give a RUN directory, or --task NAME to evaluate algorithms alone")
+    data: dict[str, Any] = {"name": f"yardsticks-{task}", "task": {"name": task}, "eval": {}}
+    if specs is not None:
+        data["eval"]["algorithms"] = specs
+    config = build_config(data, overrides or [], source="--task/--set")
+    points = evaluate_learners(config, n_prompts=n_prompts, show_progress=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_evaluation(points, config, RunDir(out))
+    print_evaluation(points, config, out)
 
 
 @app.command()
@@ -177,16 +236,35 @@ def first_line(text: str | None) -> str:
 
 @app.command()
 def tasks() -> None:
-    """List the in-context task families with their options and papers."""
+    """List the in-context task families with their options, defaults and papers."""
     from iclab.tasks import TASKS
 
     rows = []
     for name, family in TASKS:
-        options = "\n".join(
-            f"{field}={info.default!r}" for field, info in family.Options.model_fields.items()
+        sizes = (
+            f"n_points={family.default_n_points} (tokens)"
+            if family.kind == "tokens"
+            else f"n_dims={family.default_n_dims}\nn_points={family.default_n_points}"
         )
-        rows.append((name, family.kind, first_line(family.__doc__), options or "-", family.paper))
-    registry_table("tasks (task.name)", rows, ["name", "kind", "description", "options", "paper"])
+        options = [
+            f"{field}={info.default!r}" + (f": {info.description}" if info.description else "")
+            for field, info in family.Options.model_fields.items()
+        ]
+        rows.append(
+            (
+                name,
+                family.kind,
+                first_line(family.__doc__),
+                "\n".join([sizes, *options]),
+                ", ".join(family.yardsticks) or "-",
+                family.paper,
+            )
+        )
+    registry_table(
+        "tasks (task.name)",
+        rows,
+        ["name", "kind", "description", "defaults and options", "yardsticks", "paper"],
+    )
 
 
 @app.command()
@@ -200,8 +278,16 @@ def models() -> None:
 
 @app.command()
 def algorithms() -> None:
-    """List the reference algorithms and which task kinds they apply to."""
+    """List the reference algorithms, their options, and the tasks they apply to."""
     from iclab.algorithms import ALGORITHMS
+    from iclab.algorithms.base import algorithm_options, describe_applies_to
 
-    rows = [(name, "/".join(cls.kinds), first_line(cls.__doc__)) for name, cls in ALGORITHMS]
-    registry_table("algorithms (eval.algorithms)", rows, ["name", "applies to", "description"])
+    rows = [
+        (name, describe_applies_to(cls), first_line(cls.__doc__), algorithm_options(cls) or "-")
+        for name, cls in ALGORITHMS
+    ]
+    registry_table(
+        "algorithms (eval.algorithms, e.g. knn(k=5))",
+        rows,
+        ["name", "applies to", "description", "options"],
+    )

@@ -39,8 +39,12 @@ class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = "linear_regression"
-    n_dims: int = Field(20, ge=1)
-    n_points: int = Field(41, ge=2, description="examples per prompt (the context the model sees)")
+    n_dims: int | None = Field(
+        None, ge=1, description="input dimension (default: the family's; token tasks ignore it)"
+    )
+    n_points: int | None = Field(
+        None, ge=2, description="examples (tokens) per prompt (default: the family's)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -55,11 +59,22 @@ class TaskConfig(BaseModel):
     def _check_family_options(self) -> TaskConfig:
         from iclab.tasks import TASKS
 
+        family = TASKS.get(self.name)
         try:
-            TASKS.get(self.name).Options.model_validate(self.model_extra or {})
+            family.Options.model_validate(self.model_extra or {})
         except ValidationError as error:
             raise ValueError(describe_validation_error(error, f"options of {self.name}")) from None
+        if self.n_dims is None:
+            self.n_dims = family.default_n_dims
+        if self.n_points is None:
+            self.n_points = family.default_n_points
         return self
+
+    def build(self):
+        """The ``Task`` this config describes."""
+        from iclab.tasks import make_task
+
+        return make_task(self.name, self.n_dims, self.options)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -132,19 +147,24 @@ class EvalConfig(Strict):
     n_prompts: int = Field(1280, ge=2)
     batch_size: int = Field(256, ge=1)
     seed: int = 1
-    algorithms: list[str] = ["least_squares", "averaging", "knn", "ridge", "bayes_optimal"]
+    algorithms: list[str] | None = Field(
+        None,
+        description="algorithm specs such as knn(k=5) (default: the task family's yardsticks)",
+    )
 
     @field_validator("algorithms")
     @classmethod
-    def _registered_algorithms(cls, names: list[str]) -> list[str]:
+    def _registered_algorithms(cls, specs: list[str] | None) -> list[str] | None:
         from iclab.algorithms import ALGORITHMS
+        from iclab.algorithms.base import parse_spec
 
-        for name in names:
+        for spec in specs or []:
+            name, _ = parse_spec(spec)
             if name not in ALGORITHMS:
                 raise ValueError(
                     f"unknown algorithm {name!r}; registered: {', '.join(ALGORITHMS.names())}"
                 )
-        return names
+        return specs
 
 
 class RunConfig(Strict):
@@ -165,6 +185,21 @@ class RunConfig(Strict):
                 raise ValueError(
                     f"train.curriculum.{field}.end ({ramp.end}) exceeds task.n_{field} ({limit})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _algorithms_fit_task(self) -> RunConfig:
+        from iclab.algorithms.base import check_applies
+        from iclab.tasks import TASKS
+
+        if self.eval.algorithms is None:
+            self.eval.algorithms = list(TASKS.get(self.task.name).yardsticks)
+        task = self.task.build()
+        for spec in self.eval.algorithms:
+            try:
+                check_applies(spec, task)
+            except ValueError as error:
+                raise ValueError(f"eval.algorithms: {error}") from None
         return self
 
     def to_dict(self) -> dict[str, Any]:

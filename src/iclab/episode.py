@@ -18,20 +18,27 @@ class Episode:
     Attributes
     ----------
     inputs:
-        ``(B, n, d)`` float for function-class tasks (``(B, T)`` long for token tasks).
+        ``(B, n, d)`` float for vector tasks (regression, classification); ``(B, T)`` long token
+        ids for token tasks.
     targets:
-        ``(B, n)``: the value of the prompt's function at each input.
+        ``(B, n)``: float values (regression), long class indices (classification), or the long
+        id of the next token (tokens: ``targets[:, t]`` follows ``inputs[:, t]``).
     kind:
-        How targets are scored: ``regression`` (squared error), ``classification`` or ``tokens``.
+        How predictions are scored: ``regression`` (squared error of a ``(B, n)`` prediction),
+        ``classification`` / ``tokens`` (accuracy of ``(B, n, C)`` scores, one per class/token).
+    loss_mask:
+        ``(B, n)`` bool, the positions that are trained on and scored (``None``: all of them);
+        e.g. only the query of a bursty classification prompt, only the answers of MQAR.
     meta:
         The sampled task parameters (e.g. the true weights ``w`` of linear regression), so that
-        Bayes-optimal learners and probes can use them. Tensors with batch as the first dimension.
+        Bayes-optimal learners, metrics and probes can use them. Tensors with batch first.
     """
 
     inputs: Tensor
     targets: Tensor
     kind: EpisodeKind = "regression"
     meta: dict[str, Tensor] = field(default_factory=dict)
+    loss_mask: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -39,10 +46,13 @@ class Episode:
 
     @property
     def n_points(self) -> int:
+        """Examples per prompt (tokens per sequence for token tasks)."""
         return self.inputs.shape[1]
 
     @property
     def n_dims(self) -> int:
+        if self.inputs.ndim != 3:
+            raise ValueError(f"a {self.kind} episode of token ids has no input dimension")
         return self.inputs.shape[2]
 
     @property
@@ -55,13 +65,15 @@ class Episode:
             targets=self.targets.to(device),
             kind=self.kind,
             meta={key: value.to(device) for key, value in self.meta.items()},
+            loss_mask=None if self.loss_mask is None else self.loss_mask.to(device),
         )
 
     def prefix(self, n_points: int) -> Episode:
-        """The first ``n_points`` examples of every prompt (task parameters unchanged)."""
+        """The first ``n_points`` examples of every prompt (``meta`` is shared, not sliced)."""
         return Episode(
             inputs=self.inputs[:, :n_points],
             targets=self.targets[:, :n_points],
             kind=self.kind,
             meta=self.meta,
+            loss_mask=None if self.loss_mask is None else self.loss_mask[:, :n_points],
         )

@@ -1,12 +1,21 @@
-"""Registry of reference learning algorithms (the yardsticks a trained model is compared with)."""
+"""Registry of reference learning algorithms (the yardsticks a trained model is compared with).
+
+An algorithm is named in configs and on the command line by a spec: its registered name, with
+options in parentheses when they differ from the defaults, e.g. ``knn(k=5)`` or
+``gd(steps=2, lr=0.5)`` (values are parsed as YAML). The spec is also the learner's name in
+tables and plots.
+"""
 
 from __future__ import annotations
 
+import inspect
+import re
 from typing import Any, ClassVar
 
+import yaml
 from torch import Tensor
 
-from iclab.episode import Episode, EpisodeKind
+from iclab.episode import Episode
 from iclab.registry import Registry
 from iclab.tasks.base import Task
 
@@ -14,16 +23,23 @@ from iclab.tasks.base import Task
 class Algorithm:
     """A classical in-context learner. Subclasses implement ``predict`` for all prefixes at once.
 
-    ``for_task`` builds the algorithm for a task; the default ignores the task, Bayes-optimal
-    algorithms read the task's prior and noise from it.
+    ``applies_to`` lists task kinds (``regression``, ``classification``, ``tokens``) and/or task
+    family names the algorithm is meaningful for. ``for_task`` builds the algorithm for a task;
+    the default ignores the task, Bayes-optimal algorithms read the task's prior, noise or fixed
+    structure from it. ``predict`` returns what a model returns: ``(B, n)`` values for regression,
+    ``(B, n, C)`` scores (log-probabilities or any monotone version) otherwise.
     """
 
     name: str
-    kinds: ClassVar[tuple[EpisodeKind, ...]] = ("regression",)
+    applies_to: ClassVar[tuple[str, ...]] = ("regression",)
 
     @classmethod
     def for_task(cls, task: Task, **options: Any) -> Algorithm:
         return cls(**options)
+
+    @classmethod
+    def applies(cls, task: Task) -> bool:
+        return task.kind in cls.applies_to or task.name in cls.applies_to
 
     def predict(self, episode: Episode) -> Tensor:
         raise NotImplementedError
@@ -42,12 +58,81 @@ def register_algorithm(name: str):
     return decorate
 
 
-def build_algorithm(name: str, task: Task, **options: Any) -> Algorithm:
-    """The algorithm ``name`` set up for ``task``; a clear error if it does not apply."""
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"knn(k=5)"`` → ``("knn", {"k": 5})``; a clear error for anything else."""
+    match = _SPEC.match(spec)
+    if match is None:
+        raise ValueError(f"algorithm {spec!r} must look like name or name(option=value, ...)")
+    name, arguments = match.group(1), match.group(2)
+    options: dict[str, Any] = {}
+    for item in split_specs(arguments or ""):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"algorithm {spec!r}: option {item!r} must look like option=value")
+        try:
+            options[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ValueError(f"algorithm {spec!r}: value of {key.strip()} is not valid") from None
+    return name, options
+
+
+def split_specs(text: str) -> list[str]:
+    """Split ``"ridge(alpha=1), knn(k=3)"`` at the commas outside parentheses."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        items.append(current.strip())
+    return items
+
+
+def describe_applies_to(cls: type[Algorithm]) -> str:
+    return ", ".join(
+        f"all {item} tasks" if item in ("regression", "classification", "tokens") else item
+        for item in cls.applies_to
+    )
+
+
+def algorithm_options(cls: type[Algorithm]) -> str:
+    """``k=3, weights='uniform'``: the constructor's options and defaults, for listings."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return ", ".join(
+        f"{p.name}={p.default!r}"
+        for p in parameters
+        if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+    )
+
+
+def check_applies(spec: str, task: Task) -> type[Algorithm]:
+    """The class a spec names, after checking it applies to ``task``."""
+    name, _ = parse_spec(spec)
     cls = ALGORITHMS.get(name)
-    if task.kind not in cls.kinds:
+    if not cls.applies(task):
         raise ValueError(
-            f"algorithm {name!r} applies to {'/'.join(cls.kinds)} tasks, "
-            f"not to {type(task).__name__} ({task.kind})"
+            f"algorithm {name!r} applies to {describe_applies_to(cls)}, "
+            f"not to task {task.name!r} ({task.kind})"
         )
-    return cls.for_task(task, **options)
+    return cls
+
+
+def build_algorithm(spec: str, task: Task, **options: Any) -> Algorithm:
+    """The algorithm a spec names, set up for ``task``; a clear error if it does not apply or
+    an option is wrong. The learner is named by the spec."""
+    cls = check_applies(spec, task)
+    _, spec_options = parse_spec(spec)
+    try:
+        algorithm = cls.for_task(task, **{**spec_options, **options})
+    except TypeError as error:  # an unknown option name
+        raise ValueError(
+            f"algorithm {spec!r}: {error}; options are: {algorithm_options(cls) or 'none'}"
+        ) from None
+    algorithm.name = spec.replace(" ", "")
+    return algorithm

@@ -1,4 +1,8 @@
-"""Error curves: every learner on the same prompts, error at each prefix length with a 95% CI."""
+"""Curves: every learner on the same prompts, its metric at each prefix length with a 95% CI.
+
+The metric fits the task's kind (``iclab.metrics``): normalised squared error for regression,
+accuracy for classification and tokens.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from torch import Tensor
 
 from iclab.io import atomic_write_text
 from iclab.learner import InContextLearner
+from iclab.metrics import METRICS, score
 from iclab.seeding import generator_for
 from iclab.tasks.base import Task
 
@@ -23,9 +28,11 @@ Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
 @dataclass(frozen=True)
 class CurvePoint:
-    """One row of the tidy table: a learner's mean error after ``k`` in-context examples."""
+    """One row of the tidy table: a learner's mean metric after ``k`` in-context examples
+    (at token ``k`` for token tasks), over the ``n_prompts`` prompts that score that position."""
 
     learner: str
+    metric: str
     shift: str
     k: int
     mean: float
@@ -34,23 +41,27 @@ class CurvePoint:
     n_prompts: int
 
 
-def squared_error_per_prompt(prediction: Tensor, episode_targets: Tensor, n_dims: int) -> Tensor:
-    """(B, n) squared error divided by d, Garg et al.'s normalisation (1 = the zero predictor)."""
-    return (prediction.double() - episode_targets.double()).pow(2) / n_dims
-
-
-def summarise(errors: Tensor, learner: str, shift: str = "none") -> list[CurvePoint]:
+def summarise(
+    scores: Tensor, learner: str, metric: str = "error", shift: str = "none"
+) -> list[CurvePoint]:
     """Mean over prompts with a normal-approximation 95% interval, per prefix length k.
 
-    ``errors`` is (n_prompts, n). With ≥ 1000 prompts the sample mean is close to normal even for
-    the heavy-tailed errors of least squares near k = d.
+    ``scores`` is (n_prompts, n), NaN where a position is not scored; positions no prompt scores
+    are left out. With ≥ 1000 prompts the sample mean is close to normal even for the
+    heavy-tailed errors of least squares near k = d.
     """
-    n_prompts = errors.shape[0]
-    mean = errors.mean(0)
-    half_width = Z_95 * errors.std(0, unbiased=True) / math.sqrt(n_prompts)
+    scored = ~scores.isnan()
+    count = scored.sum(0)
+    values = scores.nan_to_num(0.0)
+    mean = values.sum(0) / count.clamp(min=1)
+    variance = ((values - mean).pow(2) * scored).sum(0) / (count - 1).clamp(min=1)
+    half_width = Z_95 * variance.sqrt() / count.clamp(min=1).sqrt()
     return [
-        CurvePoint(learner, shift, k, m, m - h, m + h, n_prompts)
-        for k, (m, h) in enumerate(zip(mean.tolist(), half_width.tolist(), strict=True))
+        CurvePoint(learner, metric, shift, k, m, m - h, m + h, c)
+        for k, (m, h, c) in enumerate(
+            zip(mean.tolist(), half_width.tolist(), count.tolist(), strict=True)
+        )
+        if c > 0
     ]
 
 
@@ -64,12 +75,12 @@ def evaluate(
     device: torch.device | str = "cpu",
     show_progress: bool = False,
 ) -> list[CurvePoint]:
-    """Run every learner on the same ``n_prompts`` fresh prompts and summarise their errors.
+    """Run every learner on the same ``n_prompts`` fresh prompts and summarise their scores.
 
     Prompts come from the ``(seed, "eval", batch)`` stream, disjoint from training batches.
     """
-    errors: dict[str, list[Tensor]] = {learner.name: [] for learner in learners}
-    if len(errors) != len(learners):
+    scores: dict[str, list[Tensor]] = {learner.name: [] for learner in learners}
+    if len(scores) != len(learners):
         raise ValueError(f"learner names must be unique, got {[lr.name for lr in learners]}")
     n_batches = math.ceil(n_prompts / batch_size)
     with Progress(transient=True, disable=not show_progress) as progress:
@@ -80,12 +91,13 @@ def evaluate(
             episode = task.sample(size, n_points, generator)
             for learner in learners:
                 prediction = learner.predict(episode)
-                errors[learner.name].append(
-                    squared_error_per_prompt(prediction, episode.targets, task.n_dims).cpu()
-                )
+                scores[learner.name].append(score(prediction, episode, task).cpu())
             progress.advance(bar)
+    metric = METRICS[task.kind].name
     return [
-        point for name, chunks in errors.items() for point in summarise(torch.cat(chunks), name)
+        point
+        for name, chunks in scores.items()
+        for point in summarise(torch.cat(chunks), name, metric)
     ]
 
 
@@ -102,6 +114,7 @@ def read_curves_csv(path: Path) -> list[CurvePoint]:
         return [
             CurvePoint(
                 learner=row["learner"],
+                metric=row["metric"],
                 shift=row["shift"],
                 k=int(row["k"]),
                 mean=float(row["mean"]),

@@ -1,17 +1,19 @@
-"""Evaluate a trained run against the reference algorithms and write its table and plots."""
+"""Evaluate a trained run, or the algorithms alone, and write the table and plots."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from iclab.algorithms import build_algorithm
+from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, evaluate, write_curves_csv
+from iclab.learner import InContextLearner
 from iclab.models import InContextModel, build_model
 from iclab.report.plots import plot_curves, plot_training
 from iclab.run import RunDir
-from iclab.tasks import make_task
 from iclab.training.checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint
 
 
@@ -27,19 +29,17 @@ def load_trained_model(run_dir: Path, device: torch.device | str = "cpu") -> InC
     return model.to(device).eval()
 
 
-def evaluate_run(
-    run_dir: Path,
+def evaluate_learners(
+    config: RunConfig,
+    models: Sequence[InContextLearner] = (),
     n_prompts: int | None = None,
     device: torch.device | str = "cpu",
     show_progress: bool = False,
 ) -> list[CurvePoint]:
-    """Model and every configured algorithm on the same fresh prompts → eval/curves.csv + plots."""
-    run = RunDir(Path(run_dir))
-    config = run.load_config()
-    task = make_task(config.task.name, config.task.n_dims, config.task.options)
-    learners = [load_trained_model(run.path, device)]
-    learners += [build_algorithm(name, task) for name in config.eval.algorithms]
-    points = evaluate(
+    """``models`` and the config's algorithms (``eval.algorithms``) on the same fresh prompts."""
+    task = config.task.build()
+    learners = [*models, *(build_algorithm(spec, task) for spec in config.eval.algorithms)]
+    return evaluate(
         learners,
         task,
         n_points=config.task.n_points,
@@ -49,10 +49,31 @@ def evaluate_run(
         device=device,
         show_progress=show_progress,
     )
+
+
+def write_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: RunDir) -> None:
+    """``eval/curves.csv`` and ``plots/curves.png`` (+ ``plots/loss.png`` for a trained run)."""
     write_curves_csv(points, run.eval_dir / "curves.csv")
-    title = f"{config.name}: {config.task.name}, d={config.task.n_dims}"
-    plot_curves(points, run.plots_dir / "curves.png", title, config.task.n_dims)
+    task = config.task
+    is_vector_regression = task.build().kind == "regression"
+    title = f"{config.name}: {task.name}" + (f", d={task.n_dims}" if is_vector_regression else "")
+    marker = task.n_dims if is_vector_regression else None
+    plot_curves(points, run.plots_dir / "curves.png", title, marker_k=marker)
     metrics = run.read_metrics()
     if metrics:
         plot_training(metrics, run.plots_dir / "loss.png", f"{config.name}: training")
+
+
+def evaluate_run(
+    run_dir: Path,
+    n_prompts: int | None = None,
+    device: torch.device | str = "cpu",
+    show_progress: bool = False,
+) -> list[CurvePoint]:
+    """Model and every configured algorithm on the same fresh prompts → eval/curves.csv + plots."""
+    run = RunDir(Path(run_dir))
+    config = run.load_config()
+    model = load_trained_model(run.path, device)
+    points = evaluate_learners(config, [model], n_prompts, device, show_progress)
+    write_evaluation(points, config, run)
     return points

@@ -8,13 +8,13 @@ from torch import Tensor, nn
 from iclab.config import ModelConfig, TaskConfig
 from iclab.episode import Episode
 from iclab.models.backbone import Backbone
-from iclab.models.codec import InterleavedCodec
+from iclab.models.codec import Codec, codec_for
 
 
 class InContextModel(nn.Module):
     """Maps an episode to a prediction at every position in one causal forward pass."""
 
-    def __init__(self, codec: InterleavedCodec, backbone: Backbone, name: str = "model") -> None:
+    def __init__(self, codec: Codec, backbone: Backbone, name: str = "model") -> None:
         super().__init__()
         self.codec = codec
         self.backbone = backbone
@@ -38,14 +38,14 @@ class InContextModel(nn.Module):
 
 
 def build_model(model: ModelConfig, task: TaskConfig, name: str = "model") -> InContextModel:
-    """The model a config describes, sized for the task's input width and prompt length."""
-    codec = InterleavedCodec(task.n_dims, model.d_model)
+    """The model a config describes, sized for the task's inputs, outputs and prompt length."""
+    codec = codec_for(task.build(), model.d_model)
     backbone = Backbone(
         mixer=model.mixer,
         n_layers=model.n_layers,
         d_model=model.d_model,
         n_heads=model.n_heads,
-        n_positions=2 * task.n_points,
+        n_positions=codec.tokens_per_example * task.n_points,
         mlp_ratio=model.mlp_ratio,
         dropout=model.dropout,
     )

@@ -14,6 +14,9 @@ import matplotlib.pyplot as plt
 
 from iclab.evaluation.curves import CurvePoint
 from iclab.io import atomic_write_bytes
+from iclab.metrics import METRICS
+
+METRIC_LABELS = {metric.name: metric.label for metric in METRICS.values()}
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
@@ -23,8 +26,11 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_curves(points: Sequence[CurvePoint], path: Path, title: str, n_dims: int) -> None:
-    """Error vs number of in-context examples, one line per learner, shaded 95% CIs."""
+def plot_curves(
+    points: Sequence[CurvePoint], path: Path, title: str, marker_k: int | None = None
+) -> None:
+    """Metric vs number of in-context examples, one line per learner, shaded 95% CIs; a dotted
+    line at ``marker_k`` (e.g. k = d, where least squares becomes exact)."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     learners = list(dict.fromkeys(point.learner for point in points))
     for learner in learners:
@@ -33,10 +39,12 @@ def plot_curves(points: Sequence[CurvePoint], path: Path, title: str, n_dims: in
         style = {"linewidth": 2.4, "zorder": 3} if learner == learners[0] else {"linewidth": 1.4}
         axes.plot(ks, [p.mean for p in rows], label=learner, **style)
         axes.fill_between(ks, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
-    axes.axvline(n_dims, color="grey", linestyle=":", linewidth=1)
-    axes.set_ylim(0, 1.25)
+    if marker_k is not None:
+        axes.axvline(marker_k, color="grey", linestyle=":", linewidth=1)
+    metric = points[0].metric if points else "error"
+    axes.set_ylim(0, 1.25 if metric == "error" else 1.02)
     axes.set_xlabel("in-context examples k")
-    axes.set_ylabel("squared error / d")
+    axes.set_ylabel(METRIC_LABELS.get(metric, metric))
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(frameon=False)
@@ -49,7 +57,7 @@ def plot_training(metrics: Sequence[dict[str, Any]], path: Path, title: str) -> 
     axes.plot([row["step"] for row in metrics], [row["loss"] for row in metrics], linewidth=1.2)
     axes.set_yscale("log")
     axes.set_xlabel("step")
-    axes.set_ylabel("training loss (MSE)")
+    axes.set_ylabel("training loss")
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     save_figure(figure, path)

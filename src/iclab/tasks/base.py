@@ -10,10 +10,14 @@ from pydantic import BaseModel, ConfigDict
 
 from iclab.episode import Episode, EpisodeKind
 from iclab.registry import Registry
+from iclab.seeding import generator_for
 
 
 class TaskOptions(BaseModel):
-    """Options of a task family beyond ``n_dims`` and ``n_points``; subclass per family."""
+    """Options of a task family beyond ``n_dims`` and ``n_points``; subclass per family.
+
+    Give every field a ``description``: ``iclab tasks`` shows it.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -22,15 +26,26 @@ class Task(ABC):
     """A family of functions plus an input distribution.
 
     ``sample`` is vectorised and draws everything from the given generator on the generator's
-    device, so a batch is a pure function of the generator's seed.
+    device, so a batch is a pure function of the generator's seed. Parameters a family fixes for
+    a whole run (a finite task pool, a random feature map, class centres) come from
+    ``structure_generator`` instead, so they never depend on the batch stream.
+
+    Class attributes every family sets: ``kind``, ``Options``, ``paper`` (who defined the
+    setting), ``default_n_dims`` / ``default_n_points`` (the paper's sizes; ``n_points`` counts
+    tokens for token tasks, which ignore ``n_dims``), and ``yardsticks`` (the algorithms it is
+    evaluated against by default).
     """
 
+    name: ClassVar[str]  # set by @register_task
     kind: ClassVar[EpisodeKind]
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     paper: ClassVar[str] = ""
+    default_n_dims: ClassVar[int] = 20
+    default_n_points: ClassVar[int] = 41
+    yardsticks: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, n_dims: int, options: TaskOptions | None = None) -> None:
-        self.n_dims = n_dims
+    def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
+        self.n_dims = self.default_n_dims if n_dims is None else n_dims
         self.options = options if options is not None else self.Options()
 
     @abstractmethod
@@ -41,17 +56,44 @@ class Task(ABC):
         generator: torch.Generator,
         n_dims_active: int | None = None,
     ) -> Episode:
-        """Draw ``batch_size`` prompts of ``n_points`` examples each.
+        """Draw ``batch_size`` prompts of ``n_points`` examples (tokens) each.
 
-        ``n_dims_active`` (curriculum) keeps only the first coordinates of every input non-zero.
+        ``n_dims_active`` (curriculum) keeps only the first coordinates of every input non-zero;
+        families without vector inputs ignore it.
         """
+
+    @property
+    def n_classes(self) -> int | None:
+        """Size of the prediction vector: classes (classification), vocabulary (tokens); None
+        for regression, whose prediction is one number."""
+        return None
+
+    @property
+    def target_scale(self) -> float:
+        """E[y²] under the task's prior (regression): squared errors are divided by it, so the
+        zero predictor scores 1 (Garg et al. 2022 divide by d for linear regression, where E[y²]
+        = d, and by the sparsity for sparse linear regression)."""
+        return float(self.n_dims)
+
+    def structure_generator(self, seed: int) -> torch.Generator:
+        """A CPU generator for the parameters fixed for a whole run, from the family and ``seed``."""
+        return generator_for(seed, "structure", self.name)
 
 
 TASKS: Registry[type[Task]] = Registry("task")
-register_task = TASKS.register
 
 
-def make_task(name: str, n_dims: int, options: dict | None = None) -> Task:
-    """The task family ``name`` with validated options."""
+def register_task(name: str):
+    """Register a ``Task`` subclass under ``name`` (also its ``name`` attribute)."""
+
+    def decorate(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        return TASKS.register(name)(cls)
+
+    return decorate
+
+
+def make_task(name: str, n_dims: int | None = None, options: dict | None = None) -> Task:
+    """The task family ``name`` with validated options (``n_dims`` defaults to the family's)."""
     family = TASKS.get(name)
     return family(n_dims, family.Options.model_validate(options or {}))

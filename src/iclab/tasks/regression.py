@@ -25,7 +25,14 @@ class LinearRegression(Task):
     kind = "regression"
     Options = LinearRegressionOptions
     paper = "Garg et al. 2022, arXiv 2208.01066"
+    default_n_dims = 20
+    default_n_points = 41
+    yardsticks = ("least_squares", "averaging", "knn", "ridge", "bayes_optimal")
     options: LinearRegressionOptions
+
+    @property
+    def target_scale(self) -> float:
+        return self.n_dims * self.options.weight_std**2 + self.options.noise_std**2
 
     def sample(
         self,

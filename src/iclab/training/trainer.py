@@ -21,10 +21,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 from iclab.config import RunConfig
 from iclab.io import atomic_write_text
+from iclab.metrics import training_loss
 from iclab.models import build_model
 from iclab.run import RunDir, environment
 from iclab.seeding import derive_seed, generator_for
-from iclab.tasks import make_task
 from iclab.training.checkpoint import (
     latest_valid_checkpoint,
     load_checkpoint,
@@ -59,7 +59,7 @@ class Trainer:
         self.run = run
         self.console = console or Console(stderr=True)
         self.device = select_device(config.train.device)
-        self.task = make_task(config.task.name, config.task.n_dims, config.task.options)
+        self.task = config.task.build()
         torch.manual_seed(derive_seed(config.train.seed, "init"))
         self.model = build_model(config.model, config.task, name=config.name).to(self.device)
         train = config.train
@@ -111,7 +111,7 @@ class Trainer:
         episode = self.task.sample(
             train.batch_size, stage.n_points, generator, n_dims_active=stage.n_dims_active
         )
-        loss = torch.nn.functional.mse_loss(self.model(episode), episode.targets)
+        loss = training_loss(self.model(episode), episode)
         loss.backward()
         if train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
