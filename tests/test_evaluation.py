@@ -69,6 +69,7 @@ def test_curves_csv_has_the_tidy_columns_and_round_trips(tmp_path):
     with path.open() as handle:
         assert next(csv.reader(handle)) == [
             "learner",
+            "metric",
             "shift",
             "k",
             "mean",
