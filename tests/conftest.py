@@ -43,3 +43,19 @@ def tiny_config(**sections) -> RunConfig:
 @pytest.fixture
 def config() -> RunConfig:
     return tiny_config()
+
+
+def train_preset_and_evaluate(preset: str, run_dir, overrides=(), n_prompts: int = 512):
+    """Train a preset (configs/PRESET.yaml) in ``run_dir`` and evaluate it with its yardsticks:
+    the shared body of the slow per-family tests. Returns ``{learner: {k: CurvePoint}}``."""
+    from iclab.config import load_config
+    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.training.trainer import train_run
+
+    config = load_config(preset, list(overrides))
+    train_run(config, run_dir, show_progress=False)
+    points = evaluate_run(run_dir, n_prompts=n_prompts)
+    curves: dict = {}
+    for point in points:
+        curves.setdefault(point.learner, {})[point.k] = point
+    return curves

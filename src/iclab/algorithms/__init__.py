@@ -1,6 +1,13 @@
 """Reference learning algorithms (the yardsticks for trained models), registered by name."""
 
-from iclab.algorithms import regression  # noqa: F401  (registers the regression learners)
+from iclab.algorithms import (  # noqa: F401  (each module registers its learners)
+    boolean,
+    classification,
+    linear,
+    nonlinear,
+    regression,
+    tokens,
+)
 from iclab.algorithms.base import ALGORITHMS, Algorithm, build_algorithm, register_algorithm
 
 __all__ = ["ALGORITHMS", "Algorithm", "build_algorithm", "register_algorithm"]

@@ -1,6 +1,13 @@
-"""In-context task families, registered by name."""
+"""In-context task families, registered by name (``iclab tasks`` lists them)."""
 
-from iclab.tasks import regression  # noqa: F401  (registers the regression families)
+from iclab.tasks import (  # noqa: F401  (each module registers its families)
+    boolean,
+    classification,
+    language,
+    nonlinear,
+    recall,
+    regression,
+)
 from iclab.tasks.base import TASKS, Task, TaskOptions, make_task, register_task
 
 __all__ = ["TASKS", "Task", "TaskOptions", "make_task", "register_task"]
