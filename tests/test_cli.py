@@ -71,3 +71,54 @@ def test_listings_name_what_is_registered():
     algorithms = runner.invoke(app, ["algorithms"])
     for name in ("least_squares", "ridge", "knn", "averaging", "bayes_optimal", "zero"):
         assert name in algorithms.output
+
+
+def test_eval_without_a_model_runs_the_named_algorithms_on_a_task(tmp_path):
+    out = tmp_path / "yardsticks"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--task",
+            "linear_regression",
+            "--algorithms",
+            "least_squares, knn(k=1),ridge(alpha=2)",
+            "--set",
+            "task.n_dims=3",
+            "--set",
+            "task.n_points=9",
+            "--n-prompts",
+            "40",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with (out / "eval" / "curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["learner"] for row in rows} == {"least_squares", "knn(k=1)", "ridge(alpha=2)"}
+    assert {int(row["k"]) for row in rows} == set(range(9))
+    assert {row["metric"] for row in rows} == {"error"}
+    exact = [float(r["mean"]) for r in rows if r["learner"] == "least_squares" and int(r["k"]) > 3]
+    assert max(exact) < 1e-8  # d = 3 noiseless examples determine w
+    assert (out / "plots" / "curves.png").exists()
+
+
+def test_eval_without_algorithms_uses_the_task_yardsticks():
+    result = runner.invoke(
+        app, ["eval", "--task", "linear_regression", "--set", "task.n_dims=2", "--n-prompts", "8"]
+    )
+    assert result.exit_code == 0, result.output
+    from iclab.tasks.regression import LinearRegression
+
+    for name in LinearRegression.yardsticks:
+        assert name in result.output
+
+
+def test_eval_rejects_an_algorithm_that_does_not_fit_the_task_or_has_a_bad_option():
+    wrong = runner.invoke(app, ["eval", "--task", "linear_regression", "--algorithms", "knn(j=2)"])
+    assert wrong.exit_code == 2 and "option" in wrong.output and "k=3" in wrong.output
+    unknown = runner.invoke(app, ["eval", "--task", "linear_regression", "--algorithms", "nope"])
+    assert unknown.exit_code == 2 and "unknown algorithm 'nope'" in unknown.output
+    missing = runner.invoke(app, ["eval"])
+    assert missing.exit_code == 2 and "--task" in missing.output

@@ -15,8 +15,9 @@ class InContextLearner(Protocol):
 
     ``predict`` returns, for every position ``i``, a prediction of ``episode.targets[:, i]`` that
     uses only ``inputs[:, : i + 1]`` and ``targets[:, :i]``: shape ``episode.targets.shape`` for
-    regression. A model does this in one causal forward pass; an algorithm does it for all
-    prefixes at once, batched.
+    regression, ``episode.targets.shape + (C,)`` scores (logits or log-probabilities) for
+    classification and tokens. A model does this in one causal forward pass; an algorithm does
+    it for all prefixes at once, batched.
     """
 
     name: str

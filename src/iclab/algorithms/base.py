@@ -58,7 +58,7 @@ def register_algorithm(name: str):
     return decorate
 
 
-_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*$")
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,85 @@
+"""Evaluation time of every registered algorithm on 1280 prompts of its family.
+
+Each algorithm is timed on the family whose yardsticks list it (else the first family it applies
+to), at that family's default sizes, on the prompts ``iclab eval`` would draw (batches of 256 from
+the eval stream). The time covers ``predict`` only; sampling is timed once per family and shown
+beside it. Prints one row per (algorithm, family) and the total.
+
+    PYTHONPATH=src python benchmarks/algorithms.py [--n-prompts 1280] [--only gd,lasso]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+
+import torch
+
+from iclab.algorithms import ALGORITHMS, build_algorithm
+from iclab.seeding import generator_for
+from iclab.tasks import TASKS, make_task
+
+BATCH_SIZE = 256
+
+
+def home_family(name: str) -> str:
+    """The family an algorithm is benchmarked on: one that lists it as a yardstick if any."""
+    for family_name, family in TASKS:
+        if name in (spec.split("(")[0] for spec in family.yardsticks):
+            return family_name
+    for family_name, family in TASKS:
+        if ALGORITHMS.get(name).applies(family()):
+            return family_name
+    raise ValueError(f"{name} applies to no registered family")
+
+
+def sample_batches(family_name: str, n_prompts: int):
+    task = make_task(family_name)
+    n_points = type(task).default_n_points
+    start = time.perf_counter()
+    batches = [
+        task.sample(min(BATCH_SIZE, n_prompts - i * BATCH_SIZE), n_points, generator_for(1, "eval", i))
+        for i in range(math.ceil(n_prompts / BATCH_SIZE))
+    ]
+    return task, batches, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-prompts", type=int, default=1280)
+    parser.add_argument("--only", default="", help="comma-separated algorithm names")
+    args = parser.parse_args()
+    names = [n for n in ALGORITHMS.names() if not args.only or n in args.only.split(",")]
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"{args.n_prompts} prompts per algorithm\n"
+    )
+    print(f"{'algorithm':<22}{'family':<28}{'d':>4}{'n':>5}{'seconds':>10}{'sampling s':>12}")
+    cache: dict[str, tuple] = {}
+    total = 0.0
+    for name in names:
+        family_name = home_family(name)
+        if family_name not in cache:
+            cache[family_name] = sample_batches(family_name, args.n_prompts)
+        task, batches, sampling = cache[family_name]
+        algorithm = build_algorithm(name, task)
+        start = time.perf_counter()
+        for episode in batches:
+            algorithm.predict(episode)
+        seconds = time.perf_counter() - start
+        total += seconds
+        d = "-" if task.kind == "tokens" else task.n_dims
+        print(
+            f"{name:<22}{family_name:<28}{d:>4}{batches[0].n_points:>5}"
+            f"{seconds:>10.2f}{sampling:>12.3f}",
+            flush=True,
+        )
+    print(f"\ntotal {total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
