@@ -41,7 +41,9 @@ def sample_batches(family_name: str, n_prompts: int):
     n_points = type(task).default_n_points
     start = time.perf_counter()
     batches = [
-        task.sample(min(BATCH_SIZE, n_prompts - i * BATCH_SIZE), n_points, generator_for(1, "eval", i))
+        task.sample(
+            min(BATCH_SIZE, n_prompts - i * BATCH_SIZE), n_points, generator_for(1, "eval", i)
+        )
         for i in range(math.ceil(n_prompts / BATCH_SIZE))
     ]
     return task, batches, time.perf_counter() - start

@@ -43,7 +43,7 @@ def test_episodes_have_the_shapes_and_dtypes_of_their_kind(name):
         assert task.target_scale > 0
     else:
         assert episode.targets.dtype == torch.long
-        assert 0 <= episode.targets.min() and episode.targets.max() < task.n_classes
+        assert episode.targets.min() >= 0 and episode.targets.max() < task.n_classes
     if episode.loss_mask is not None:
         assert episode.loss_mask.shape == (BATCH, n) and episode.loss_mask.dtype == torch.bool
         assert episode.loss_mask.any(dim=1).all(), "every prompt must score some position"
@@ -59,7 +59,9 @@ def test_a_batch_is_a_pure_function_of_the_seed(name):
     assert torch.equal(first.inputs, again.inputs) and torch.equal(first.targets, again.targets)
     for key in first.meta:
         assert torch.equal(first.meta[key], again.meta[key])
-    assert not (torch.equal(first.inputs, other.inputs) and torch.equal(first.targets, other.targets))
+    assert not (
+        torch.equal(first.inputs, other.inputs) and torch.equal(first.targets, other.targets)
+    )
 
 
 def preset_tasks() -> dict[str, list[str]]:

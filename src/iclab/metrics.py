@@ -46,7 +46,7 @@ def _check_prediction(prediction: Tensor, episode: Episode) -> None:
         raise ValueError(f"regression predictions must have shape {expected}, got {got}")
     if episode.kind != "regression" and (prediction.ndim != 3 or got[:2] != expected):
         raise ValueError(
-            f"{episode.kind} predictions must have shape {expected + ('C',)} (a score per "
+            f"{episode.kind} predictions must have shape {(*expected, 'C')} (a score per "
             f"class), got {got}"
         )
 

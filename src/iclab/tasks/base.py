@@ -76,7 +76,7 @@ class Task(ABC):
         return float(self.n_dims)
 
     def structure_generator(self, seed: int) -> torch.Generator:
-        """A CPU generator for the parameters fixed for a whole run, from the family and ``seed``."""
+        """A CPU generator for parameters fixed for a whole run, from the family and ``seed``."""
         return generator_for(seed, "structure", self.name)
 
 
