@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.classification import prefix_knn_vote, require_n_classes
 from iclab.episode import Episode
 from iclab.tasks.base import Task
 from iclab.tasks.regression import LinearRegression
@@ -248,7 +249,11 @@ class Averaging(Algorithm):
 
 @register_algorithm("knn")
 class NearestNeighbours(Algorithm):
-    """Mean target of the k nearest earlier inputs (Euclidean, uniform weights).
+    """k nearest earlier inputs (Euclidean): mean target (regression) or majority vote (classes).
+
+    On classification episodes the scores are log vote shares, ties going to the class of the
+    nearest neighbour among the tied ones (``iclab.algorithms.classification.prefix_knn_vote``);
+    ``for_task`` records the task's number of classes for them.
 
     Parameters
     ----------
@@ -256,12 +261,24 @@ class NearestNeighbours(Algorithm):
         Number of neighbours, at least 1; fewer are used while fewer earlier points exist.
     """
 
+    applies_to = ("regression", "classification")
+    n_classes: int | None = None
+
     def __init__(self, k: int = 3) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"knn option k must be an integer >= 1, got {k!r}")
         self.k = k
 
+    @classmethod
+    def for_task(cls, task: Task, **options: Any) -> NearestNeighbours:
+        algorithm = cls(**options)
+        algorithm.n_classes = task.n_classes
+        return algorithm
+
     def predict(self, episode: Episode) -> Tensor:
+        if episode.kind == "classification":
+            n_classes = require_n_classes(self.n_classes, "knn")
+            return prefix_knn_vote(episode.inputs, episode.targets, self.k, n_classes)
         return prefix_knn(episode.inputs, episode.targets, self.k)
 
 
@@ -310,6 +327,8 @@ class BayesOptimalLinearRegression(Algorithm):
     weight_std:
         τ, greater than 0.
     """
+
+    applies_to = ("linear_regression", "noisy_linear_regression")
 
     def __init__(self, noise_std: float = 0.0, weight_std: float = 1.0) -> None:
         if not (0 <= noise_std < math.inf):

@@ -36,7 +36,7 @@ class Task(ABC):
     evaluated against by default).
     """
 
-    name: ClassVar[str]  # set by @register_task
+    name: ClassVar[str] = "unregistered"  # set by @register_task
     kind: ClassVar[EpisodeKind]
     Options: ClassVar[type[TaskOptions]] = TaskOptions
     paper: ClassVar[str] = ""

@@ -123,10 +123,15 @@ class Trainer:
         """Train until ``train.steps``; ``on_step(step, loss)`` runs after every logged step."""
         train = self.config.train
         n_params = self.model.n_params()
+        task = self.config.task
+        sizes = (
+            f"{task.n_points} tokens"
+            if self.task.kind == "tokens"
+            else f"d={task.n_dims}, {task.n_points} points"
+        )
         self.console.print(
             f"[bold]{self.config.name}[/]: {self.config.model.mixer} model, "
-            f"{n_params:,} parameters, on {self.device}; task {self.config.task.name} "
-            f"(d={self.config.task.n_dims}, {self.config.task.n_points} points)"
+            f"{n_params:,} parameters, on {self.device}; task {task.name} ({sizes})"
         )
         self.run.update_info(
             status="running",
