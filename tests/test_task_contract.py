@@ -7,6 +7,8 @@ that trains the default model, yardsticks that apply and predict, and a causal m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,3 +122,12 @@ def test_the_default_model_is_causal_and_trainable_on_every_family(name):
     with torch.no_grad():
         after = model(episode)
     torch.testing.assert_close(after[:, : cut + 1], prediction.detach()[:, : cut + 1])
+
+
+def test_the_readme_table_lists_every_family_and_its_default_yardsticks():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = {line for line in readme.splitlines() if line.startswith("| `")}
+    for name, family in TASKS:
+        row = next((r for r in rows if f"`{name}`" in r.split("|")[1]), None)
+        assert row is not None, f"README has no row for {name}"
+        assert all(f"`{spec}`" in row for spec in family.yardsticks), name
