@@ -488,6 +488,8 @@ def test_transformer_beats_majority_label_on_softmax_classification(tmp_path):
 
 @pytest.mark.slow
 def test_transformer_beats_majority_label_at_the_bursty_query(tmp_path):
+    # Measured (train mode, B = 4, p_bursty = 1, K = 512, 600 steps, 512 prompts, 63 s):
+    # model 0.979 at the query, majority label 0.506 (two classes in context), copy_exemplar 1.0.
     curves = train_preset_and_evaluate("bursty_classification", tmp_path / "run")
     query = 8  # only the query (after 8 exemplars) is scored
     assert accuracy_at(curves, "model", query) > accuracy_at(curves, "majority_label", query) + 0.1

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
 from iclab.tasks.base import Task
 
@@ -87,22 +88,6 @@ def prefix_majority(targets: Tensor, n_classes: int) -> Tensor:
     return _log_probabilities(preferred.clamp_min(1).log(), seen)
 
 
-def _earlier_neighbours(inputs: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The ``min(k, n)`` nearest earlier points of every position (Euclidean), nearest first.
-
-    Returns their indices (B, n, k') and whether each is a real earlier point (B, n, k'); ties
-    go to the earlier point (stable sort), and identical points get identical distances.
-    """
-    x = inputs.double()
-    n = x.shape[1]
-    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, n, n)
-    not_earlier = torch.ones(n, n, dtype=torch.bool, device=x.device).triu()  # j >= i
-    distance = distance.masked_fill(not_earlier, math.inf)
-    nearest = distance.argsort(dim=-1, stable=True)[..., : min(k, n)]
-    is_earlier = nearest < torch.arange(n, device=x.device)[:, None]
-    return nearest, is_earlier
-
-
 def prefix_knn_vote(inputs: Tensor, targets: Tensor, k: int, n_classes: int) -> Tensor:
     """Majority vote of the labels of the ``k`` nearest earlier inputs, for every prefix.
 
@@ -112,7 +97,7 @@ def prefix_knn_vote(inputs: Tensor, targets: Tensor, k: int, n_classes: int) -> 
     """
     check_classification_episode(inputs, targets, n_classes)
     batch, n = targets.shape
-    nearest, is_earlier = _earlier_neighbours(inputs, k)
+    nearest, is_earlier = earlier_neighbours(inputs, k)
     labels = targets[:, None, :].expand(batch, n, n).gather(-1, nearest)  # (B, n, k')
     votes = torch.zeros(batch, n, n_classes, dtype=torch.float64, device=targets.device)
     votes.scatter_add_(-1, labels, is_earlier.double())

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import Algorithm, register_algorithm
 from iclab.algorithms.classification import prefix_knn_vote, require_n_classes
+from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
 from iclab.tasks.base import Task
 from iclab.tasks.regression import LinearRegression
@@ -65,16 +66,10 @@ def prefix_knn(inputs: Tensor, targets: Tensor, k: int) -> Tensor:
     earlier point (stable sort), so the result does not depend on the sorting kernel.
     """
     _check_shapes(inputs, targets)
-    x, y = inputs.double(), targets.double()
-    batch, n, _ = x.shape
-    # Pairwise distances computed entry by entry, so that identical points get identical distances.
-    distance = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")  # (B, n, n)
-    not_earlier = torch.ones(n, n, dtype=torch.bool, device=x.device).triu()  # j >= i
-    distance = distance.masked_fill(not_earlier, math.inf)
-    nearest = distance.argsort(dim=-1, stable=True)[..., : min(k, n)]  # (B, n, k)
+    y = targets.double()
+    batch, n = y.shape
+    nearest, is_earlier = earlier_neighbours(inputs, k)  # (B, n, k')
     neighbour_targets = y[:, None, :].expand(batch, n, n).gather(-1, nearest)
-    # Earlier points sort before the masked ones, so row i's valid neighbours are those with j < i.
-    is_earlier = nearest < torch.arange(n, device=x.device)[:, None]
     n_neighbours = is_earlier.sum(-1).clamp(min=1)
     preds = (neighbour_targets * is_earlier).sum(-1) / n_neighbours
     return preds.to(targets.dtype)

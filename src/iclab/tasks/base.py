@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
+from torch import Tensor
 
 from iclab.episode import Episode, EpisodeKind
 from iclab.registry import Registry
@@ -78,6 +79,26 @@ class Task(ABC):
     def structure_generator(self, seed: int) -> torch.Generator:
         """A CPU generator for parameters fixed for a whole run, from the family and ``seed``."""
         return generator_for(seed, "structure", self.name)
+
+
+def zero_inactive_dims(inputs: Tensor, n_dims_active: int | None) -> Tensor:
+    """Curriculum: keep only the first ``n_dims_active`` coordinates non-zero (in place)."""
+    if n_dims_active is not None and n_dims_active < inputs.shape[-1]:
+        inputs[..., n_dims_active:] = 0.0
+    return inputs
+
+
+def standard_normal_inputs(
+    batch_size: int,
+    n_points: int,
+    n_dims: int,
+    generator: torch.Generator,
+    n_dims_active: int | None,
+) -> Tensor:
+    """x ~ N(0, I_d) of shape (B, n, d), with the curriculum's inactive coordinates zeroed."""
+    shape = (batch_size, n_points, n_dims)
+    inputs = torch.randn(shape, generator=generator, device=generator.device)
+    return zero_inactive_dims(inputs, n_dims_active)
 
 
 TASKS: Registry[type[Task]] = Registry("task")

@@ -16,27 +16,13 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from iclab.episode import Episode
-from iclab.tasks.base import Task, TaskOptions, register_task
-
-
-def _zero_inactive_dims(inputs: Tensor, n_dims_active: int | None) -> Tensor:
-    """Curriculum: keep only the first ``n_dims_active`` coordinates non-zero (in place)."""
-    if n_dims_active is not None and n_dims_active < inputs.shape[-1]:
-        inputs[..., n_dims_active:] = 0.0
-    return inputs
-
-
-def _standard_normal_inputs(
-    batch_size: int,
-    n_points: int,
-    n_dims: int,
-    generator: torch.Generator,
-    n_dims_active: int | None,
-) -> Tensor:
-    """x ~ N(0, I_d) for every example, with the curriculum's inactive coordinates zeroed."""
-    shape = (batch_size, n_points, n_dims)
-    inputs = torch.randn(shape, generator=generator, device=generator.device)
-    return _zero_inactive_dims(inputs, n_dims_active)
+from iclab.tasks.base import (
+    Task,
+    TaskOptions,
+    register_task,
+    standard_normal_inputs,
+    zero_inactive_dims,
+)
 
 
 class LinearClassificationOptions(TaskOptions):
@@ -75,9 +61,7 @@ class LinearClassification(Task):
         n_dims_active: int | None = None,
     ) -> Episode:
         device = generator.device
-        inputs = _standard_normal_inputs(
-            batch_size, n_points, self.n_dims, generator, n_dims_active
-        )
+        inputs = standard_normal_inputs(batch_size, n_points, self.n_dims, generator, n_dims_active)
         w = torch.randn(batch_size, self.n_dims, generator=generator, device=device)
         clean = torch.einsum("bnd,bd->bn", inputs, w) > 0
         flipped = (
@@ -126,9 +110,7 @@ class SoftmaxClassification(Task):
         n_dims_active: int | None = None,
     ) -> Episode:
         device = generator.device
-        inputs = _standard_normal_inputs(
-            batch_size, n_points, self.n_dims, generator, n_dims_active
-        )
+        inputs = standard_normal_inputs(batch_size, n_points, self.n_dims, generator, n_dims_active)
         weights = torch.randn(
             batch_size, self.n_classes, self.n_dims, generator=generator, device=device
         )
@@ -271,7 +253,7 @@ class BurstyClassification(Task):
         else:
             centres = self.centres.to(device)[classes]
             targets = self.label_map.to(device)[classes]
-        inputs = _zero_inactive_dims(self._exemplars(centres, generator), n_dims_active)
+        inputs = zero_inactive_dims(self._exemplars(centres, generator), n_dims_active)
         loss_mask = torch.zeros(batch_size, n_points, dtype=torch.bool, device=device)
         loss_mask[:, -1] = True
         in_context = (classes[:, :-1] == classes[:, -1:]).any(dim=1)

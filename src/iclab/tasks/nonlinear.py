@@ -15,24 +15,9 @@ from pydantic import Field
 from torch import Tensor
 
 from iclab.episode import Episode
-from iclab.tasks.base import Task, TaskOptions, register_task
+from iclab.tasks.base import Task, TaskOptions, register_task, standard_normal_inputs
 
 GARG_PAPER = "Garg, Tsipras, Liang, Valiant 2022, arXiv 2208.01066"
-
-
-def standard_normal_inputs(
-    batch_size: int,
-    n_points: int,
-    n_dims: int,
-    generator: torch.Generator,
-    n_dims_active: int | None,
-) -> Tensor:
-    """x ~ N(0, I_d) of shape (B, n, d), with the curriculum's inactive coordinates zeroed."""
-    shape = (batch_size, n_points, n_dims)
-    inputs = torch.randn(shape, generator=generator, device=generator.device)
-    if n_dims_active is not None and n_dims_active < n_dims:
-        inputs[:, :, n_dims_active:] = 0.0
-    return inputs
 
 
 def route_through_tree(inputs: Tensor, coordinates: Tensor, depth: int) -> Tensor:
