@@ -2,8 +2,12 @@
 
 Each algorithm is timed on the family whose yardsticks list it (else the first family it applies
 to), at that family's default sizes, on the prompts ``iclab eval`` would draw (batches of 256 from
-the eval stream). The time covers ``predict`` only; sampling is timed once per family and shown
-beside it. Prints one row per (algorithm, family) and the total.
+the eval stream). The time covers ``predict`` only (and, for algorithms that tune themselves, the
+tuning in ``for_task``, shown apart); sampling is timed once per family and shown beside it.
+
+Algorithms that fit a model per prefix can take CPU-hours: each is first timed on ``--probe``
+prompts, and when the full run would exceed ``--budget`` seconds its time is extrapolated
+linearly (prompts are independent) and marked ``~``.
 
     PYTHONPATH=src python benchmarks/algorithms.py [--n-prompts 1280] [--only gd,lasso]
 """
@@ -49,10 +53,26 @@ def sample_batches(family_name: str, n_prompts: int):
     return task, batches, time.perf_counter() - start
 
 
+def time_predictions(algorithm, batches, args) -> tuple[float, bool]:
+    """Seconds to predict every batch, and whether measured (True) or extrapolated (False)."""
+    probe = batches[0].first(args.probe)
+    start = time.perf_counter()
+    algorithm.predict(probe)
+    projected = (time.perf_counter() - start) * args.n_prompts / probe.batch_size
+    if projected > args.budget:
+        return projected, False
+    start = time.perf_counter()
+    for episode in batches:
+        algorithm.predict(episode)
+    return time.perf_counter() - start, True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-prompts", type=int, default=1280)
     parser.add_argument("--only", default="", help="comma-separated algorithm names")
+    parser.add_argument("--probe", type=int, default=32, help="prompts of the first timing")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds per algorithm")
     args = parser.parse_args()
     names = [n for n in ALGORITHMS.names() if not args.only or n in args.only.split(",")]
     print(
@@ -60,7 +80,10 @@ def main() -> None:
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"{args.n_prompts} prompts per algorithm\n"
     )
-    print(f"{'algorithm':<22}{'family':<28}{'d':>4}{'n':>5}{'seconds':>10}{'sampling s':>12}")
+    print(
+        f"{'algorithm':<22}{'family':<28}{'d':>4}{'n':>5}{'seconds':>11}"
+        f"{'setup s':>9}{'sampling s':>12}"
+    )
     cache: dict[str, tuple] = {}
     total = 0.0
     for name in names:
@@ -68,16 +91,16 @@ def main() -> None:
         if family_name not in cache:
             cache[family_name] = sample_batches(family_name, args.n_prompts)
         task, batches, sampling = cache[family_name]
-        algorithm = build_algorithm(name, task)
         start = time.perf_counter()
-        for episode in batches:
-            algorithm.predict(episode)
-        seconds = time.perf_counter() - start
+        algorithm = build_algorithm(name, task)
+        setup = time.perf_counter() - start
+        seconds, exact = time_predictions(algorithm, batches, args)
         total += seconds
         d = "-" if task.kind == "tokens" else task.n_dims
+        shown = f"{seconds:.2f}" if exact else f"~{seconds:.0f}"
         print(
-            f"{name:<22}{family_name:<28}{d:>4}{batches[0].n_points:>5}"
-            f"{seconds:>10.2f}{sampling:>12.3f}",
+            f"{name:<22}{family_name:<28}{d:>4}{batches[0].n_points:>5}{shown:>11}"
+            f"{setup:>9.2f}{sampling:>12.3f}",
             flush=True,
         )
     print(f"\ntotal {total:.1f} s")

@@ -63,3 +63,13 @@ def test_summaries_skip_unscored_positions_and_count_only_scored_prompts():
     assert points[0].mean == pytest.approx(2 / 3) and points[1].mean == pytest.approx(0.5)
     half_width = 1.959963984540054 * math.sqrt(1 / 3) / math.sqrt(3)  # sample std of (1, 0, 1)
     assert points[0].ci_high - points[0].mean == pytest.approx(half_width)
+
+
+def test_first_prompts_of_an_episode_keep_their_meta_and_mask():
+    episode = classification_episode(
+        mask=torch.tensor([[True, False, True], [False, True, True]]),
+        meta={"w": torch.tensor([[1.0], [2.0]])},
+    )
+    head = episode.first(1)
+    assert torch.equal(head.targets, episode.targets[:1]) and head.meta["w"].tolist() == [[1.0]]
+    assert head.loss_mask.tolist() == [[True, False, True]] and head.kind == "classification"

@@ -77,3 +77,13 @@ class Episode:
             meta=self.meta,
             loss_mask=None if self.loss_mask is None else self.loss_mask[:, :n_points],
         )
+
+    def first(self, n_prompts: int) -> Episode:
+        """The first ``n_prompts`` prompts of the batch (``meta`` and ``loss_mask`` too)."""
+        return Episode(
+            inputs=self.inputs[:n_prompts],
+            targets=self.targets[:n_prompts],
+            kind=self.kind,
+            meta={key: value[:n_prompts] for key, value in self.meta.items()},
+            loss_mask=None if self.loss_mask is None else self.loss_mask[:n_prompts],
+        )
