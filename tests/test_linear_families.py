@@ -468,66 +468,35 @@ def test_bad_algorithm_options_are_clear_errors(spec, message):
 # Slow: the preset's transformer beats a stated baseline (numbers measured on 1 CPU thread)
 
 
-def error_at(curves, learner, k):
-    return curves[learner][k].mean
+def late_error(curves, learner):
+    """Mean error over the late half of the prompt (k >= n/2), where in-context learning shows."""
+    curve = curves[learner]
+    late = sorted(curve)[len(curve) // 2 :]
+    return sum(curve[k].mean for k in late) / len(late)
+
+
+# family → (baseline, margin): the preset's model must beat the baseline's late-half error by the
+# margin. Measured late-half errors with the presets (one thread, 512 prompts; 294 s with three
+# other runs on the 2 cores, about 590 s with four):
+#   noisy_linear_regression    model 0.287, averaging 0.514, gd(steps=1) 0.378, bayes_optimal 0.103
+#   finite_pool_regression     model 0.208, ridge(alpha=0.25) 0.096, dmmse 0.062 (averaging is
+#                              not measured; the task's prompts are noisy_linear's at M = 64)
+#   representation_regression  model 0.061, knn 0.238, least_squares 0.722, ridge_features 0.004
+#   mixture                    model 0.185, averaging 0.503, mixture_posterior 0.054
+#   sparse_linear_regression   model 0.251, averaging 0.467, omp 0.018, lasso 0.000
+BEATS_BASELINE = {
+    "noisy_linear_regression": ("averaging", 0.1),
+    "finite_pool_regression": ("averaging", 0.1),
+    "representation_regression": ("knn", 0.1),
+    "mixture": ("averaging", 0.15),
+    "sparse_linear_regression": ("averaging", 0.1),
+}
 
 
 @pytest.mark.slow
-def test_noisy_preset_model_beats_averaging(tmp_path):
-    curves = train_preset_and_evaluate(
-        "noisy_linear_regression", tmp_path, ["train.steps=800", "eval.algorithms=[averaging]"]
-    )
-    model = next(name for name in curves if name != "averaging")
-    assert error_at(curves, model, 12) < error_at(curves, "averaging", 12)
-
-
-@pytest.mark.slow
-def test_sparse_preset_model_beats_averaging(tmp_path):
-    curves = train_preset_and_evaluate(
-        "sparse_linear_regression",
-        tmp_path,
-        [
-            "task.n_dims=8",
-            "task.n_points=17",
-            "task.sparsity=2",
-            "train.steps=800",
-            "eval.algorithms=[averaging]",
-        ],
-    )
-    model = next(name for name in curves if name != "averaging")
-    assert error_at(curves, model, 12) < error_at(curves, "averaging", 12)
-
-
-@pytest.mark.slow
-def test_finite_pool_preset_model_beats_averaging(tmp_path):
-    curves = train_preset_and_evaluate(
-        "finite_pool_regression", tmp_path, ["train.steps=800", "eval.algorithms=[averaging]"]
-    )
-    model = next(name for name in curves if name != "averaging")
-    assert error_at(curves, model, 12) < error_at(curves, "averaging", 12)
-
-
-@pytest.mark.slow
-def test_representation_preset_model_beats_zero(tmp_path):
-    curves = train_preset_and_evaluate(
-        "representation_regression",
-        tmp_path,
-        [
-            "task.n_dims=5",
-            "task.feature_dim=5",
-            "task.n_points=21",
-            "train.steps=800",
-            "eval.algorithms=[zero]",
-        ],
-    )
-    model = next(name for name in curves if name != "zero")
-    assert error_at(curves, model, 15) < error_at(curves, "zero", 15)
-
-
-@pytest.mark.slow
-def test_mixture_preset_model_beats_averaging(tmp_path):
-    curves = train_preset_and_evaluate(
-        "mixture", tmp_path, ["train.steps=800", "eval.algorithms=[averaging]"]
-    )
-    model = next(name for name in curves if name != "averaging")
-    assert error_at(curves, model, 12) < error_at(curves, "averaging", 12)
+@pytest.mark.parametrize("family", sorted(BEATS_BASELINE))
+def test_preset_model_beats_a_baseline_in_context(family, tmp_path):
+    baseline, margin = BEATS_BASELINE[family]
+    curves = train_preset_and_evaluate(family, tmp_path, [f"eval.algorithms=[{baseline}]"])
+    model_error, baseline_error = late_error(curves, "model"), late_error(curves, baseline)
+    assert model_error < baseline_error - margin, (model_error, baseline_error)
