@@ -239,32 +239,20 @@ def tasks() -> None:
     """List the in-context task families with their options, defaults and papers."""
     from iclab.tasks import TASKS
 
-    rows = []
+    console.print("[bold]task families[/] (task.name), each with its defaults and options\n")
     for name, family in TASKS:
         sizes = (
             f"n_points={family.default_n_points} (tokens)"
             if family.kind == "tokens"
-            else f"n_dims={family.default_n_dims}\nn_points={family.default_n_points}"
+            else f"n_dims={family.default_n_dims}, n_points={family.default_n_points}"
         )
-        options = [
-            f"{field}={info.default!r}" + (f": {info.description}" if info.description else "")
-            for field, info in family.Options.model_fields.items()
-        ]
-        rows.append(
-            (
-                name,
-                family.kind,
-                first_line(family.__doc__),
-                "\n".join([sizes, *options]),
-                ", ".join(family.yardsticks) or "-",
-                family.paper,
-            )
-        )
-    registry_table(
-        "tasks (task.name)",
-        rows,
-        ["name", "kind", "description", "defaults and options", "yardsticks", "paper"],
-    )
+        console.print(f"[bold]{name}[/] ({family.kind}): {first_line(family.__doc__)}")
+        console.print(f"    paper: {family.paper}", highlight=False)
+        console.print(f"    defaults: {sizes}", highlight=False)
+        for field, info in family.Options.model_fields.items():
+            doc = f": {info.description}" if info.description else ""
+            console.print(f"    {field}={info.default!r}{doc}", highlight=False)
+        console.print(f"    yardsticks: {', '.join(family.yardsticks) or '-'}\n", highlight=False)
 
 
 @app.command()
