@@ -270,12 +270,8 @@ def algorithms() -> None:
     from iclab.algorithms import ALGORITHMS
     from iclab.algorithms.base import algorithm_options, describe_applies_to
 
-    rows = [
-        (name, describe_applies_to(cls), first_line(cls.__doc__), algorithm_options(cls) or "-")
-        for name, cls in ALGORITHMS
-    ]
-    registry_table(
-        "algorithms (eval.algorithms, e.g. knn(k=5))",
-        rows,
-        ["name", "applies to", "description", "options"],
-    )
+    console.print("[bold]algorithms[/] (eval.algorithms; options as in knn(k=5))\n")
+    for name, cls in ALGORITHMS:
+        console.print(f"[bold]{name}[/]: {first_line(cls.__doc__)}")
+        console.print(f"    applies to: {describe_applies_to(cls)}", highlight=False)
+        console.print(f"    options: {algorithm_options(cls) or '-'}\n", highlight=False)
