@@ -9,6 +9,7 @@ tables and plots.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from typing import Any, ClassVar
 
@@ -43,6 +44,29 @@ class Algorithm:
 
     def predict(self, episode: Episode) -> Tensor:
         raise NotImplementedError
+
+
+def integer_option(
+    algorithm: str, option: str, value: Any, minimum: int = 1, maximum: float = math.inf
+) -> int:
+    """``value`` if it is an integer within bounds, else a ValueError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        allowed = f">= {minimum}" if maximum == math.inf else f"from {minimum} to {maximum}"
+        raise ValueError(f"{algorithm} option {option} must be an integer {allowed}, got {value!r}")
+    return value
+
+
+def positive_option(algorithm: str, option: str, value: Any, allow_none: bool = False) -> Any:
+    """``value`` as a float if it is finite and > 0 (or None, when allowed), else a ValueError
+    naming the option."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        extra = " (or null)" if allow_none else ""
+        raise ValueError(
+            f"{algorithm} option {option} must be a finite number > 0{extra}, got {value!r}"
+        )
+    return float(value)
 
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.base import Algorithm, positive_option, register_algorithm
 from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
 from iclab.tasks.base import Task
@@ -300,15 +300,7 @@ class LogisticRegression(ClassificationAlgorithm):
     """
 
     def __init__(self, alpha: float = 1.0) -> None:
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, (int, float))
-            or not 0 < alpha < math.inf
-        ):
-            raise ValueError(
-                f"logistic_regression option alpha must be a finite number > 0, got {alpha!r}"
-            )
-        self.alpha = float(alpha)
+        self.alpha = positive_option("logistic_regression", "alpha", alpha)
 
     def predict(self, episode: Episode) -> Tensor:
         n_classes = self.class_count()

@@ -16,7 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.base import (
+    Algorithm,
+    integer_option,
+    positive_option,
+    register_algorithm,
+)
 from iclab.algorithms.regression import (
     _check_shapes,
     _exclusive_cumsum,
@@ -54,23 +59,6 @@ def prefix_moments(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Ten
 def _predict_with(weights: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
     """``pred_i = w_i · x_i`` for per-prefix weights (B, n, d)."""
     return (weights * inputs.double()).sum(-1).to(targets.dtype)
-
-
-def _check_positive_int(algorithm: str, option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{algorithm} option {option} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _check_positive_float(algorithm: str, option: str, value: Any, allow_none: bool) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        extra = " (or null)" if allow_none else ""
-        raise ValueError(
-            f"{algorithm} option {option} must be a finite number > 0{extra}, got {value!r}"
-        )
-    return float(value)
 
 
 def _reject_options(algorithm: str, options: dict[str, Any], reason: str) -> None:
@@ -172,8 +160,8 @@ class GradientDescent(Algorithm):
     """
 
     def __init__(self, steps: int = 1, lr: float | None = None) -> None:
-        self.steps = _check_positive_int(self.name, "steps", steps)
-        self.lr: float | Tensor | None = _check_positive_float(self.name, "lr", lr, allow_none=True)
+        self.steps = integer_option(self.name, "steps", steps)
+        self.lr: float | Tensor | None = positive_option(self.name, "lr", lr, allow_none=True)
 
     def preconditioner(self) -> Tensor | None:
         return None
@@ -350,7 +338,7 @@ class Lasso(Algorithm):
     """
 
     def __init__(self, alpha: float = 0.01) -> None:
-        self.alpha = _check_positive_float("lasso", "alpha", alpha, allow_none=False)
+        self.alpha = positive_option("lasso", "alpha", alpha, allow_none=False)
 
     def predict(self, episode: Episode) -> Tensor:
         return prefix_lasso(episode.inputs, episode.targets, self.alpha)
@@ -369,7 +357,7 @@ class OrthogonalMatchingPursuit(Algorithm):
 
     def __init__(self, n_nonzero: int | None = None) -> None:
         if n_nonzero is not None:
-            _check_positive_int("omp", "n_nonzero", n_nonzero)
+            integer_option("omp", "n_nonzero", n_nonzero)
         self.n_nonzero = n_nonzero
 
     @classmethod
@@ -522,7 +510,7 @@ class RidgeOnFeatures(Algorithm):
     applies_to = ("representation_regression",)
 
     def __init__(self, alpha: float | None = None, *, features=None) -> None:
-        self.alpha = _check_positive_float("ridge_features", "alpha", alpha, allow_none=True)
+        self.alpha = positive_option("ridge_features", "alpha", alpha, allow_none=True)
         self.features = features
 
     @classmethod

@@ -27,7 +27,7 @@ from rich.progress import Progress
 from sklearn.tree import DecisionTreeRegressor
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.base import Algorithm, integer_option, positive_option, register_algorithm
 from iclab.episode import Episode
 
 # A prediction function fitted on (train_x (i, d), train_y (i,)) and evaluated at query_x (1, d).
@@ -38,21 +38,6 @@ PrefixFit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.RandomState]
 _PROMPTS_PER_BLOCK = 8
 # Show a progress bar from this many per-prefix fits (trees: ~0.5 ms each; boosting: ~45 ms).
 _FITS_FOR_PROGRESS = 20_000
-
-
-def _check_int(
-    algorithm: str, option: str, value: object, minimum: int, maximum: float = math.inf
-) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        allowed = f">= {minimum}" if maximum == math.inf else f"from {minimum} to {maximum}"
-        raise ValueError(f"{algorithm} option {option} must be an integer {allowed}, got {value!r}")
-    return value
-
-
-def _check_positive(algorithm: str, option: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"{algorithm} option {option} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 def _check_n_jobs(algorithm: str, value: object) -> int:
@@ -178,7 +163,7 @@ class GreedyDecisionTree(Algorithm):
                 f"got {max_depth!r}"
             )
         self.max_depth = max_depth
-        self.seed = _check_int("decision_tree", "seed", seed, minimum=0)
+        self.seed = integer_option("decision_tree", "seed", seed, minimum=0)
         self.n_jobs = _check_n_jobs("decision_tree", n_jobs)
 
     def predict(self, episode: Episode) -> Tensor:
@@ -268,10 +253,10 @@ class GradientBoosting(Algorithm):
         seed: int = 0,
         n_jobs: int = -1,
     ) -> None:
-        self.n_rounds = _check_int("gradient_boosting", "n_rounds", n_rounds, minimum=1)
-        self.learning_rate = _check_positive("gradient_boosting", "learning_rate", learning_rate)
-        self.max_depth = _check_int("gradient_boosting", "max_depth", max_depth, 1, maximum=16)
-        self.seed = _check_int("gradient_boosting", "seed", seed, minimum=0)
+        self.n_rounds = integer_option("gradient_boosting", "n_rounds", n_rounds, minimum=1)
+        self.learning_rate = positive_option("gradient_boosting", "learning_rate", learning_rate)
+        self.max_depth = integer_option("gradient_boosting", "max_depth", max_depth, 1, maximum=16)
+        self.seed = integer_option("gradient_boosting", "seed", seed, minimum=0)
         self.n_jobs = _check_n_jobs("gradient_boosting", n_jobs)
 
     def predict(self, episode: Episode) -> Tensor:
@@ -394,11 +379,11 @@ class TwoLayerNetwork(Algorithm):
         seed: int = 0,
         chunk_size: int = 512,
     ) -> None:
-        self.hidden = _check_int("two_layer_nn", "hidden", hidden, minimum=1)
-        self.steps = _check_int("two_layer_nn", "steps", steps, minimum=1)
-        self.lr = _check_positive("two_layer_nn", "lr", lr)
-        self.seed = _check_int("two_layer_nn", "seed", seed, minimum=0)
-        self.chunk_size = _check_int("two_layer_nn", "chunk_size", chunk_size, minimum=1)
+        self.hidden = integer_option("two_layer_nn", "hidden", hidden, minimum=1)
+        self.steps = integer_option("two_layer_nn", "steps", steps, minimum=1)
+        self.lr = positive_option("two_layer_nn", "lr", lr)
+        self.seed = integer_option("two_layer_nn", "seed", seed, minimum=0)
+        self.chunk_size = integer_option("two_layer_nn", "chunk_size", chunk_size, minimum=1)
 
     def predict(self, episode: Episode) -> Tensor:
         _check_episode(episode)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.base import Algorithm, integer_option, positive_option, register_algorithm
 from iclab.algorithms.classification import prefix_knn_vote, require_n_classes
 from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
@@ -260,9 +260,7 @@ class NearestNeighbours(Algorithm):
     n_classes: int | None = None
 
     def __init__(self, k: int = 3) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"knn option k must be an integer >= 1, got {k!r}")
-        self.k = k
+        self.k = integer_option("knn", "k", k)
 
     @classmethod
     def for_task(cls, task: Task, **options: Any) -> NearestNeighbours:
@@ -296,13 +294,7 @@ class Ridge(Algorithm):
     """
 
     def __init__(self, alpha: float = 0.1) -> None:
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, (int, float))
-            or not 0 < alpha < math.inf
-        ):
-            raise ValueError(f"ridge option alpha must be a finite number > 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = positive_option("ridge", "alpha", alpha)
 
     def predict(self, episode: Episode) -> Tensor:
         return prefix_ridge(episode.inputs, episode.targets, self.alpha)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.base import Algorithm, integer_option, positive_option, register_algorithm
 from iclab.episode import Episode
 from iclab.tasks.base import Task
 from iclab.tasks.recall import MultiQueryRecall
@@ -139,14 +139,8 @@ class NGram(Algorithm):
     def __init__(
         self, n: int = 2, alpha: float = 1.0, backoff: bool = True, *, vocab_size: int | None = None
     ) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"ngram option n must be an integer >= 1, got {n!r}")
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, (int, float))
-            or not 0 < alpha < math.inf
-        ):
-            raise ValueError(f"ngram option alpha must be a finite number > 0, got {alpha!r}")
+        integer_option("ngram", "n", n)
+        alpha = positive_option("ngram", "alpha", alpha)
         if not isinstance(backoff, bool):
             raise ValueError(f"ngram option backoff must be true or false, got {backoff!r}")
         self.n, self.alpha, self.backoff, self.vocab_size = n, float(alpha), backoff, vocab_size
