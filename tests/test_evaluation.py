@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 
+import pytest
 import torch
 
 from iclab.algorithms import build_algorithm
@@ -78,3 +79,25 @@ def test_curves_csv_has_the_tidy_columns_and_round_trips(tmp_path):
             "n_prompts",
         ]
     assert read_curves_csv(path) == points
+
+
+@pytest.mark.parametrize(
+    ("task", "label"),
+    [
+        ("linear_classification", "accuracy"),
+        ("mqar", "next-token accuracy"),
+        ("linear_regression", "squared error / E[y²]"),
+    ],
+)
+def test_curve_plots_are_labelled_with_the_metric_of_the_task_kind(
+    task, label, tmp_path, monkeypatch
+):
+    from iclab.config import build_config
+    from iclab.evaluation import run_eval
+    from iclab.run import RunDir
+
+    labels = []
+    monkeypatch.setattr(run_eval, "plot_curves", lambda *args: labels.append(args[3]))
+    config = build_config({"task": {"name": task}})
+    run_eval.write_evaluation(summarise(torch.rand(4, 3).double(), "x"), config, RunDir(tmp_path))
+    assert labels == [label]

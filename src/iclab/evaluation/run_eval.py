@@ -11,6 +11,7 @@ from iclab.algorithms import build_algorithm
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, evaluate, write_curves_csv
 from iclab.learner import InContextLearner
+from iclab.metrics import METRICS
 from iclab.models import InContextModel, build_model
 from iclab.report.plots import plot_curves, plot_training
 from iclab.run import RunDir
@@ -55,10 +56,10 @@ def write_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: RunDi
     """``eval/curves.csv`` and ``plots/curves.png`` (+ ``plots/loss.png`` for a trained run)."""
     write_curves_csv(points, run.eval_dir / "curves.csv")
     task = config.task
-    is_vector_regression = task.build().kind == "regression"
-    title = f"{config.name}: {task.name}" + (f", d={task.n_dims}" if is_vector_regression else "")
-    marker = task.n_dims if is_vector_regression else None
-    plot_curves(points, run.plots_dir / "curves.png", title, marker_k=marker)
+    kind = task.build().kind
+    title = f"{config.name}: {task.name}" + (f", d={task.n_dims}" if kind == "regression" else "")
+    marker = task.n_dims if kind == "regression" else None
+    plot_curves(points, run.plots_dir / "curves.png", title, METRICS[kind].label, marker)
     metrics = run.read_metrics()
     if metrics:
         plot_training(metrics, run.plots_dir / "loss.png", f"{config.name}: training")

@@ -14,9 +14,6 @@ import matplotlib.pyplot as plt
 
 from iclab.evaluation.curves import CurvePoint
 from iclab.io import atomic_write_bytes
-from iclab.metrics import METRICS
-
-METRIC_LABELS = {metric.name: metric.label for metric in METRICS.values()}
 
 
 def save_figure(figure: plt.Figure, path: Path) -> None:
@@ -27,7 +24,11 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
 
 
 def plot_curves(
-    points: Sequence[CurvePoint], path: Path, title: str, marker_k: int | None = None
+    points: Sequence[CurvePoint],
+    path: Path,
+    title: str,
+    ylabel: str,
+    marker_k: int | None = None,
 ) -> None:
     """Metric vs number of in-context examples, one line per learner, shaded 95% CIs; a dotted
     line at ``marker_k`` (e.g. k = d, where least squares becomes exact)."""
@@ -44,7 +45,7 @@ def plot_curves(
     metric = points[0].metric if points else "error"
     axes.set_ylim(0, 1.25 if metric == "error" else 1.02)
     axes.set_xlabel("in-context examples k")
-    axes.set_ylabel(METRIC_LABELS.get(metric, metric))
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(frameon=False)
