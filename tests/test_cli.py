@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from iclab.cli import app
+from iclab.models.mixers import MIXERS
 
 runner = CliRunner()
 
@@ -66,8 +67,13 @@ def test_listings_name_what_is_registered():
     assert (
         tasks.exit_code == 0 and "linear_regression" in tasks.output and "noise_std" in tasks.output
     )
-    models = runner.invoke(app, ["models"])
-    assert models.exit_code == 0 and "softmax" in models.output
+    models = runner.invoke(app, ["models"], terminal_width=200)
+    assert models.exit_code == 0
+    for name, _ in MIXERS:
+        assert f"\n{name}: " in models.output
+    assert "2·E·t (KV cache) (t=64: 32,768, t=1024: 524,288)" in models.output  # 2·256·t
+    assert "state: 2·E (t=64: 512, t=1024: 512)" in models.output  # LSTM: h and c
+    assert "positions='learned'" in models.output and "target_params" in models.output
     algorithms = runner.invoke(app, ["algorithms"])
     for name in ("least_squares", "ridge", "knn", "averaging", "bayes_optimal", "zero"):
         assert name in algorithms.output

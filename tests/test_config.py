@@ -36,12 +36,33 @@ def test_out_of_range_value_names_field_and_value():
 
 
 def test_literal_field_lists_allowed_values():
-    message = error_of({"model": {"mixer": "mamba"}})
-    assert "model.mixer" in message and "'softmax'" in message and "'mamba'" in message
+    message = error_of({"model": {"norm": "batchnorm"}})
+    assert "model.norm" in message and "'layernorm'" in message and "'batchnorm'" in message
+
+
+def test_unknown_mixer_or_mixer_option_names_the_field_and_what_exists():
+    message = error_of({"model": {"mixer": "mambo"}})
+    assert "model.mixer" in message and "unknown mixer 'mambo'" in message and "lstm" in message
+    message = error_of({"model": {"layers": "lstm, softmax(positions=sinusoid)"}})
+    assert "model.layers" in message and "block 1" in message and "positions" in message
+
+
+def test_layers_set_the_depth_and_must_agree_with_n_layers():
+    config = build_config({"model": {"layers": "lstm, softmax, lstm", "d_model": 32}})
+    assert config.model.n_layers == 3
+    assert config.model.layer_specs == ["lstm", "softmax", "lstm"]
+    message = error_of({"model": {"layers": ["lstm", "softmax"], "n_layers": 4}})
+    assert "n_layers (4) differs from the 2 mixers" in message
 
 
 def test_heads_must_divide_width():
-    assert "divisible by n_heads" in error_of({"model": {"d_model": 30, "n_heads": 4}})
+    assert "multiple of 4" in error_of({"model": {"d_model": 30, "n_heads": 4}})
+    assert "multiple of 8" in error_of(
+        {"model": {"d_model": 36, "mixer": "softmax(positions=rotary)", "n_heads": 4}}
+    )
+    assert (
+        build_config({"model": {"d_model": 30, "n_heads": 4, "mixer": "lstm"}}).model.d_model == 30
+    )
 
 
 def test_unknown_algorithm_lists_registered_ones():

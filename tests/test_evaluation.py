@@ -101,3 +101,26 @@ def test_curve_plots_are_labelled_with_the_metric_of_the_task_kind(
     config = build_config({"task": {"name": task}})
     run_eval.write_evaluation(summarise(torch.rand(4, 3).double(), "x"), config, RunDir(tmp_path))
     assert labels == [label]
+
+
+def test_streaming_evaluation_gives_the_same_curve_as_the_full_forward_pass(tmp_path):
+    from conftest import tiny_config
+    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.training.trainer import train_run
+
+    config = tiny_config(
+        model={"layers": "gru, softmax", "d_model": 16, "n_heads": 2},
+        eval={"n_prompts": 64, "algorithms": ["least_squares"]},
+    )
+    train_run(config, tmp_path / "run", show_progress=False)
+    parallel = evaluate_run(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text(
+        (tmp_path / "run" / "config.yaml")
+        .read_text()
+        .replace("streaming: false", "streaming: true")
+    )
+    streamed = evaluate_run(tmp_path / "run")
+    assert len(parallel) == len(streamed)
+    for a, b in zip(parallel, streamed, strict=True):
+        assert (a.learner, a.k) == (b.learner, b.k)
+        assert a.mean == pytest.approx(b.mean, rel=1e-4, abs=1e-6)

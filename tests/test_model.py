@@ -8,6 +8,8 @@ import torch
 from iclab.config import ModelConfig, TaskConfig
 from iclab.episode import Episode
 from iclab.models import build_model
+from iclab.models.mixers import MIXERS
+from iclab.models.model import count_params
 
 
 def small_model(n_dims=3, n_points=8):
@@ -65,3 +67,66 @@ def test_parameter_count_matches_gpt2_formula():
     per_block = (3 * e * e + 3 * e) + (e * e + e) + (4 * e * e + 4 * e) + (4 * e * e + e) + 4 * e
     expected = (d * e + e) + (e + 1) + positions * e + layers * per_block + 2 * e
     assert model.n_params() == expected
+
+
+STACKS = [[name] * 4 for name, _ in MIXERS] + [["mamba", "mamba", "softmax", "mamba"]]
+
+
+@pytest.mark.parametrize("layers", STACKS, ids=", ".join)
+def test_target_params_lands_every_architecture_within_five_percent(layers):
+    task = TaskConfig(n_dims=5, n_points=21)
+    config = ModelConfig(layers=layers, n_heads=4, target_params=200_000)
+    model = build_model(config, task)
+    assert abs(model.n_params() - 200_000) <= 0.05 * 200_000
+    width = model.backbone.blocks[0].mixer.d_model
+    assert width % config.width_multiple() == 0
+    assert count_params(config, task, width) == model.n_params()
+
+
+def test_target_params_out_of_reach_is_a_clear_error():
+    config = ModelConfig(n_layers=12, n_heads=8, target_params=5_000)
+    with pytest.raises(ValueError, match="target_params=5,000: the nearest width d_model=8"):
+        build_model(config, TaskConfig(n_dims=5, n_points=21))
+
+
+@pytest.mark.parametrize(
+    "layers", ["softmax", "softmax(positions=rotary)", "lstm, softmax(positions=alibi), gla"]
+)
+def test_streaming_prediction_equals_the_full_forward_pass(layers):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(layers=layers, d_model=32, n_heads=4), TaskConfig(n_dims=3))
+    episode = random_episode(n_points=11)
+    torch.testing.assert_close(
+        model.predict(episode, streaming=True), model.predict(episode), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_attention_only_blocks_have_no_mlp_and_no_norm():
+    model = build_model(
+        ModelConfig(
+            mixer="linear_self_attention",
+            n_layers=1,
+            d_model=8,
+            n_heads=1,
+            mlp_ratio=0,
+            norm="none",
+        ),
+        TaskConfig(n_dims=3, n_points=8),
+    )
+    block = model.backbone.blocks[0]
+    assert block.mlp is None and not any(
+        isinstance(module, torch.nn.LayerNorm) for module in model.modules()
+    )
+    assert model.backbone.position is None
+    assert model.n_params() == (3 * 8 + 8) + (8 + 1) + 3 * 8 * 8 + 8 * 8  # no mixer biases
+
+
+@pytest.mark.parametrize("mixer", ["softmax(positions=rotary)", "softmax(positions=none)", "lstm"])
+def test_mixers_without_a_position_table_take_longer_prompts_than_trained(mixer):
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(mixer=mixer, n_layers=2, d_model=32, n_heads=4),
+        TaskConfig(n_dims=3, n_points=8),
+    )
+    assert model.backbone.position is None
+    assert model.predict(random_episode(n_points=20)).shape == (4, 20)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from iclab.algorithms.base import build_algorithm, parse_spec, split_specs
+from iclab.algorithms.base import build_algorithm
+from iclab.specs import parse_spec, split_specs
 from iclab.tasks import make_task
 
 

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from iclab.config import ConfigError, RunConfig, load_config
+from iclab.config import ConfigError, ModelConfig, RunConfig, load_config
 from iclab.evaluation.curves import CurvePoint
 from iclab.registry import UnknownNameError
 from iclab.training.checkpoint import CheckpointError
@@ -165,10 +165,10 @@ def eval_command(
 ) -> None:
     """Evaluate a run and its algorithms on the same fresh prompts, or, with --task, the
     algorithms alone (the yardsticks a model will be measured against)."""
-    from iclab.algorithms.base import split_specs
     from iclab.config import build_config
     from iclab.evaluation.run_eval import evaluate_learners, evaluate_run, write_evaluation
     from iclab.run import RunDir
+    from iclab.specs import split_specs
 
     show_warnings_briefly()
     specs = None if algorithms is None else split_specs(algorithms)
@@ -220,18 +220,10 @@ def quickstart(
     print_evaluation(points, config, out)
 
 
-def registry_table(title: str, rows: Sequence[tuple[str, ...]], columns: Sequence[str]) -> None:
-    table = Table(title=title, show_lines=True)
-    table.add_column(columns[0], no_wrap=True, style="bold")
-    for column in columns[1:]:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-
-
 def first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if text else ""
+    """A docstring's summary: its first paragraph on one line."""
+    paragraph = (text or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 @app.command()
@@ -257,11 +249,38 @@ def tasks() -> None:
 
 @app.command()
 def models() -> None:
-    """List the sequence mixers a model can be built from."""
+    """List the sequence mixers a model can be built from, with options and state sizes."""
+    import torch
+
     from iclab.models.mixers import MIXERS
 
-    rows = [(name, first_line(cls.__doc__)) for name, cls in MIXERS]
-    registry_table("mixers (model.mixer)", rows, ["name", "description"])
+    width, heads, lengths = 256, 8, (64, 1024)
+    console.print(
+        "[bold]mixers[/] (model.mixer, or one per block in model.layers; options as in "
+        "linear_attention(form=chunked))\n"
+        f"state: floats carried between tokens per layer and sequence, E = d_model, "
+        f"H = n_heads, t = tokens so far; the numbers are for E={width}, H={heads}\n",
+        highlight=False,
+    )
+    for name, cls in MIXERS:
+        with torch.device("meta"):
+            mixer = cls(width, heads)
+        sizes = ", ".join(f"t={t}: {mixer.state_size(t):,}" for t in lengths)
+        console.print(f"[bold]{name}[/]: {first_line(cls.__doc__)}")
+        console.print(f"    paper: {cls.paper}", highlight=False)
+        console.print(f"    forms: {', '.join(cls.forms)}", highlight=False)
+        console.print(f"    state: {cls.state_formula} ({sizes})", highlight=False)
+        for field, info in cls.Options.model_fields.items():
+            console.print(f"    {field}={info.default!r}: {info.description}", highlight=False)
+        console.print()
+    console.print(
+        "[bold]around every mixer[/] (model.*): "
+        + "; ".join(
+            f"{field}: {ModelConfig.model_fields[field].description}"
+            for field in ("mlp_ratio", "norm", "target_params")
+        ),
+        highlight=False,
+    )
 
 
 @app.command()

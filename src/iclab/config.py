@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,22 +83,98 @@ class TaskConfig(BaseModel):
 
 
 class ModelConfig(Strict):
-    """A sequence model: codec + backbone. ``n_positions`` defaults to what the task needs."""
+    """A sequence model: codec + a stack of blocks around sequence mixers.
 
-    mixer: Literal["softmax"] = "softmax"
+    ``mixer`` names the mixer of every block by a spec (``linear_attention(form=chunked)``);
+    ``layers`` names one per block instead, for hybrids (``mamba,mamba,softmax,mamba``).
+    ``target_params`` chooses ``d_model`` so that the whole model lands within 5% of a parameter
+    budget, for comparisons of architectures at equal size.
+    """
+
+    mixer: str = Field("softmax", description="mixer spec for every block (iclab models)")
+    layers: list[str] | None = Field(
+        None, description="one mixer spec per block, for hybrids; sets n_layers"
+    )
     n_layers: int = Field(12, ge=1)
     d_model: int = Field(256, ge=8)
     n_heads: int = Field(8, ge=1)
-    mlp_ratio: int = Field(4, ge=1)
+    mlp_ratio: int = Field(4, ge=0, description="MLP width / d_model; 0: mixer-only blocks")
+    norm: Literal["layernorm", "none"] = Field(
+        "layernorm", description="pre-norm in every block and at the end, or none"
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_params: int | None = Field(
+        None, ge=1000, description="choose d_model to land within 5% of this many parameters"
+    )
+
+    @field_validator("mixer")
+    @classmethod
+    def _known_mixer(cls, spec: str) -> str:
+        from iclab.models.mixers import resolve_mixer
+
+        try:
+            resolve_mixer(spec)
+        except KeyError as error:  # unknown name: a ValueError, so pydantic names the field
+            raise ValueError(str(error)) from None
+        return spec
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _split_layer_string(cls, layers: Any) -> Any:
+        from iclab.specs import split_specs
+
+        return split_specs(layers) if isinstance(layers, str) else layers
+
+    @field_validator("layers")
+    @classmethod
+    def _known_layer_mixers(cls, layers: list[str] | None) -> list[str] | None:
+        from iclab.models.mixers import resolve_mixer
+
+        if layers is not None and not layers:
+            raise ValueError("layers must name at least one mixer")
+        for index, spec in enumerate(layers or []):
+            try:
+                resolve_mixer(spec)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"block {index}: {error}") from None
+        return layers
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> ModelConfig:
-        if self.d_model % self.n_heads:
+    def _check_stack(self) -> ModelConfig:
+        if self.layers is not None:
+            if "n_layers" in self.model_fields_set and self.n_layers != len(self.layers):
+                raise ValueError(
+                    f"n_layers ({self.n_layers}) differs from the {len(self.layers)} mixers "
+                    "in layers; give one of them"
+                )
+            object.__setattr__(self, "n_layers", len(self.layers))
+        multiple = self.width_multiple()
+        if self.target_params is None and self.d_model % multiple:
             raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+                f"d_model ({self.d_model}) must be a multiple of {multiple} for these mixers "
+                f"with n_heads={self.n_heads}"
             )
         return self
+
+    @property
+    def layer_specs(self) -> list[str]:
+        """The mixer spec of every block, bottom to top."""
+        return list(self.layers) if self.layers is not None else [self.mixer] * self.n_layers
+
+    def width_multiple(self) -> int:
+        """What d_model must be a multiple of: heads must split it evenly (twice, for RoPE)."""
+        from iclab.models.mixers import resolve_mixer
+
+        multiple = 1
+        for spec in set(self.layer_specs):
+            cls, options = resolve_mixer(spec)
+            multiple = math.lcm(multiple, cls.width_multiple(self.n_heads, options))
+        return multiple
+
+    def describe(self) -> str:
+        """``4 × softmax`` or ``mamba, mamba, softmax, mamba``: the stack in a few words."""
+        specs = self.layer_specs
+        return f"{len(specs)} × {specs[0]}" if len(set(specs)) == 1 else ", ".join(specs)
 
 
 class Ramp(Strict):
@@ -147,6 +224,12 @@ class EvalConfig(Strict):
     n_prompts: int = Field(1280, ge=2)
     batch_size: int = Field(256, ge=1)
     seed: int = 1
+    streaming: bool = Field(
+        False,
+        description="predict token by token through each mixer's recurrent form (a KV cache "
+        "for softmax attention): the same numbers, memory flat in context length for "
+        "recurrent mixers",
+    )
     algorithms: list[str] | None = Field(
         None,
         description="algorithm specs such as knn(k=5) (default: the task family's yardsticks)",
@@ -156,7 +239,7 @@ class EvalConfig(Strict):
     @classmethod
     def _registered_algorithms(cls, specs: list[str] | None) -> list[str] | None:
         from iclab.algorithms import ALGORITHMS
-        from iclab.algorithms.base import parse_spec
+        from iclab.specs import parse_spec
 
         for spec in specs or []:
             name, _ = parse_spec(spec)

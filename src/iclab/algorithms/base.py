@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from typing import Any, ClassVar
 
-import yaml
 from torch import Tensor
 
 from iclab.episode import Episode
 from iclab.registry import Registry
+from iclab.specs import parse_spec
 from iclab.tasks.base import Task
 
 
@@ -80,42 +79,6 @@ def register_algorithm(name: str):
         return ALGORITHMS.register(name)(cls)
 
     return decorate
-
-
-_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*$")
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"knn(k=5)"`` → ``("knn", {"k": 5})``; a clear error for anything else."""
-    match = _SPEC.match(spec)
-    if match is None:
-        raise ValueError(f"algorithm {spec!r} must look like name or name(option=value, ...)")
-    name, arguments = match.group(1), match.group(2)
-    options: dict[str, Any] = {}
-    for item in split_specs(arguments or ""):
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"algorithm {spec!r}: option {item!r} must look like option=value")
-        try:
-            options[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ValueError(f"algorithm {spec!r}: value of {key.strip()} is not valid") from None
-    return name, options
-
-
-def split_specs(text: str) -> list[str]:
-    """Split ``"ridge(alpha=1), knn(k=3)"`` at the commas outside parentheses."""
-    items, depth, current = [], 0, ""
-    for char in text:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            items.append(current.strip())
-            current = ""
-        else:
-            current += char
-    if current.strip():
-        items.append(current.strip())
-    return items
 
 
 def describe_applies_to(cls: type[Algorithm]) -> str:

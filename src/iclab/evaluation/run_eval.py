@@ -75,6 +75,7 @@ def evaluate_run(
     run = RunDir(Path(run_dir))
     config = run.load_config()
     model = load_trained_model(run.path, device)
+    model.streaming = config.eval.streaming
     points = evaluate_learners(config, [model], n_prompts, device, show_progress)
     write_evaluation(points, config, run)
     return points

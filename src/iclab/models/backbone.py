@@ -1,13 +1,19 @@
-"""A GPT-2-style decoder stack: pre-LayerNorm blocks around a chosen sequence mixer."""
+"""A GPT-2-style decoder stack: pre-LayerNorm blocks around chosen sequence mixers.
+
+Every block has the same shape whatever its mixer, x + mixer(LN(x)) then x + MLP(LN(x)), so
+architectures differ only by the mixer. ``mlp_ratio=0`` and ``norm="none"`` give the
+attention-only blocks of von Oswald et al. 2023.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from iclab.models.mixers import MIXERS
+from iclab.models.mixers import Mixer, resolve_mixer
 
 
 class MLP(nn.Module):
@@ -21,66 +27,124 @@ class MLP(nn.Module):
         return self.dropout(self.proj(nn.functional.gelu(self.fc(x))))
 
 
+def norm_layer(norm: str, d_model: int) -> nn.Module:
+    return nn.LayerNorm(d_model) if norm == "layernorm" else nn.Identity()
+
+
 class Block(nn.Module):
-    """x + mixer(LN(x)), then x + MLP(LN(x))."""
+    """x + mixer(LN(x)), then x + MLP(LN(x)) when the block has an MLP."""
 
-    def __init__(self, mixer: nn.Module, d_model: int, mlp_ratio: int, dropout: float) -> None:
+    def __init__(
+        self, mixer: Mixer, d_model: int, mlp_ratio: int, norm: str, dropout: float
+    ) -> None:
         super().__init__()
-        self.ln_mixer = nn.LayerNorm(d_model)
+        self.ln_mixer = norm_layer(norm, d_model)
         self.mixer = mixer
-        self.ln_mlp = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio * d_model, dropout)
         self.dropout = nn.Dropout(dropout)
+        if mlp_ratio:
+            self.ln_mlp = norm_layer(norm, d_model)
+            self.mlp = MLP(d_model, mlp_ratio * d_model, dropout)
+        else:
+            self.mlp = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
         x = x + self.dropout(self.mixer(self.ln_mixer(x)))
-        return x + self.mlp(self.ln_mlp(x))
+        return x if self.mlp is None else x + self.mlp(self.ln_mlp(x))
+
+    def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:  # x: (B, E)
+        mixed, state = self.mixer.step(self.ln_mixer(x), state)
+        x = x + mixed
+        return (x if self.mlp is None else x + self.mlp(self.ln_mlp(x))), state
 
 
 class Backbone(nn.Module):
-    """Learned positions + ``n_layers`` blocks + final LayerNorm. Knows nothing about tasks."""
+    """Blocks over mixer specs (one per layer) + final norm. Knows nothing about tasks.
+
+    A learned position table of ``n_positions`` entries is added at the input only when a mixer
+    asks for one (softmax attention with ``positions=learned``, the default); other mixers know
+    order from causality, rotary phases or recurrence, and take prompts of any length.
+    """
 
     def __init__(
         self,
-        mixer: str,
-        n_layers: int,
+        layers: list[str],
         d_model: int,
         n_heads: int,
         n_positions: int,
         mlp_ratio: int = 4,
+        norm: str = "layernorm",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        mixer_cls = MIXERS.get(mixer)
+        mixers = []
+        for spec in layers:
+            cls, options = resolve_mixer(spec)
+            mixers.append(cls(d_model, n_heads, options, dropout))
         self.n_positions = n_positions
-        self.position = nn.Embedding(n_positions, d_model)
+        if any(mixer.uses_learned_positions for mixer in mixers):
+            self.position = nn.Embedding(n_positions, d_model)
+        else:
+            self.position = None
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(mixer_cls(d_model, n_heads, dropout), d_model, mlp_ratio, dropout)
-            for _ in range(n_layers)
+            Block(mixer, d_model, mlp_ratio, norm, dropout) for mixer in mixers
         )
-        self.ln_final = nn.LayerNorm(d_model)
-        self._init_weights(n_layers)
+        self.ln_final = norm_layer(norm, d_model)
+        self._init_weights(len(layers))
 
     def _init_weights(self, n_layers: int) -> None:
-        """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2·layers)."""
+        """GPT-2 initialisation of linear maps and embeddings: N(0, 0.02), zero biases, residual
+        projections scaled by 1/sqrt(2·layers); then each mixer's own special parameters."""
+        generic = {
+            id(parameter)
+            for module in self.modules()
+            if isinstance(module, (nn.Linear, nn.Embedding))
+            for parameter in module.parameters(recurse=False)
+        }
         for name, parameter in self.named_parameters():
-            if name.endswith("proj.weight"):
+            if id(parameter) not in generic:
+                continue
+            if name.endswith(".proj.weight"):
                 nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * n_layers))
             elif parameter.dim() >= 2:
                 nn.init.normal_(parameter, std=0.02)
-            elif name.endswith("bias"):
+            else:
                 nn.init.zeros_(parameter)
+        for block in self.blocks:
+            reset = getattr(block.mixer, "reset_special_parameters", None)
+            if reset is not None:
+                reset()
+
+    def _check_length(self, length: int) -> None:
+        if self.position is not None and length > self.n_positions:
+            raise ValueError(
+                f"sequence of {length} tokens is longer than the {self.n_positions} learned "
+                "positions this model was built with (mixers with rotary, alibi or no "
+                "positions, and recurrent mixers, take longer prompts)"
+            )
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
         length = x.shape[1]
-        if length > self.n_positions:
-            raise ValueError(
-                f"sequence of {length} tokens is longer than the {self.n_positions} learned "
-                "positions this model was built with"
-            )
-        positions = torch.arange(length, device=x.device)
-        x = self.dropout(x + self.position(positions))
+        self._check_length(length)
+        if self.position is not None:
+            x = x + self.position(torch.arange(length, device=x.device))
+        x = self.dropout(x)
         for block in self.blocks:
             x = block(x)
         return self.ln_final(x)
+
+    def stream(self, x: Tensor) -> Tensor:
+        """The forward pass token by token through every mixer's ``step``: the same outputs,
+        with memory that stays flat in the context length for recurrent mixers."""
+        batch, length, _ = x.shape
+        self._check_length(length)
+        states = [block.mixer.init_state(batch, x.device, x.dtype) for block in self.blocks]
+        outputs = []
+        for t in range(length):
+            hidden = x[:, t]
+            if self.position is not None:
+                hidden = hidden + self.position.weight[t]
+            for index, block in enumerate(self.blocks):
+                hidden, states[index] = block.step(hidden, states[index])
+            outputs.append(self.ln_final(hidden))
+        return torch.stack(outputs, dim=1)

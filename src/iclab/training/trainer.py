@@ -129,14 +129,18 @@ class Trainer:
             if self.task.kind == "tokens"
             else f"d={task.n_dims}, {task.n_points} points"
         )
+        model = self.config.model
+        d_model = self.model.backbone.blocks[0].mixer.d_model
+        fitted = "" if model.target_params is None else f" fitted to {model.target_params:,}"
         self.console.print(
-            f"[bold]{self.config.name}[/]: {self.config.model.mixer} model, "
-            f"{n_params:,} parameters, on {self.device}; task {task.name} ({sizes})"
+            f"[bold]{self.config.name}[/]: {model.describe()} model, d_model={d_model}, "
+            f"{n_params:,} parameters{fitted}, on {self.device}; task {task.name} ({sizes})"
         )
         self.run.update_info(
             status="running",
             config_hash=self.config.digest(),
             n_params=n_params,
+            d_model=d_model,
             device=str(self.device),
             environment=environment(),
         )

@@ -1,6 +1,12 @@
 """Sequence mixers: the one part of a block that differs between architectures."""
 
-from iclab.models.mixers import attention  # noqa: F401  (registers the attention mixers)
-from iclab.models.mixers.base import MIXERS, register_mixer
+from iclab.models.mixers import (  # noqa: F401  (each module registers its mixers)
+    attention,
+    deltanet,
+    linear_attention,
+    rnn,
+    ssm,
+)
+from iclab.models.mixers.base import MIXERS, Mixer, MixerOptions, register_mixer, resolve_mixer
 
-__all__ = ["MIXERS", "register_mixer"]
+__all__ = ["MIXERS", "Mixer", "MixerOptions", "register_mixer", "resolve_mixer"]

@@ -1,30 +1,135 @@
-"""Causal softmax self-attention, as in GPT-2."""
+"""Causal softmax self-attention, as in GPT-2, with a choice of position scheme."""
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
+import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from iclab.models.mixers.base import register_mixer
+from iclab.models.mixers.base import Mixer, MixerOptions, MixerState, register_mixer
+
+
+class SoftmaxOptions(MixerOptions):
+    positions: Literal["learned", "rotary", "alibi", "none"] = Field(
+        "learned",
+        description="learned: a position table added at the input (GPT-2, Garg et al.; no "
+        "longer prompts than trained); rotary: RoPE on queries and keys (Su et al. 2021); "
+        "alibi: linear distance penalties per head (Press et al. 2021); none: NoPE, order "
+        "from the causal mask alone (Kazemnejad et al. 2023)",
+    )
+    rotary_base: float = Field(10000.0, gt=1.0, description="RoPE frequency base")
 
 
 @register_mixer("softmax")
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal softmax attention through fused ``scaled_dot_product_attention``."""
+class CausalSelfAttention(Mixer):
+    """Multi-head causal softmax attention through fused ``scaled_dot_product_attention``.
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.n_heads = n_heads
+    Streams with a KV cache: the state after t tokens holds every key and value, 2·E·t floats.
+    """
+
+    Options = SoftmaxOptions
+    state_formula = "2·E·t (KV cache)"
+    paper = "Vaswani et al. 2017 (1706.03762); GPT-2, Radford et al. 2019"
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        options: SoftmaxOptions | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(d_model, n_heads, options, dropout)
+        self.head_dim = d_model // n_heads
         self.dropout = dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
+        scheme = self.options.positions
+        if scheme == "rotary":
+            frequencies = self.options.rotary_base ** (
+                -torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim
+            )
+            self.register_buffer("rotary_frequencies", frequencies, persistent=False)
+        if scheme == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)
+
+    @property
+    def uses_learned_positions(self) -> bool:
+        return self.options.positions == "learned"
+
+    @classmethod
+    def width_multiple(cls, n_heads: int, options: SoftmaxOptions) -> int:
+        return 2 * n_heads if options.positions == "rotary" else n_heads
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, T, E) → q, k, v, each (B, H, T, E/H)."""
+        batch, length, _ = x.shape
+        qkv = self.qkv(x).view(batch, length, 3, self.n_heads, self.head_dim)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+    def _merge(self, mixed: Tensor) -> Tensor:
+        """(B, H, T, E/H) → (B, T, E), projected."""
+        batch, _, length, _ = mixed.shape
+        return self.proj(mixed.transpose(1, 2).reshape(batch, length, self.d_model))
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
-        batch, length, width = x.shape
-        head_dim = width // self.n_heads
-        qkv = self.qkv(x).view(batch, length, 3, self.n_heads, head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, E/H)
-        mixed = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(mixed.transpose(1, 2).reshape(batch, length, width))
+        q, k, v = self._heads(x)
+        positions = torch.arange(x.shape[1], device=x.device)
+        if self.options.positions == "rotary":
+            q, k = self._rotate(q, positions), self._rotate(k, positions)
+        dropout = self.dropout if self.training else 0.0
+        if self.options.positions == "alibi":
+            bias = self._alibi_bias(positions, positions).to(q.dtype)  # (H, T, T), -inf above
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+        else:
+            mixed = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        return self._merge(mixed)
+
+    def _rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        """RoPE: rotate each pair (x_2i, x_2i+1) by angle position · base^(-2i/head_dim)."""
+        angles = positions[:, None].float() * self.rotary_frequencies  # (T, head_dim/2)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        even, odd = x[..., 0::2], x[..., 1::2]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+    def _alibi_bias(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        """−slope_h · (i − j) for keys j ≤ query i, −inf for later keys: (H, Tq, Tk)."""
+        distance = (query_positions[:, None] - key_positions[None, :]).float()
+        bias = -self.alibi_slopes[:, None, None] * distance
+        return bias.masked_fill(distance < 0, float("-inf"))
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MixerState:
+        empty = torch.zeros(batch, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
+        return empty, empty, 0  # keys, values, position
+
+    def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:  # x: (B, E)
+        keys, values, position = state
+        q, k, v = self._heads(x[:, None])  # each (B, H, 1, E/H)
+        if self.options.positions == "rotary":
+            at = torch.tensor([position], device=x.device)
+            q, k = self._rotate(q, at), self._rotate(k, at)
+        keys, values = torch.cat((keys, k), dim=2), torch.cat((values, v), dim=2)
+        bias = None
+        if self.options.positions == "alibi":
+            at = torch.tensor([position], device=x.device)
+            bias = self._alibi_bias(at, torch.arange(position + 1, device=x.device)).to(q.dtype)
+        mixed = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
+        return self._merge(mixed)[:, 0], (keys, values, position + 1)
+
+    def state_size(self, length: int) -> int:
+        return 2 * self.d_model * length
+
+
+def alibi_slopes(n_heads: int) -> Tensor:
+    """ALiBi's geometric head slopes 2^(-8h/H) for H a power of two; otherwise those of the
+    next lower power of two, then every other slope of the next higher one (Press et al.)."""
+
+    def powers(n: int) -> list[float]:
+        return [2 ** (-8 * (h + 1) / n) for h in range(n)]
+
+    lower = 2 ** math.floor(math.log2(n_heads))
+    slopes = powers(lower) + powers(2 * lower)[0::2][: n_heads - lower]
+    return torch.tensor(slopes, dtype=torch.float32)

@@ -1,10 +1,120 @@
-"""Registry of sequence mixers. A mixer maps (B, T, E) → (B, T, E) causally."""
+"""What every sequence mixer provides, and the registry that names them.
+
+A mixer maps (B, T, E) → (B, T, E) causally: output t depends on inputs 1..t only. It is built
+from ``(d_model, n_heads, options, dropout)``, where ``options`` is an instance of the mixer's own
+pydantic ``Options`` (named in configs by a spec such as ``linear_attention(form=chunked)``).
+
+Streaming: ``init_state(batch, device, dtype)`` gives the state before any token, and
+``step(x, state)`` consumes one token (B, E) and returns its output and the next state. A state is
+a tuple of tensors plus, where a mixer needs it, an int position; ``state_size(t)`` is the number
+of floats it holds per sequence after t tokens (``state_numel`` counts them), so architectures can
+be compared on state size as well as parameter count.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import Tensor, nn
 
 from iclab.registry import Registry
+from iclab.specs import parse_spec
 
-MIXERS: Registry[type[nn.Module]] = Registry("mixer")
-register_mixer = MIXERS.register
+MixerState = tuple[Any, ...]
+
+
+class MixerOptions(BaseModel):
+    """Options of a mixer; subclass per mixer and give every field a ``description``
+    (``iclab models`` shows it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mixer(nn.Module):
+    """Base class of sequence mixers. Subclasses set the class attributes and implement
+    ``forward``, ``init_state``, ``step`` and ``state_size``.
+
+    ``forms`` lists the computations ``Options.form`` can choose between (all give the same
+    outputs; tests check it); ``state_formula`` shows ``state_size`` in listings, in terms of E
+    (d_model), H (n_heads) and t (tokens so far); ``uses_learned_positions`` asks the backbone
+    for a learned position table at its input; ``width_multiple(n_heads)`` is what d_model must
+    be a multiple of.
+    """
+
+    name: ClassVar[str] = "unregistered"  # set by @register_mixer
+    Options: ClassVar[type[MixerOptions]] = MixerOptions
+    forms: ClassVar[tuple[str, ...]] = ("parallel",)
+    state_formula: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        options: MixerOptions | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.options = options if options is not None else self.Options()
+
+    @property
+    def uses_learned_positions(self) -> bool:
+        return False
+
+    @classmethod
+    def width_multiple(cls, n_heads: int, options: MixerOptions) -> int:
+        return n_heads
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, E) → (B, T, E)
+        raise NotImplementedError
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MixerState:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:  # x: (B, E)
+        raise NotImplementedError
+
+    def state_size(self, length: int) -> int:
+        """Floats carried per sequence after ``length`` tokens."""
+        raise NotImplementedError
+
+
+def state_numel(state: Any) -> int:
+    """Floats in a (nested) state, per the whole batch; ints such as positions are not state."""
+    if isinstance(state, Tensor):
+        return state.numel()
+    if isinstance(state, (tuple, list)):
+        return sum(state_numel(item) for item in state)
+    return 0
+
+
+MIXERS: Registry[type[Mixer]] = Registry("mixer")
+
+
+def register_mixer(name: str):
+    """Register a ``Mixer`` subclass under ``name`` (also its ``name`` attribute)."""
+
+    def decorate(cls: type[Mixer]) -> type[Mixer]:
+        cls.name = name
+        return MIXERS.register(name)(cls)
+
+    return decorate
+
+
+def resolve_mixer(spec: str) -> tuple[type[Mixer], MixerOptions]:
+    """``"linear_attention(form=chunked)"`` → (class, validated options); errors name the spec,
+    the option and what is allowed."""
+    name, raw_options = parse_spec(spec, what="mixer")
+    cls = MIXERS.get(name)
+    try:
+        return cls, cls.Options.model_validate(raw_options)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ValueError(f"mixer {spec!r}: {problems}") from None
