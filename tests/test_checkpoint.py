@@ -128,3 +128,17 @@ def test_a_pickle_is_refused_even_with_a_matching_checksum(tmp_path, writer):
         load_checkpoint(checkpoint, model)
     with pytest.warns(UserWarning, match="never unpickles"):
         assert latest_valid_checkpoint(tmp_path) is None
+
+
+@pytest.mark.parametrize("first_byte", [0x80, 0x50])  # a pickle's and a zip's first byte
+def test_a_safetensors_header_length_starting_like_a_pickle_still_loads(tmp_path, first_byte):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "t.safetensors"
+    for length in range(1, 400):  # pad a tensor name until the header length's low byte fits
+        tensors = {"w" * length: torch.arange(3.0)}
+        save_file(tensors, str(path))
+        if path.read_bytes()[0] == first_byte:
+            break
+    assert path.read_bytes()[0] == first_byte
+    assert torch.equal(read_tensors(path)["w" * length], torch.arange(3.0))

@@ -188,14 +188,17 @@ def check_safetensors_file(path: Path) -> None:
     """Refuse anything that is not a well-formed safetensors file, pickles in particular."""
     with path.open("rb") as handle:
         head = handle.read(9)
+    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
+        (header_size,) = struct.unpack("<Q", head[:8])
+        if 8 + header_size <= path.stat().st_size:
+            return
+    # Not safetensors. (A header length can begin with a pickle's byte, so look only now.)
     for signature, what in PICKLE_SIGNATURES.items():
         if head.startswith(signature):
             raise CheckpointError(f"{path} is {what}; iclab never unpickles files")
     if len(head) < 9:
         raise CheckpointError(f"{path} is truncated ({len(head)} bytes)")
-    (header_size,) = struct.unpack("<Q", head[:8])
-    if head[8:9] != b"{" or 8 + header_size > path.stat().st_size:
-        raise CheckpointError(f"{path} is not a valid safetensors file")
+    raise CheckpointError(f"{path} is not a valid safetensors file")
 
 
 def verify_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
