@@ -46,7 +46,7 @@ def random_heads(length: int, seed: int = 0, batch: int = 2, heads: int = 3):
 def build(spec: str, seed: int = 0, **overrides):
     """The mixer a spec names, weight matrices at scale 1/sqrt(fan-in) so outputs are O(1)."""
     cls, options = resolve_mixer(spec)
-    options = options.model_copy(update=overrides)
+    options = options.model_copy(update={"short_conv": 0, **overrides})  # the equations' mixers
     torch.manual_seed(seed)
     mixer = cls(WIDTH, HEADS, options)
     with torch.no_grad():
@@ -142,7 +142,7 @@ def test_linear_self_attention_can_be_one_gradient_descent_step(form):
 
 
 def test_retention_decays_are_one_minus_two_to_the_minus_five_minus_h():
-    mixer = Retention(WIDTH, HEADS)
+    mixer = Retention(WIDTH, HEADS, Retention.Options(short_conv=0))
     decays = mixer.log_decay(inputs(5)).exp()  # (B, H, T)
     expected = torch.tensor([1 - 2.0 ** (-5 - h) for h in range(HEADS)])
     torch.testing.assert_close(decays, expected[None, :, None].expand_as(decays))
@@ -210,7 +210,7 @@ def test_step_leaves_the_given_state_untouched():
 
 def test_mixers_are_multi_head_with_one_fused_qkv_map():
     for cls in (LinearAttention, LinearSelfAttention, Retention, GatedLinearAttention):
-        mixer = cls(WIDTH, HEADS)
+        mixer = cls(WIDTH, HEADS, cls.Options(short_conv=0))
         assert mixer.qkv.weight.shape == (3 * WIDTH, WIDTH)
         assert mixer.state_size(1) == HEADS * (WIDTH // HEADS) * mixer.value_dim
         assert not math.isnan(mixer(inputs(3)).sum().item())

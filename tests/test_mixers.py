@@ -25,6 +25,9 @@ VARIANTS = [name for name, _ in MIXERS] + [
     "mamba(d_conv=1, expand=1, dt_rank=3, d_state=5)",
     "retention",
     "gla(decay=fixed)",
+    "retention(short_conv=0)",
+    "linear_attention(short_conv=2, positions=learned)",
+    "linear_self_attention(short_conv=3)",
 ]
 
 
@@ -136,3 +139,15 @@ def test_unknown_option_or_value_is_a_clear_error():
         resolve_mixer("softmax(window=3)")
     with pytest.raises(KeyError, match=r"unknown mixer 'transformer'; registered: .*softmax"):
         resolve_mixer("transformer")
+
+
+def test_readme_table_lists_every_mixer_with_its_state_formula():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    for name, cls in MIXERS:
+        row = next((r for r in rows if r.split("|")[1].strip().startswith(f"`{name}`")), None)
+        assert row is not None, f"README has no row for {name}"
+        assert ", ".join(cls.forms) in row.split("|")[2], name
+        assert cls.state_formula.split(" (")[0] in row.split("|")[3], name

@@ -104,7 +104,7 @@ def test_streaming_prediction_equals_the_full_forward_pass(layers):
 def test_attention_only_blocks_have_no_mlp_and_no_norm():
     model = build_model(
         ModelConfig(
-            mixer="linear_self_attention",
+            mixer="linear_self_attention(positions=none)",
             n_layers=1,
             d_model=8,
             n_heads=1,

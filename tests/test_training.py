@@ -139,3 +139,19 @@ def test_curriculum_grows_in_steps_and_stops_at_the_end():
     assert curriculum_at(config, 100).n_points == 10
     assert curriculum_at(config, 10_000).n_dims_active == 6
     assert curriculum_at(config, 10_000).n_points == 12
+
+
+def test_the_width_chosen_for_a_parameter_budget_is_printed_and_recorded(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    config = tiny_config(
+        model={"mixer": "gru", "n_layers": 2, "target_params": 20_000}, train={"steps": 2}
+    )
+    output = StringIO()
+    train_run(config, tmp_path / "run", show_progress=False, console=Console(file=output))
+    info = RunDir(tmp_path / "run").read_info()
+    assert abs(info["n_params"] - 20_000) <= 1_000
+    assert f"d_model={info['d_model']}" in output.getvalue()
+    assert "fitted to 20,000" in output.getvalue()

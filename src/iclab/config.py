@@ -104,7 +104,10 @@ class ModelConfig(Strict):
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_params: int | None = Field(
-        None, ge=1000, description="choose d_model to land within 5% of this many parameters"
+        None,
+        ge=1000,
+        description="choose d_model (ignoring the one given) to land within 5% of this many "
+        "parameters; the chosen width is printed and recorded in run.json",
     )
 
     @field_validator("mixer")

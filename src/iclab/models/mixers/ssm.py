@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from iclab.models.mixers.base import Mixer, MixerOptions, MixerState, register_mixer
+from iclab.models.mixers.conv import ShortConv
 
 
 class MambaOptions(MixerOptions):
@@ -137,7 +138,7 @@ class Mamba(Mixer):
         self.dt_rank = opts.dt_rank if opts.dt_rank is not None else math.ceil(d_model / 16)
         inner, n_state = self.d_inner, opts.d_state
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)  # → x, gate z
-        self.conv = nn.Conv1d(inner, inner, opts.d_conv, groups=inner)  # depthwise, causal
+        self.conv = ShortConv(inner, opts.d_conv)
         self.x_proj = nn.Linear(inner, self.dt_rank + 2 * n_state, bias=False)  # → Δ_low, B, C
         self.dt_proj = nn.Linear(self.dt_rank, inner)
         self.A_log = nn.Parameter(torch.empty(inner, n_state))  # A = −exp(A_log): (D, N)
@@ -167,11 +168,6 @@ class Mamba(Mixer):
 
     # --- shared pieces -------------------------------------------------------------------------
 
-    def _causal_conv(self, u: Tensor) -> Tensor:  # u: (B, T, D) → (B, T, D)
-        """Depthwise convolution over the last d_conv inputs (zero before the first token)."""
-        padded = F.pad(u.transpose(1, 2), (self.options.d_conv - 1, 0))
-        return self.conv(padded).transpose(1, 2)
-
     def _selection(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Input-dependent Δ (…, D), B (…, N), C (…, N) in float32 (Algorithm 2, lines 3-5)."""
         n_state = self.options.d_state
@@ -192,7 +188,7 @@ class Mamba(Mixer):
         if self.options.form == "recurrent":
             return self._recurrent(x)
         u, z = self.in_proj(x).chunk(2, dim=-1)  # each (B, T, D)
-        u = F.silu(self._causal_conv(u))
+        u = F.silu(self.conv(u))
         delta, b, c = self._selection(u)  # (B, T, D), (B, T, N), (B, T, N)
         length = x.shape[1]
         chunk = self.options.chunk_size if self.options.form == "chunked" else length
@@ -219,22 +215,20 @@ class Mamba(Mixer):
 
     def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MixerState:
         """(conv window of the last d_conv − 1 inputs (B, D, d_conv − 1), h (B, D, N) float32)."""
-        window = torch.zeros(
-            batch, self.d_inner, self.options.d_conv - 1, device=device, dtype=dtype
-        )
+        window = self.conv.init_state(batch, device, dtype)
         h = torch.zeros(batch, self.d_inner, self.options.d_state, device=device)
         return window, h
 
     def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:  # x: (B, E)
         window, h = state
         u, z = self.in_proj(x).chunk(2, dim=-1)  # each (B, D)
-        inputs = torch.cat([window, u.unsqueeze(-1)], dim=-1)  # oldest → newest: (B, D, d_conv)
-        u = F.silu((inputs * self.conv.weight.squeeze(1)).sum(-1) + self.conv.bias)
+        u, window = self.conv.step(u, window)
+        u = F.silu(u)
         delta, b, c = self._selection(u)  # (B, D), (B, N), (B, N)
         drive = (delta * u.float()).unsqueeze(-1) * b.unsqueeze(1)  # Δ B x: (B, D, N)
         h = self._decay(delta) * h + drive
         y = (h * c.unsqueeze(1)).sum(-1)  # C·h: (B, D)
-        return self._gate_and_project(y, u, z), (inputs[..., 1:], h)
+        return self._gate_and_project(y, u, z), (window, h)
 
     def state_size(self, length: int) -> int:
         return self.d_inner * (self.options.d_state + self.options.d_conv - 1)
