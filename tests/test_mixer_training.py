@@ -1,4 +1,4 @@
-"""Every mixer learns linear regression in context (slow: ~2-9 minutes per mixer on one thread).
+"""Every mixer learns linear regression in context (slow: 3-10 minutes per mixer, one thread).
 
 Each registered mixer, with its defaults, replaces softmax attention in the quickstart model and
 trains briefly (the curriculum compressed to reach full size by step 250). Once the prompt holds
@@ -13,7 +13,9 @@ import pytest
 from conftest import train_preset_and_evaluate
 from iclab.models.mixers import MIXERS
 
-STEPS = 800
+# Softmax attention leaves the predict-zero plateau last on this task (measured: 0.73 at 800
+# steps, 0.37 at 1600); every other mixer is at 0.10-0.35 by step 800.
+STEPS = {name: 800 for name in MIXERS.names()} | {"softmax": 1600}
 # von Oswald et al.'s bare LSA layer reads one token per (x, y) pair; in the interleaved
 # prompt it needs the short convolution the other linear-attention mixers have by default.
 SPECS = {name: name for name in MIXERS.names()} | {
@@ -29,7 +31,7 @@ def test_mixer_learns_linear_regression_better_than_averaging(name, tmp_path):
         tmp_path,
         [
             f"model.mixer={SPECS[name]}",
-            f"train.steps={STEPS}",
+            f"train.steps={STEPS[name]}",
             "train.curriculum.dims.interval=50",
             "train.curriculum.points.interval=50",
             "eval.algorithms=[averaging]",
