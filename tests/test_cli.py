@@ -74,6 +74,7 @@ def test_listings_name_what_is_registered():
     assert "2·E·t (KV cache) (t=64: 32,768, t=1024: 524,288)" in models.output  # 2·256·t
     assert "state: 2·E (t=64: 512, t=1024: 512)" in models.output  # LSTM: h and c
     assert "positions='learned'" in models.output and "target_params" in models.output
+    assert "(extra [gpu])" in models.output  # descriptions are text, not rich markup
     algorithms = runner.invoke(app, ["algorithms"])
     for name in ("least_squares", "ridge", "knn", "averaging", "bayes_optimal", "zero"):
         assert name in algorithms.output

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from iclab.config import ConfigError, ModelConfig, RunConfig, load_config
@@ -238,13 +239,17 @@ def tasks() -> None:
             if family.kind == "tokens"
             else f"n_dims={family.default_n_dims}, n_points={family.default_n_points}"
         )
-        console.print(f"[bold]{name}[/] ({family.kind}): {first_line(family.__doc__)}")
-        console.print(f"    paper: {family.paper}", highlight=False)
-        console.print(f"    defaults: {sizes}", highlight=False)
+        console.print(f"[bold]{name}[/] ({family.kind}): {escape(first_line(family.__doc__))}")
+        console.print(f"    paper: {family.paper}", highlight=False, markup=False)
+        console.print(f"    defaults: {sizes}", highlight=False, markup=False)
         for field, info in family.Options.model_fields.items():
             doc = f": {info.description}" if info.description else ""
-            console.print(f"    {field}={info.default!r}{doc}", highlight=False)
-        console.print(f"    yardsticks: {', '.join(family.yardsticks) or '-'}\n", highlight=False)
+            console.print(f"    {field}={info.default!r}{doc}", highlight=False, markup=False)
+        console.print(
+            f"    yardsticks: {', '.join(family.yardsticks) or '-'}\n",
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()
@@ -266,12 +271,14 @@ def models() -> None:
         with torch.device("meta"):
             mixer = cls(width, heads)
         sizes = ", ".join(f"t={t}: {mixer.state_size(t):,}" for t in lengths)
-        console.print(f"[bold]{name}[/]: {first_line(cls.__doc__)}")
-        console.print(f"    paper: {cls.paper}", highlight=False)
-        console.print(f"    forms: {', '.join(cls.forms)}", highlight=False)
-        console.print(f"    state: {cls.state_formula} ({sizes})", highlight=False)
+        console.print(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        console.print(f"    paper: {cls.paper}", highlight=False, markup=False)
+        console.print(f"    forms: {', '.join(cls.forms)}", highlight=False, markup=False)
+        console.print(f"    state: {cls.state_formula} ({sizes})", highlight=False, markup=False)
         for field, info in cls.Options.model_fields.items():
-            console.print(f"    {field}={info.default!r}: {info.description}", highlight=False)
+            console.print(
+                f"    {field}={info.default!r}: {info.description}", highlight=False, markup=False
+            )
         console.print()
     console.print(
         "[bold]around every mixer[/] (model.*): "
@@ -291,6 +298,8 @@ def algorithms() -> None:
 
     console.print("[bold]algorithms[/] (eval.algorithms; options as in knn(k=5))\n")
     for name, cls in ALGORITHMS:
-        console.print(f"[bold]{name}[/]: {first_line(cls.__doc__)}")
-        console.print(f"    applies to: {describe_applies_to(cls)}", highlight=False)
-        console.print(f"    options: {algorithm_options(cls) or '-'}\n", highlight=False)
+        console.print(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        console.print(f"    applies to: {describe_applies_to(cls)}", highlight=False, markup=False)
+        console.print(
+            f"    options: {algorithm_options(cls) or '-'}\n", highlight=False, markup=False
+        )
