@@ -155,3 +155,25 @@ def test_the_width_chosen_for_a_parameter_budget_is_printed_and_recorded(tmp_pat
     assert abs(info["n_params"] - 20_000) <= 1_000
     assert f"d_model={info['d_model']}" in output.getvalue()
     assert "fitted to 20,000" in output.getvalue()
+
+
+def test_weight_decay_spares_biases_norms_and_mambas_dynamics():
+    from iclab.config import ModelConfig, TaskConfig
+    from iclab.models import build_model
+    from iclab.training.trainer import parameter_groups
+
+    model = build_model(
+        ModelConfig(layers="mamba, softmax", d_model=16, n_heads=2), TaskConfig(n_dims=3)
+    )
+    decayed, spared = parameter_groups(model, 0.1)
+    names = {id(p): name for name, p in model.named_parameters()}
+    decayed_names = {names[id(p)] for p in decayed["params"]}
+    spared_names = {names[id(p)] for p in spared["params"]}
+    assert (decayed["weight_decay"], spared["weight_decay"]) == (0.1, 0.0)
+    assert decayed_names | spared_names == set(names.values())
+    assert "backbone.blocks.0.mixer.in_proj.weight" in decayed_names
+    assert "backbone.blocks.1.mixer.qkv.weight" in decayed_names
+    assert {"backbone.blocks.0.mixer.A_log", "backbone.blocks.0.mixer.skip"} <= spared_names
+    assert "backbone.blocks.1.ln_mixer.weight" in spared_names
+    assert "backbone.blocks.1.mixer.qkv.bias" in spared_names
+    assert len(parameter_groups(model, 0.0)) == 1

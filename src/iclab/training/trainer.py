@@ -46,6 +46,23 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight matrices and embeddings decay; biases, norm scales and parameters a
+    mixer marks ``_no_weight_decay`` (Mamba's A and D) do not, as in GPT-2 and Mamba. Without
+    weight decay, one group (the layout of checkpoints written before the split)."""
+    parameters = list(model.parameters())
+    if weight_decay == 0:
+        return [{"params": parameters, "weight_decay": 0.0}]
+
+    def decays(parameter: torch.nn.Parameter) -> bool:
+        return parameter.dim() >= 2 and not getattr(parameter, "_no_weight_decay", False)
+
+    return [
+        {"params": [p for p in parameters if decays(p)], "weight_decay": weight_decay},
+        {"params": [p for p in parameters if not decays(p)], "weight_decay": 0.0},
+    ]
+
+
 class Trainer:
     """Meta-trains the model a ``RunConfig`` describes, in the run directory ``run``.
 
@@ -64,7 +81,7 @@ class Trainer:
         self.model = build_model(config.model, config.task, name=config.name).to(self.device)
         train = config.train
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=train.lr, betas=train.betas, weight_decay=train.weight_decay
+            parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=train.betas
         )
         self.step = 0
 

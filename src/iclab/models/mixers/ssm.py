@@ -143,6 +143,8 @@ class Mamba(Mixer):
         self.dt_proj = nn.Linear(self.dt_rank, inner)
         self.A_log = nn.Parameter(torch.empty(inner, n_state))  # A = −exp(A_log): (D, N)
         self.skip = nn.Parameter(torch.empty(inner))  # D in the paper
+        for parameter in (self.A_log, self.skip):  # as in Mamba: dynamics are not decayed
+            parameter._no_weight_decay = True
         self.proj = nn.Linear(inner, d_model, bias=False)
         self.reset_special_parameters()
 
