@@ -415,3 +415,8 @@ def test_transformer_learns_multi_query_recall(tmp_path):
     curves = train_preset_and_evaluate("mqar", tmp_path / "mqar")
     model, unigram = pooled_accuracy(curves["model"]), pooled_accuracy(curves["ngram(n=1)"])
     assert model > 0.95 and unigram < 0.1
+
+
+def test_mqar_lookup_takes_no_options():
+    with pytest.raises(ValueError, match="mqar_lookup takes the vocabulary from the task, so it "):
+        build_algorithm("mqar_lookup", make_task("mqar"), vocab_size=8)

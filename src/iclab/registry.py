@@ -20,7 +20,8 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    """A dict of named entries (classes or factories) with a registering decorator."""
+    """A dict of named classes with a registering decorator, which also sets each class's
+    ``name`` attribute to the name it is registered under."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -30,6 +31,7 @@ class Registry(Generic[T]):
         def decorate(entry: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            entry.name = name
             self._entries[name] = entry
             return entry
 

@@ -68,17 +68,19 @@ def positive_option(algorithm: str, option: str, value: Any, allow_none: bool = 
     return float(value)
 
 
+def reject_options(algorithm: str, options: dict[str, Any], reason: str, hint: str = "") -> None:
+    """A ValueError naming the options given to an algorithm that reads ``reason`` from the
+    task instead (Bayes-optimal and lookup learners)."""
+    if options:
+        raise ValueError(
+            f"{algorithm} takes {reason} from the task, so it accepts no options; got "
+            f"{', '.join(sorted(options))}" + (f" ({hint})" if hint else "")
+        )
+
+
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")
 
-
-def register_algorithm(name: str):
-    """Register an ``Algorithm`` subclass under ``name`` (also its ``name`` attribute)."""
-
-    def decorate(cls: type[Algorithm]) -> type[Algorithm]:
-        cls.name = name
-        return ALGORITHMS.register(name)(cls)
-
-    return decorate
+register_algorithm = ALGORITHMS.register  # sets the subclass's ``name`` too
 
 
 def describe_applies_to(cls: type[Algorithm]) -> str:

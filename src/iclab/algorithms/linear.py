@@ -21,6 +21,7 @@ from iclab.algorithms.base import (
     integer_option,
     positive_option,
     register_algorithm,
+    reject_options,
 )
 from iclab.algorithms.regression import (
     _check_shapes,
@@ -59,14 +60,6 @@ def prefix_moments(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Ten
 def _predict_with(weights: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
     """``pred_i = w_i · x_i`` for per-prefix weights (B, n, d)."""
     return (weights * inputs.double()).sum(-1).to(targets.dtype)
-
-
-def _reject_options(algorithm: str, options: dict[str, Any], reason: str) -> None:
-    if options:
-        raise ValueError(
-            f"{algorithm} takes {reason} from the task, so it accepts no options; got "
-            f"{', '.join(sorted(options))}"
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -480,7 +473,7 @@ class PoolPosterior(Algorithm):
             raise ValueError(
                 f"dmmse needs a finite_pool_regression task (it reads the pool), not {task.name!r}"
             )
-        _reject_options("dmmse", options, "the pool and the noise")
+        reject_options("dmmse", options, "the pool and the noise")
         return cls(
             pool=task.pool, noise_std=task.options.noise_std, weight_std=task.options.weight_std
         )
@@ -570,7 +563,7 @@ class MixturePosterior(Algorithm):
     def for_task(cls, task: Task, **options: Any) -> MixturePosterior:
         if not isinstance(task, Mixture):
             raise ValueError(f"mixture_posterior needs a mixture task, not {task.name!r}")
-        _reject_options("mixture_posterior", options, "the components and their weights")
+        reject_options("mixture_posterior", options, "the components and their weights")
         for component in task.components:
             is_gaussian = isinstance(component, LinearRegression)
             is_pool = isinstance(component, FinitePoolRegression) and (

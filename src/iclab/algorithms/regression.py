@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, integer_option, positive_option, register_algorithm
+from iclab.algorithms.base import (
+    Algorithm,
+    integer_option,
+    positive_option,
+    register_algorithm,
+    reject_options,
+)
 from iclab.algorithms.classification import prefix_knn_vote, require_n_classes
 from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
@@ -337,11 +343,9 @@ class BayesOptimalLinearRegression(Algorithm):
                 "bayes_optimal needs a LinearRegression task (it reads the task's noise_std and "
                 f"weight_std), not {type(task).__name__}"
             )
-        if options:
-            raise ValueError(
-                "bayes_optimal takes noise_std and weight_std from the task, so it accepts no "
-                f"options; got {', '.join(sorted(options))} (use ridge for another penalty)"
-            )
+        reject_options(
+            "bayes_optimal", options, "noise_std and weight_std", "use ridge for another penalty"
+        )
         return cls(noise_std=task.options.noise_std, weight_std=task.options.weight_std)
 
     def predict(self, episode: Episode) -> Tensor:

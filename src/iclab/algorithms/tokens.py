@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, integer_option, positive_option, register_algorithm
+from iclab.algorithms.base import (
+    Algorithm,
+    integer_option,
+    positive_option,
+    register_algorithm,
+    reject_options,
+)
 from iclab.episode import Episode
 from iclab.tasks.base import Task
 from iclab.tasks.recall import MultiQueryRecall
@@ -184,8 +190,7 @@ class RecallLookup(Algorithm):
             raise ValueError(
                 f"mqar_lookup needs an mqar task (keys followed by values), not {task.name!r}"
             )
-        if options:
-            raise ValueError(f"mqar_lookup takes no options, got {', '.join(sorted(options))}")
+        reject_options("mqar_lookup", options, "the vocabulary")
         return cls(vocab_size=task.n_classes)
 
     def predict(self, episode: Episode) -> Tensor:

@@ -103,15 +103,7 @@ def standard_normal_inputs(
 
 TASKS: Registry[type[Task]] = Registry("task")
 
-
-def register_task(name: str):
-    """Register a ``Task`` subclass under ``name`` (also its ``name`` attribute)."""
-
-    def decorate(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        return TASKS.register(name)(cls)
-
-    return decorate
+register_task = TASKS.register  # sets the subclass's ``name`` too
 
 
 def make_task(name: str, n_dims: int | None = None, options: dict | None = None) -> Task:

@@ -94,15 +94,7 @@ def state_numel(state: Any) -> int:
 
 MIXERS: Registry[type[Mixer]] = Registry("mixer")
 
-
-def register_mixer(name: str):
-    """Register a ``Mixer`` subclass under ``name`` (also its ``name`` attribute)."""
-
-    def decorate(cls: type[Mixer]) -> type[Mixer]:
-        cls.name = name
-        return MIXERS.register(name)(cls)
-
-    return decorate
+register_mixer = MIXERS.register  # sets the subclass's ``name`` too
 
 
 def resolve_mixer(spec: str) -> tuple[type[Mixer], MixerOptions]:
