@@ -80,6 +80,7 @@ class Backbone(nn.Module):
         for spec in layers:
             cls, options = resolve_mixer(spec)
             mixers.append(cls(d_model, n_heads, options, dropout))
+        self.d_model = d_model
         self.n_positions = n_positions
         if any(mixer.uses_learned_positions for mixer in mixers):
             self.position = nn.Embedding(n_positions, d_model)
@@ -111,9 +112,7 @@ class Backbone(nn.Module):
             else:
                 nn.init.zeros_(parameter)
         for block in self.blocks:
-            reset = getattr(block.mixer, "reset_special_parameters", None)
-            if reset is not None:
-                reset()
+            block.mixer.reset_special_parameters()
 
     def _check_length(self, length: int) -> None:
         if self.position is not None and length > self.n_positions:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
@@ -78,22 +80,26 @@ def fit_width(model: ModelConfig, task: TaskConfig) -> int:
     """The width (a multiple of what the mixers need) whose parameter count is nearest
     ``model.target_params``; a ValueError when even that is more than 5% away."""
     target, multiple = model.target_params, model.width_multiple()
+
+    @functools.cache
+    def params_at(j: int) -> int:  # parameters at width j · multiple
+        return count_params(model, task, j * multiple)
+
     low = max(1, -(-8 // multiple))  # widths are at least 8
-    if count_params(model, task, low * multiple) >= target:
+    if params_at(low) >= target:
         best = low
     else:
         high = low * 2
-        while count_params(model, task, high * multiple) < target:
+        while params_at(high) < target:
             low, high = high, high * 2
         while high - low > 1:  # parameter counts grow with width
             middle = (low + high) // 2
-            if count_params(model, task, middle * multiple) < target:
+            if params_at(middle) < target:
                 low = middle
             else:
                 high = middle
-        best = min(low, high, key=lambda j: abs(count_params(model, task, j * multiple) - target))
-    width = best * multiple
-    n_params = count_params(model, task, width)
+        best = min(low, high, key=lambda j: abs(params_at(j) - target))
+    width, n_params = best * multiple, params_at(best)
     if abs(n_params - target) > PARAMETER_TOLERANCE * target:
         raise ValueError(
             f"model.target_params={target:,}: the nearest width d_model={width} gives "

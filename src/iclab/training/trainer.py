@@ -147,7 +147,7 @@ class Trainer:
             else f"d={task.n_dims}, {task.n_points} points"
         )
         model = self.config.model
-        d_model = self.model.backbone.blocks[0].mixer.d_model
+        d_model = self.model.backbone.d_model
         fitted = "" if model.target_params is None else f" fitted to {model.target_params:,}"
         self.console.print(
             f"[bold]{self.config.name}[/]: {model.describe()} model, d_model={d_model}, "

@@ -108,13 +108,12 @@ class CausalSelfAttention(Mixer):
     def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:  # x: (B, E)
         keys, values, position = state
         q, k, v = self._heads(x[:, None])  # each (B, H, 1, E/H)
+        at = torch.tensor([position], device=x.device)
         if self.options.positions == "rotary":
-            at = torch.tensor([position], device=x.device)
             q, k = self._rotate(q, at), self._rotate(k, at)
         keys, values = torch.cat((keys, k), dim=2), torch.cat((values, v), dim=2)
         bias = None
         if self.options.positions == "alibi":
-            at = torch.tensor([position], device=x.device)
             bias = self._alibi_bias(at, torch.arange(position + 1, device=x.device)).to(q.dtype)
         mixed = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
         return self._merge(mixed)[:, 0], (keys, values, position + 1)

@@ -69,6 +69,10 @@ class Mixer(nn.Module):
     def width_multiple(cls, n_heads: int, options: MixerOptions) -> int:
         return n_heads
 
+    def reset_special_parameters(self) -> None:
+        """Initialise what GPT-2's init of linear maps does not fit (decays, SSM dynamics); the
+        backbone calls it after that init."""
+
     def forward(self, x: Tensor) -> Tensor:  # (B, T, E) → (B, T, E)
         raise NotImplementedError
 

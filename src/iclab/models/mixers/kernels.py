@@ -54,7 +54,7 @@ def linear_attention_kernel(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor |
     value_dim = v.shape[-1]
     if value_dim % 2:  # fla's bfloat16 backward wants even widths: a zero column changes nothing
         v = torch.nn.functional.pad(v, (0, 1))
-    g = None if log_decay is None else to_fla(log_decay[..., None])[..., 0].float()  # (B, T, H)
+    g = None if log_decay is None else log_decay.transpose(1, 2).float().contiguous()  # (B, T, H)
     out, _ = fla_ops().chunk_simple_gla(to_fla(q), to_fla(k), to_fla(v), g=g, scale=1.0)
     return out.transpose(1, 2)[..., :value_dim]
 
@@ -65,6 +65,6 @@ def delta_rule_kernel(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, dtype: torc
     out, in float32 like the pure form."""
     q, k, v = (to_fla(x).to(dtype) for x in (q, k, v))
     out, _ = fla_ops().chunk_delta_rule(
-        q, k, v, to_fla(beta[..., None])[..., 0].to(dtype), scale=1.0
+        q, k, v, beta.transpose(1, 2).to(dtype).contiguous(), scale=1.0
     )
     return out.transpose(1, 2).float()
