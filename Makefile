@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-slow lint format bench clean
+.PHONY: install browser demo test test-slow lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/iclab quickstart
 
+# Headless Chromium for the report's browser test (Debian packages); where it cannot be
+# installed, that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "make browser: could not install chromium; the report's browser test will be skipped" >&2
+
 # pytest exits 5 when it collects no tests: say so, and fail (a suite that runs nothing proves nothing).
-test: install
+test: install browser
 	@$(BIN)/python -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 

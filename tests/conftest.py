@@ -54,7 +54,7 @@ def train_preset_and_evaluate(preset: str, run_dir, overrides=(), n_prompts: int
 
     config = load_config(preset, list(overrides))
     train_run(config, run_dir, show_progress=False)
-    points = evaluate_run(run_dir, n_prompts=n_prompts)
+    points = evaluate_run(run_dir, n_prompts=n_prompts).curves
     curves: dict = {}
     for point in points:
         curves.setdefault(point.learner, {})[point.k] = point

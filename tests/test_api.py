@@ -12,7 +12,7 @@ from conftest import tiny_config
 def test_readme_api_trains_evaluates_and_predicts_like_an_algorithm(tmp_path):
     config = iclab.build_config(tiny_config().to_dict(), ["train.steps=5"])
     iclab.train_run(config, tmp_path / "mine", show_progress=False)
-    points = iclab.evaluate_run(tmp_path / "mine")
+    points = iclab.evaluate_run(tmp_path / "mine").curves
     assert {p.learner for p in points} == {"model", "least_squares", "averaging"}
     model = iclab.load_trained_model(tmp_path / "mine")
     task = iclab.make_task("linear_regression", n_dims=3)

@@ -129,3 +129,21 @@ def test_eval_rejects_an_algorithm_that_does_not_fit_the_task_or_has_a_bad_optio
     assert unknown.exit_code == 2 and "unknown algorithm 'nope'" in unknown.output
     missing = runner.invoke(app, ["eval"])
     assert missing.exit_code == 2 and "--task" in missing.output
+
+
+def test_eval_with_all_shifts_prints_each_shift_and_the_paired_difference(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 4}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    result = runner.invoke(app, ["eval", str(run), "--shift", "all", "--n-prompts", "32"])
+    assert result.exit_code == 0, result.output
+    assert "under each shift" in result.output and "half_subspace" in result.output
+    assert "model − least_squares" in result.output
+    assert "shifts:" in (run / "config.yaml").read_text()
+
+
+def test_an_unknown_shift_is_a_clear_error(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 2}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    result = runner.invoke(app, ["eval", str(run), "--shift", "tilt"])
+    assert result.exit_code == 2
+    assert "unknown shift 'tilt'" in result.output and "Traceback" not in result.output

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from iclab.algorithms import build_algorithm
-from iclab.evaluation.curves import evaluate, read_curves_csv, summarise, write_curves_csv
+from iclab.evaluation.curves import (
+    Evaluation,
+    evaluate,
+    read_curves_csv,
+    summarise,
+    write_curves_csv,
+)
 from iclab.tasks.regression import LinearRegression
 
 
@@ -48,7 +54,7 @@ def test_zero_predictor_error_is_one_at_every_k_within_its_interval():
     task = LinearRegression(4)
     points = evaluate(
         [build_algorithm("zero", task)], task, 10, n_prompts=2000, batch_size=500, seed=3
-    )
+    ).curves
     # E[(w·x)^2]/d = 1; allow 4 half-widths (≈ 4 standard errors at 95%: fails with p ≈ 1e-4 each)
     for point in points:
         assert abs(point.mean - 1.0) < 2 * (point.ci_high - point.ci_low)
@@ -58,7 +64,7 @@ def test_least_squares_error_vanishes_after_d_examples():
     task = LinearRegression(4)
     points = evaluate(
         [build_algorithm("least_squares", task)], task, 10, n_prompts=256, batch_size=128, seed=0
-    )
+    ).curves
     assert all(p.mean < 1e-8 for p in points if p.k >= 4)
     assert all(p.mean > 0.05 for p in points if p.k < 4)
 
@@ -99,7 +105,8 @@ def test_curve_plots_are_labelled_with_the_metric_of_the_task_kind(
     labels = []
     monkeypatch.setattr(run_eval, "plot_curves", lambda *args: labels.append(args[3]))
     config = build_config({"task": {"name": task}})
-    run_eval.write_evaluation(summarise(torch.rand(4, 3).double(), "x"), config, RunDir(tmp_path))
+    evaluation = Evaluation(summarise(torch.rand(4, 3).double(), "x"), [])
+    run_eval.write_evaluation(evaluation, config, RunDir(tmp_path))
     assert labels == [label]
 
 
@@ -113,14 +120,79 @@ def test_streaming_evaluation_gives_the_same_curve_as_the_full_forward_pass(tmp_
         eval={"n_prompts": 64, "algorithms": ["least_squares"]},
     )
     train_run(config, tmp_path / "run", show_progress=False)
-    parallel = evaluate_run(tmp_path / "run")
+    parallel = evaluate_run(tmp_path / "run").curves
     (tmp_path / "run" / "config.yaml").write_text(
         (tmp_path / "run" / "config.yaml")
         .read_text()
         .replace("streaming: false", "streaming: true")
     )
-    streamed = evaluate_run(tmp_path / "run")
+    streamed = evaluate_run(tmp_path / "run").curves
     assert len(parallel) == len(streamed)
     for a, b in zip(parallel, streamed, strict=True):
         assert (a.learner, a.k) == (b.learner, b.k)
         assert a.mean == pytest.approx(b.mean, rel=1e-4, abs=1e-6)
+
+
+def trained_tiny_run(tmp_path, **sections):
+    from conftest import tiny_config
+    from iclab.training.trainer import train_run
+
+    config = tiny_config(train={"steps": 4}, **sections)
+    train_run(config, tmp_path / "run", show_progress=False)
+    return tmp_path / "run"
+
+
+def set_eval(run, **fields):
+    from iclab.config import build_config
+    from iclab.run import RunDir
+
+    config = RunDir(run).load_config()
+    changes = [f"eval.{key}={value}" for key, value in fields.items()]
+    RunDir(run).write_config(build_config(config.to_dict(), changes))
+
+
+def test_a_model_with_learned_positions_refuses_longer_prompts_clearly(tmp_path):
+    from iclab.config import ConfigError
+    from iclab.evaluation.run_eval import evaluate_run
+
+    run = trained_tiny_run(tmp_path)
+    set_eval(run, n_points=16)
+    with pytest.raises(ConfigError, match="learned position table covers 8 points"):
+        evaluate_run(run)
+
+
+def test_a_rotary_model_is_evaluated_beyond_its_training_length(tmp_path):
+    from iclab.evaluation.run_eval import evaluate_run
+
+    run = trained_tiny_run(tmp_path, model={"mixer": "softmax(positions=rotary)"})
+    set_eval(run, n_points=16)
+    curves = evaluate_run(run).curves
+    assert max(p.k for p in curves if p.learner == "model") == 15
+    assert all(math.isfinite(p.mean) for p in curves)
+
+
+def test_shifted_evaluation_writes_rows_differences_and_a_plot_per_shift(tmp_path):
+    from iclab.evaluation.curves import read_differences_csv
+    from iclab.evaluation.run_eval import evaluate_run
+
+    run = trained_tiny_run(tmp_path)
+    set_eval(run, shifts='["scale_inputs(factor=2)", orthogonal_query]')
+    evaluate_run(run)
+    rows = read_curves_csv(run / "eval" / "curves.csv")
+    assert {p.shift for p in rows} == {"none", "scale_inputs(factor=2)", "orthogonal_query"}
+    assert max(p.k for p in rows if p.shift == "orthogonal_query") == 2  # k < d = 3
+    differences = read_differences_csv(run / "eval" / "differences.csv")
+    assert {(d.learner, d.reference) for d in differences} == {
+        ("model", "least_squares"),
+        ("averaging", "least_squares"),
+    }
+    plots = {path.name for path in (run / "plots").glob("curves*.png")}
+    assert plots == {
+        "curves.png",
+        "curves-scale_inputs-factor-2.png",
+        "curves-orthogonal_query.png",
+    }
+    set_eval(run, shifts="[orthogonal_query]")
+    evaluate_run(run)
+    plots = {path.name for path in (run / "plots").glob("curves*.png")}
+    assert plots == {"curves.png", "curves-orthogonal_query.png"}  # the stale plot is gone

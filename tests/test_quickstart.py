@@ -14,6 +14,7 @@ from iclab.evaluation import read_curves_csv
 def test_quickstart_model_beats_averaging_and_knn_and_nears_least_squares(tmp_path):
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert f"report: {tmp_path / 'report.html'}" in result.output.replace("\n", "")
     d = load_config("quickstart").task.n_dims
     points = read_curves_csv(tmp_path / "eval" / "curves.csv")
     error = {(p.learner, p.k): p.mean for p in points}

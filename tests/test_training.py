@@ -177,3 +177,22 @@ def test_weight_decay_spares_biases_norms_and_mambas_dynamics():
     assert "backbone.blocks.1.ln_mixer.weight" in spared_names
     assert "backbone.blocks.1.mixer.qkv.bias" in spared_names
     assert len(parameter_groups(model, 0.0)) == 1
+
+
+def test_a_run_that_fails_says_so_in_run_json_and_the_index(tmp_path, monkeypatch):
+    from iclab import catalog
+    from iclab.training.trainer import Trainer
+
+    original = Trainer.train_step
+
+    def failing_step(self, step):
+        if step == 3:
+            raise RuntimeError("diverged")
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    with pytest.raises(RuntimeError, match="diverged"):
+        train_run(tiny_config(), tmp_path / "run", show_progress=False)
+    assert RunDir(tmp_path / "run").read_info()["status"] == "failed"
+    [entry] = catalog.list_runs(tmp_path)
+    assert (entry.name, entry.status, entry.steps) == ("run", "failed", 3)

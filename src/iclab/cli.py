@@ -15,8 +15,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from iclab.config import ConfigError, ModelConfig, RunConfig, load_config
-from iclab.evaluation.curves import CurvePoint
+from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
+from iclab.evaluation.shifts import SHIFTS
 from iclab.registry import UnknownNameError
+from iclab.specs import split_specs
 from iclab.training.checkpoint import CheckpointError
 
 app = typer.Typer(
@@ -28,6 +30,7 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+SHIFT_NAMES = SHIFTS.names()
 USER_ERRORS = (
     ConfigError,
     CheckpointError,
@@ -58,41 +61,92 @@ def show_warnings_briefly() -> None:
     )
 
 
-def reported_ks(points: Sequence[CurvePoint], config: RunConfig) -> list[int]:
-    """The prefix lengths the summary table shows: 1, d, 2d and the last for regression (where
-    d examples make least squares exact), otherwise the first, ¼, ½ and last scored ones."""
-    scored = sorted({p.k for p in points})
-    if points and points[0].metric == "error":
-        d = config.task.n_dims
-        wanted = [1, d, 2 * d, scored[-1]]
-    else:
-        wanted = [scored[round(q * (len(scored) - 1))] for q in (0, 0.25, 0.5, 1)]
-    return [k for k in dict.fromkeys(wanted) if k in scored]
-
-
-def print_evaluation(points: Sequence[CurvePoint], config: RunConfig, run: Path | None) -> None:
-    """Every learner's metric at a few prefix lengths, then where the files are."""
+def print_evaluation(evaluation: Evaluation, config: RunConfig, run: Path | None) -> None:
+    """Every learner's metric at a few prefix lengths; under shifts, each shift at one k; the
+    paired difference of the first learner to the reference; then where the files are."""
     from iclab.metrics import METRICS
 
-    ks = reported_ks(points, config)
     metric = METRICS[config.task.build().kind]
-    table = Table(title=f"{metric.label} after k in-context examples, ± 95% CI")
+    unshifted = [p for p in evaluation.curves if p.shift == "none"]
+    ks = reported_ks(unshifted, config.task.n_dims)
+    console.print(curve_table(unshifted, ks, metric.label))
+    shifts = list(dict.fromkeys(p.shift for p in evaluation.curves))
+    if len(shifts) > 1:
+        console.print(shift_table(evaluation.curves, shifts, ks[-2] if len(ks) > 1 else ks[-1]))
+    if evaluation.differences:
+        console.print(difference_table(evaluation.differences, shifts, ks))
+    if run is not None:
+        console.print(
+            f"\nrun directory: [bold]{run}[/]\n"
+            f"  tables: {run / 'eval' / 'curves.csv'}, {run / 'eval' / 'differences.csv'}\n"
+            f"  plots:  {run / 'plots' / 'curves.png'}"
+            + (f" and {len(shifts) - 1} curves-SHIFT.png" if len(shifts) > 1 else "")
+        )
+
+
+def curve_table(points: Sequence[CurvePoint], ks: Sequence[int], label: str) -> Table:
+    """One row per learner: its metric at each of ``ks`` with the 95% interval."""
+    table = Table(title=f"{label} after k in-context examples, ± 95% CI")
     table.add_column("learner", no_wrap=True)
     for k in ks:
         table.add_column(f"k={k}", justify="right")
     for learner in dict.fromkeys(p.learner for p in points):
         by_k = {p.k: p for p in points if p.learner == learner}
-        table.add_row(
-            learner,
-            *(f"{by_k[k].mean:.3f}±{by_k[k].mean - by_k[k].ci_low:.3f}" for k in ks),
-        )
-    console.print(table)
-    if run is not None:
-        console.print(
-            f"\nrun directory: [bold]{run}[/]\n"
-            f"  table: {run / 'eval' / 'curves.csv'}\n"
-            f"  plot:  {run / 'plots' / 'curves.png'}"
-        )
+        table.add_row(learner, *(with_interval(by_k[k]) if k in by_k else "-" for k in ks))
+    return table
+
+
+def with_interval(row: CurvePoint | PairedDifference, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{row.mean:{sign}.3f}±{row.mean - row.ci_low:.3f}"
+
+
+def at_most(rows: Sequence[CurvePoint], k: int) -> int:
+    """The largest scored k up to ``k`` (shifts such as orthogonal_query stop early)."""
+    return max((p.k for p in rows if p.k <= k), default=min(p.k for p in rows))
+
+
+def shift_table(points: Sequence[CurvePoint], shifts: Sequence[str], k: int) -> Table:
+    """One row per shift: every learner's metric at ``k`` (or the last k the shift scores)."""
+    learners = list(dict.fromkeys(p.learner for p in points))
+    table = Table(title=f"under each shift, at k={k} (or the largest k the shift scores)")
+    table.add_column("shift", no_wrap=True)
+    table.add_column("k", justify="right")
+    for learner in learners:
+        table.add_column(learner, justify="right")
+    for shift in shifts:
+        rows = [p for p in points if p.shift == shift]
+        shown = at_most(rows, k)
+        cells = {p.learner: with_interval(p) for p in rows if p.k == shown}
+        table.add_row(shift, str(shown), *(cells.get(learner, "-") for learner in learners))
+    return table
+
+
+def difference_table(
+    differences: Sequence[PairedDifference], shifts: Sequence[str], ks: Sequence[int]
+) -> Table:
+    """The first learner minus the reference, prompt by prompt, per shift at the reported k."""
+    learner, reference = differences[0].learner, differences[0].reference
+    table = Table(
+        title=f"{learner} − {reference}, paired over the same prompts, ± 95% CI "
+        "(* the interval excludes 0)"
+    )
+    table.add_column("shift", no_wrap=True)
+    for k in ks:
+        table.add_column(f"k={k}", justify="right")
+    for shift in shifts:
+        rows = {p.k: p for p in differences if p.shift == shift and p.learner == learner}
+        if not rows:
+            continue
+        cells = []
+        for k in ks:
+            row = rows.get(k)
+            excludes_zero = row is not None and (row.ci_low > 0 or row.ci_high < 0)
+            cells.append(
+                "-" if row is None else with_interval(row, signed=True) + "*" * excludes_zero
+            )
+        table.add_row(shift, *cells)
+    return table
 
 
 OverrideOption = Annotated[
@@ -163,40 +217,121 @@ def eval_command(
         Path | None,
         typer.Option(help="Without a RUN: directory for curves.csv and curves.png."),
     ] = None,
+    shift: Annotated[
+        str | None,
+        typer.Option(
+            help="Distribution shifts to evaluate besides the training distribution, e.g. "
+            "'skewed_covariance,scale_inputs(factor=2)', or 'all'. Shifts: "
+            + ", ".join(SHIFT_NAMES)
+            + "."
+        ),
+    ] = None,
+    n_points: Annotated[
+        int | None,
+        typer.Option(
+            help="Examples per prompt (default: as trained); more tests length generalisation."
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Learner the others are compared with prompt by prompt (default: the first "
+            "algorithm)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a run and its algorithms on the same fresh prompts, or, with --task, the
-    algorithms alone (the yardsticks a model will be measured against)."""
+    algorithms alone (the yardsticks a model will be measured against).
+
+    Every learner sees the same prompts, so the differences to the reference learner are
+    paired: eval/differences.csv has their own confidence intervals."""
     from iclab.config import build_config
     from iclab.evaluation.run_eval import evaluate_learners, evaluate_run, write_evaluation
     from iclab.run import RunDir
-    from iclab.specs import split_specs
 
     show_warnings_briefly()
-    specs = None if algorithms is None else split_specs(algorithms)
+    changes = list(overrides or [])
+    if algorithms is not None:
+        changes.append(f"eval.algorithms={json.dumps(split_specs(algorithms))}")
+    if shift is not None:
+        changes.append(f"eval.shifts={json.dumps(split_specs(shift))}")
+    if n_points is not None:
+        changes.append(f"eval.n_points={n_points}")
+    if reference is not None:
+        changes.append(f"eval.reference={json.dumps(reference)}")
     if run is not None:
         if task is not None or out is not None:
             raise ConfigError("--task and --out are for evaluating algorithms without a RUN")
         config = RunDir(run).load_config()
-        changes = list(overrides or [])
-        if specs is not None:
-            changes.append(f"eval.algorithms={json.dumps(specs)}")
         if changes:
             config = build_config(config.to_dict(), changes, source=str(run))
             RunDir(run).write_config(config)
-        points = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
-        print_evaluation(points, config, run)
+        report_skipped_shifts(config)
+        evaluation = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
+        print_evaluation(evaluation, config, run)
         return
     if task is None:
         raise ConfigError("give a RUN directory, or --task NAME to evaluate algorithms alone")
-    data: dict[str, Any] = {"name": f"yardsticks-{task}", "task": {"name": task}, "eval": {}}
-    if specs is not None:
-        data["eval"]["algorithms"] = specs
-    config = build_config(data, overrides or [], source="--task/--set")
-    points = evaluate_learners(config, n_prompts=n_prompts, show_progress=True)
+    data: dict[str, Any] = {"name": f"yardsticks-{task}", "task": {"name": task}}
+    config = build_config(data, changes, source="--task/--set")
+    report_skipped_shifts(config)
+    evaluation = evaluate_learners(config, n_prompts=n_prompts, show_progress=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_evaluation(points, config, RunDir(out))
-    print_evaluation(points, config, out)
+        write_evaluation(evaluation, config, RunDir(out))
+    print_evaluation(evaluation, config, out)
+
+
+def report_skipped_shifts(config: RunConfig) -> None:
+    """``--shift all`` leaves out the shifts a task does not allow: say which and why."""
+    from iclab.evaluation.shifts import resolve_shifts
+
+    _, skipped = resolve_shifts(config.eval.shifts, config.task.build())
+    for reason in skipped:
+        console.print(f"[dim]left out: {escape(reason)}[/]")
+
+
+@app.command()
+@user_errors_exit_cleanly
+def report(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Write RUN/report.html: config, environment, training, evaluation and checkpoints on one
+    self-contained page (images embedded, nothing fetched)."""
+    from iclab.report.html import write_report
+
+    path = write_report(run)
+    console.print(f"report: [bold]{escape(str(path))}[/]", soft_wrap=True)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Evaluated run directories.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory for curves.csv and the figures (default runs/compare-A-B)."),
+    ] = None,
+    algorithms: Annotated[
+        str | None,
+        typer.Option(help="Algorithms to overlay, comma-separated (default: all evaluated)."),
+    ] = None,
+) -> None:
+    """Overlay the curves of several evaluated runs and their algorithms, one figure per
+    shift; the models are named after their runs."""
+    from iclab.metrics import METRICS
+    from iclab.report.compare import unique_label, write_comparison
+    from iclab.run import RunDir
+
+    show_warnings_briefly()
+    names = "-".join(unique_label(run, runs).replace("/", "_") for run in runs)
+    out = out or Path("runs") / f"compare-{names}"
+    specs = None if algorithms is None else split_specs(algorithms)
+    points = write_comparison(runs, out, specs)
+    task = RunDir(runs[0]).load_config().task
+    unshifted = [p for p in points if p.shift == "none"]
+    label = METRICS[task.build().kind].label
+    console.print(curve_table(unshifted, reported_ks(unshifted, task.n_dims), label))
+    figures = sorted(path.name for path in out.glob("curves*.png"))
+    console.print(f"\ncomparison: [bold]{out}[/] (curves.csv, {', '.join(figures)})")
 
 
 @app.command()
@@ -206,19 +341,22 @@ def quickstart(
     overrides: OverrideOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a small transformer on d=5 linear regression, evaluate it, and print the results.
+    """Train a small transformer on d=5 linear regression, evaluate it, print the results and
+    write the HTML report.
 
     Reruns resume the existing run directory (nothing is trained twice).
     """
     from iclab.evaluation.run_eval import evaluate_run
+    from iclab.report.html import write_report
     from iclab.run import RunDir
     from iclab.training.trainer import train_run
 
     show_warnings_briefly()
     config = load_config("quickstart", overrides or [])
     train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
-    points = evaluate_run(out, show_progress=progress)
-    print_evaluation(points, config, out)
+    evaluation = evaluate_run(out, show_progress=progress)
+    print_evaluation(evaluation, config, out)
+    console.print(f"  report: [bold]{escape(str(write_report(out)))}[/]", soft_wrap=True)
 
 
 def first_line(text: str | None) -> str:
@@ -303,3 +441,126 @@ def algorithms() -> None:
         console.print(
             f"    options: {algorithm_options(cls) or '-'}\n", highlight=False, markup=False
         )
+
+
+runs_app = typer.Typer(
+    help="The runs under a runs directory, listed from its index (ROOT/index.sqlite, a cache of "
+    "the run directories that is brought up to date on every call).",
+    add_completion=False,
+)
+app.add_typer(runs_app, name="runs")
+RootOption = Annotated[Path, typer.Option(help="Directory that holds the run directories.")]
+STATUS_STYLES = {"completed": "green", "running": "yellow", "broken": "red", "new": "dim"}
+
+
+@runs_app.callback(invoke_without_command=True)
+@user_errors_exit_cleanly
+def runs(
+    context: typer.Context,
+    root: RootOption = Path("runs"),
+    task: Annotated[str | None, typer.Option(help="Only runs of this task family.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only models whose description contains this (softmax).")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only runs with this status (new, running, completed, broken)."),
+    ] = None,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="Field to sort by: name, task, model, n_params, steps, status, headline, "
+            "created, updated, ..."
+        ),
+    ] = "updated",
+    descending: Annotated[
+        bool | None,
+        typer.Option(
+            "--desc/--asc", help="Order (default: newest first for times, else ascending)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Show at most this many runs.")] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild the index from the run directories first.")
+    ] = False,
+) -> None:
+    """List the runs under ROOT: task, model, parameters, steps, status and headline metric."""
+    from iclab import catalog
+
+    if context.invoked_subcommand is not None:
+        return
+    show_warnings_briefly()
+    if rebuild:
+        catalog.rebuild(root)
+    if descending is None:
+        descending = sort in ("created", "updated")
+    entries = catalog.list_runs(root, task, model, status, sort, descending, limit)
+    if not entries:
+        filtered = any(value is not None for value in (task, model, status))
+        console.print(f"no runs {'match' if filtered else 'yet'} in {root}", highlight=False)
+        return
+    table = Table(
+        title=f"runs in {escape(str(root))}",
+        caption="headline: the model's metric at the largest k on the training distribution",
+    )
+    for column in ("name", "task", "model"):
+        table.add_column(column, overflow="fold")
+    for column in ("params", "steps"):
+        table.add_column(column, justify="right")
+    table.add_column("status")
+    table.add_column("headline", justify="right")
+    for entry in entries:
+        style = STATUS_STYLES.get(entry.status, "")
+        table.add_row(
+            escape(entry.name),
+            escape(entry.task_label),
+            escape(entry.model or "-"),
+            "-" if entry.n_params is None else f"{entry.n_params:,}",
+            "-" if entry.total_steps is None else f"{entry.steps:,}/{entry.total_steps:,}",
+            f"[{style}]{escape(entry.status)}[/]" if style else escape(entry.status),
+            "-" if entry.headline is None else f"{entry.headline:.3f} {entry.headline_metric}",
+        )
+    console.print(table)
+    for entry in entries:
+        if entry.problem is not None:
+            console.print(
+                f"[red]broken[/] {escape(entry.name)}: {escape(entry.problem.splitlines()[0])}"
+            )
+
+
+@runs_app.command("show")
+@user_errors_exit_cleanly
+def runs_show(
+    name: Annotated[str, typer.Argument(help="Run name: its path under ROOT (sweep1/trial-0).")],
+    root: RootOption = Path("runs"),
+) -> None:
+    """Everything the index knows about one run, its config, and where its results are."""
+    from dataclasses import asdict
+    from datetime import datetime
+
+    from iclab import catalog
+
+    show_warnings_briefly()
+    entry = catalog.get_run(root, name)
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for field, value in asdict(entry).items():
+        if isinstance(value, datetime):
+            value = value.strftime("%Y-%m-%d %H:%M:%S %Z")
+        table.add_row(field, "-" if value is None else escape(str(value)))
+    console.print(table)
+    config_path = entry.path / "config.yaml"
+    console.print(f"\n[bold]config[/] ({escape(str(config_path))})")
+    console.print(config_path.read_text(), markup=False, highlight=False, soft_wrap=True)
+    results = [
+        entry.path / "eval" / "curves.csv",
+        entry.path / "eval" / "differences.csv",
+        *sorted((entry.path / "plots").glob("*.png")),
+        entry.path / "report.html",
+    ]
+    present = [path for path in results if path.exists()]
+    if present:
+        console.print("[bold]results[/]")
+        for path in present:
+            console.print(f"  {path}", markup=False, highlight=False, soft_wrap=True)

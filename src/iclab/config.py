@@ -237,6 +237,22 @@ class EvalConfig(Strict):
         None,
         description="algorithm specs such as knn(k=5) (default: the task family's yardsticks)",
     )
+    shifts: list[str] = Field(
+        default_factory=list,
+        description="distribution shifts evaluated besides the training distribution, e.g. "
+        "scale_inputs(factor=2), or all (iclab eval --help lists them)",
+    )
+    n_points: int | None = Field(
+        None,
+        ge=1,
+        description="examples per evaluation prompt (default task.n_points); more than trained "
+        "tests length generalisation",
+    )
+    reference: str | None = Field(
+        None,
+        description="learner the others are compared with prompt by prompt (default: the first "
+        "algorithm)",
+    )
 
     @field_validator("algorithms")
     @classmethod
@@ -253,12 +269,32 @@ class EvalConfig(Strict):
         return specs
 
 
+class MlflowConfig(Strict):
+    """Where the trainer also logs params, metrics and status, besides TensorBoard."""
+
+    tracking_uri: str = Field(
+        min_length=1,
+        description="MLflow store, e.g. sqlite:///runs/mlflow.db (relative to the working "
+        "directory) or http://host:5000",
+    )
+    experiment: str = Field("iclab", min_length=1, description="MLflow experiment name")
+
+
+class LoggingConfig(Strict):
+    mlflow: MlflowConfig | None = Field(
+        None, description="also log to MLflow (needs iclab[mlflow]); off by default"
+    )
+
+
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(
+        default_factory=LoggingConfig, description="experiment trackers besides TensorBoard"
+    )
 
     @model_validator(mode="after")
     def _curriculum_fits_task(self) -> RunConfig:
@@ -271,6 +307,16 @@ class RunConfig(Strict):
                 raise ValueError(
                     f"train.curriculum.{field}.end ({ramp.end}) exceeds task.n_{field} ({limit})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _shifts_fit_task(self) -> RunConfig:
+        from iclab.evaluation.shifts import resolve_shifts
+
+        try:
+            resolve_shifts(self.eval.shifts, self.task.build())
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"eval.shifts: {error}") from None
         return self
 
     @model_validator(mode="after")
@@ -295,8 +341,9 @@ class RunConfig(Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def digest(self) -> str:
-        """A short hash of the resolved config, stored in run metadata."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True)
+        """A short hash of the resolved config, stored in run metadata; tracker settings, which
+        do not change results, are left out."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"logging"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

@@ -64,11 +64,15 @@ def training_loss(prediction: Tensor, episode: Episode) -> Tensor:
     return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
-def score(prediction: Tensor, episode: Episode, task: Task) -> Tensor:
-    """(B, n) float64 score of every position; NaN where ``loss_mask`` excludes it."""
+def score(
+    prediction: Tensor, episode: Episode, task: Task, target_scale: float | None = None
+) -> Tensor:
+    """(B, n) float64 score of every position; NaN where ``loss_mask`` excludes it. Squared
+    errors are divided by ``target_scale`` (default ``task.target_scale``)."""
     _check_prediction(prediction, episode)
     if episode.kind == "regression":
-        values = (prediction.double() - episode.targets.double()).pow(2) / task.target_scale
+        scale = task.target_scale if target_scale is None else target_scale
+        values = (prediction.double() - episode.targets.double()).pow(2) / scale
     else:
         guess = prediction.argmax(-1)
         if "valid_next" in episode.meta:

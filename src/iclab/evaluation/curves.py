@@ -17,6 +17,8 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
+from iclab.episode import Episode
+from iclab.evaluation.shifts import Shift
 from iclab.io import atomic_write_text
 from iclab.learner import InContextLearner
 from iclab.metrics import METRICS, score
@@ -65,6 +67,31 @@ def summarise(
     ]
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """``learner`` − ``reference`` after ``k`` examples, averaged over the prompts both scored:
+    its interval comes from the per-prompt differences, so it is far narrower than two
+    overlapping bands when the learners err on the same prompts."""
+
+    learner: str
+    reference: str
+    metric: str
+    shift: str
+    k: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    n_prompts: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every learner's curve per shift, and the paired differences to the reference learner."""
+
+    curves: list[CurvePoint]
+    differences: list[PairedDifference]
+
+
 def evaluate(
     learners: Sequence[InContextLearner],
     task: Task,
@@ -74,53 +101,130 @@ def evaluate(
     seed: int,
     device: torch.device | str = "cpu",
     show_progress: bool = False,
-) -> list[CurvePoint]:
-    """Run every learner on the same ``n_prompts`` fresh prompts and summarise their scores.
+    shifts: Sequence[Shift] = (),
+    reference: str | None = None,
+) -> Evaluation:
+    """Run every learner on the same ``n_prompts`` fresh prompts, unshifted and under each
+    shift, and summarise their scores (and their differences to ``reference``).
 
-    Prompts come from the ``(seed, "eval", batch)`` stream, disjoint from training batches.
+    Prompts come from the ``(seed, "eval", batch)`` stream, disjoint from training batches; a
+    shift draws its own randomness from ``(seed, "shift", spec, batch)``, so every learner sees
+    the same shifted prompts. Regression errors under a shift are divided by E[y²] under that
+    shift (``shifted_target_scale``): the zero predictor scores 1 whatever the shift.
     """
-    scores: dict[str, list[Tensor]] = {learner.name: [] for learner in learners}
-    if len(scores) != len(learners):
-        raise ValueError(f"learner names must be unique, got {[lr.name for lr in learners]}")
+    names = [learner.name for learner in learners]
+    if len(set(names)) != len(names):
+        raise ValueError(f"learner names must be unique, got {names}")
+    if reference is not None and reference not in names:
+        raise ValueError(f"reference learner {reference!r} is not evaluated; learners: {names}")
+    conditions: list[tuple[str, Shift | None, float]] = [("none", None, task.target_scale)]
+    for shift in shifts:
+        scale = shifted_target_scale(shift, task, n_points, seed, device)
+        conditions.append((shift.spec, shift, scale))
+    scores = {(spec, name): [] for spec, _, _ in conditions for name in names}
     n_batches = math.ceil(n_prompts / batch_size)
     with Progress(transient=True, disable=not show_progress) as progress:
-        bar = progress.add_task("evaluating", total=n_batches)
+        bar = progress.add_task("evaluating", total=n_batches * len(conditions))
         for batch in range(n_batches):
             size = min(batch_size, n_prompts - batch * batch_size)
-            generator = generator_for(seed, "eval", batch, device=device)
-            episode = task.sample(size, n_points, generator)
-            for learner in learners:
-                prediction = learner.predict(episode)
-                scores[learner.name].append(score(prediction, episode, task).cpu())
-            progress.advance(bar)
+            episode = task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
+            for spec, shift, scale in conditions:
+                views = [episode]
+                if shift is not None:
+                    generator = generator_for(seed, "shift", spec, batch, device=device)
+                    views = shift.views(episode, task, generator)
+                for learner in learners:
+                    scores[spec, learner.name].append(score_views(learner, views, task, scale))
+                progress.advance(bar)
     metric = METRICS[task.kind].name
-    return [
-        point
-        for name, chunks in scores.items()
-        for point in summarise(torch.cat(chunks), name, metric)
-    ]
+    curves, differences = [], []
+    for spec, _, _ in conditions:
+        by_learner = {name: torch.cat(scores[spec, name]) for name in names}
+        for name, values in by_learner.items():
+            curves += summarise(values, name, metric, spec)
+        if reference is None:
+            continue
+        for name, values in by_learner.items():
+            if name != reference:
+                paired = summarise(values - by_learner[reference], name, metric, spec)
+                differences += [PairedDifference(reference=reference, **asdict(p)) for p in paired]
+    return Evaluation(curves, differences)
+
+
+def score_views(
+    learner: InContextLearner, views: Sequence[Episode], task: Task, target_scale: float
+) -> Tensor:
+    """(B, n) scores of one learner on the views of a batch (NaN where no view scores)."""
+    n_points = max(view.n_points for view in views)
+    total = torch.full((views[0].batch_size, n_points), torch.nan, dtype=torch.float64)
+    for view in views:
+        values = score(learner.predict(view), view, task, target_scale).cpu()
+        scored = ~values.isnan()
+        total[:, : view.n_points][scored] = values[scored]
+    return total
+
+
+def shifted_target_scale(
+    shift: Shift, task: Task, n_points: int, seed: int, device: torch.device | str = "cpu"
+) -> float:
+    """E[y²] over the scored targets of shifted prompts, estimated on 2048 prompts of their own
+    stream (a constant of the shift, not of the evaluated prompts); 1.0 for non-regression."""
+    if task.kind != "regression":
+        return 1.0
+    generator = generator_for(seed, "shift-scale", shift.spec, device=device)
+    episode = task.sample(2048, n_points, generator)
+    squares = []
+    for view in shift.views(episode, task, generator):
+        mask = torch.ones_like(view.targets, dtype=torch.bool)
+        if view.loss_mask is not None:
+            mask = view.loss_mask
+        squares.append(view.targets[mask].double().pow(2))
+    return torch.cat(squares).mean().item()
+
+
+def write_differences_csv(differences: Sequence[PairedDifference], path: Path) -> None:
+    _write_rows(differences, PairedDifference, path)
+
+
+def read_differences_csv(path: Path) -> list[PairedDifference]:
+    return _read_rows(path, PairedDifference)
+
+
+def reported_ks(points: Sequence[CurvePoint], n_dims: int | None) -> list[int]:
+    """The prefix lengths a summary table shows: 1, d, 2d and the last for regression (where
+    d examples make least squares exact), otherwise the first, ¼, ½ and last scored ones."""
+    scored = sorted({p.k for p in points})
+    if not scored:
+        return []
+    if points[0].metric == "error" and n_dims is not None:
+        wanted = [1, n_dims, 2 * n_dims, scored[-1]]
+    else:
+        wanted = [scored[round(q * (len(scored) - 1))] for q in (0, 0.25, 0.5, 1)]
+    return [k for k in dict.fromkeys(wanted) if k in scored]
 
 
 def write_curves_csv(points: Sequence[CurvePoint], path: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(CurvePoint)])
-    writer.writeheader()
-    writer.writerows(asdict(point) for point in points)
-    atomic_write_text(path, buffer.getvalue())
+    _write_rows(points, CurvePoint, path)
 
 
 def read_curves_csv(path: Path) -> list[CurvePoint]:
+    return _read_rows(path, CurvePoint)
+
+
+def _write_rows(rows: Sequence, row_type: type, path: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(row_type)])
+    writer.writeheader()
+    writer.writerows(asdict(row) for row in rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _read_rows(path: Path, row_type: type) -> list:
+    """Rows of a table written by ``_write_rows``, each column converted to its field type."""
+    types = {"int": int, "float": float, "str": str}
+    converters = {field.name: types[field.type] for field in fields(row_type)}
     with Path(path).open(newline="") as handle:
         return [
-            CurvePoint(
-                learner=row["learner"],
-                metric=row["metric"],
-                shift=row["shift"],
-                k=int(row["k"]),
-                mean=float(row["mean"]),
-                ci_low=float(row["ci_low"]),
-                ci_high=float(row["ci_high"]),
-                n_prompts=int(row["n_prompts"]),
-            )
+            row_type(**{key: converters[key](value) for key, value in row.items()})
             for row in csv.DictReader(handle)
         ]

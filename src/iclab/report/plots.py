@@ -16,11 +16,16 @@ from iclab.evaluation.curves import CurvePoint
 from iclab.io import atomic_write_bytes
 
 
-def save_figure(figure: plt.Figure, path: Path) -> None:
+def png_bytes(figure: plt.Figure) -> bytes:
+    """The figure as PNG bytes (and closed): for files and for images embedded in a report."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    atomic_write_bytes(path, png_bytes(figure))
 
 
 def plot_curves(
@@ -29,9 +34,21 @@ def plot_curves(
     title: str,
     ylabel: str,
     marker_k: int | None = None,
+    trained_k: int | None = None,
 ) -> None:
+    save_figure(curves_figure(points, title, ylabel, marker_k, trained_k), path)
+
+
+def curves_figure(
+    points: Sequence[CurvePoint],
+    title: str,
+    ylabel: str,
+    marker_k: int | None = None,
+    trained_k: int | None = None,
+) -> plt.Figure:
     """Metric vs number of in-context examples, one line per learner, shaded 95% CIs; a dotted
-    line at ``marker_k`` (e.g. k = d, where least squares becomes exact)."""
+    line at ``marker_k`` (e.g. k = d, where least squares becomes exact) and a dashed one at
+    ``trained_k``, the longest context seen in training, when the curve goes past it."""
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
     learners = list(dict.fromkeys(point.learner for point in points))
     for learner in learners:
@@ -42,6 +59,8 @@ def plot_curves(
         axes.fill_between(ks, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
     if marker_k is not None:
         axes.axvline(marker_k, color="grey", linestyle=":", linewidth=1)
+    if trained_k is not None:
+        axes.axvline(trained_k, color="black", linestyle="--", linewidth=1, label="trained length")
     metric = points[0].metric if points else "error"
     axes.set_ylim(0, 1.25 if metric == "error" else 1.02)
     axes.set_xlabel("in-context examples k")
@@ -49,10 +68,14 @@ def plot_curves(
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(frameon=False)
-    save_figure(figure, path)
+    return figure
 
 
 def plot_training(metrics: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    save_figure(training_figure(metrics, title), path)
+
+
+def training_figure(metrics: Sequence[dict[str, Any]], title: str) -> plt.Figure:
     """Training loss against step (log scale)."""
     figure, axes = plt.subplots(figsize=(6.4, 3.6))
     axes.plot([row["step"] for row in metrics], [row["loss"] for row in metrics], linewidth=1.2)
@@ -61,4 +84,4 @@ def plot_training(metrics: Sequence[dict[str, Any]], path: Path, title: str) -> 
     axes.set_ylabel("training loss")
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
-    save_figure(figure, path)
+    return figure

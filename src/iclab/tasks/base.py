@@ -44,6 +44,9 @@ class Task(ABC):
     default_n_dims: ClassVar[int] = 20
     default_n_points: ClassVar[int] = 41
     yardsticks: ClassVar[tuple[str, ...]] = ()
+    # Inputs are real vectors drawn from a Gaussian, so scaling, rotating or projecting them
+    # (the input shifts of ``iclab.evaluation.shifts``) gives inputs the function is defined on.
+    continuous_inputs: ClassVar[bool] = False
 
     def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
         self.n_dims = self.default_n_dims if n_dims is None else n_dims
@@ -62,6 +65,13 @@ class Task(ABC):
         ``n_dims_active`` (curriculum) keeps only the first coordinates of every input non-zero;
         families without vector inputs ignore it.
         """
+
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        """Targets (B, n) of new inputs (B, n, d) under each prompt's function in ``meta``, with
+        fresh label noise from ``generator``: distribution shifts move inputs and keep the
+        function. Families whose examples are not a function of a free input (class clusters,
+        token sequences) do not implement it."""
+        raise NotImplementedError(f"task {self.name} cannot label new inputs")
 
     @property
     def n_classes(self) -> int | None:

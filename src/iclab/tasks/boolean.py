@@ -172,6 +172,9 @@ class BooleanTask(Task):
     def evaluate(self, inputs: Tensor, function: dict[str, Tensor]) -> Tensor:
         """Labels (B, n) bool of bit inputs (B, n, d) (bool or 0/1 float)."""
 
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        return self.evaluate(inputs, meta).long()
+
     def balance_inputs(
         self, inputs: Tensor, function: dict[str, Tensor], generator: torch.Generator
     ) -> Tensor:

@@ -48,6 +48,7 @@ class LinearClassification(Task):
     default_n_points = 41
     yardsticks = ("logistic_regression", "knn(k=1)", "majority_label")
     options: LinearClassificationOptions
+    continuous_inputs = True
 
     @property
     def n_classes(self) -> int:
@@ -63,13 +64,20 @@ class LinearClassification(Task):
         device = generator.device
         inputs = standard_normal_inputs(batch_size, n_points, self.n_dims, generator, n_dims_active)
         w = torch.randn(batch_size, self.n_dims, generator=generator, device=device)
-        clean = torch.einsum("bnd,bd->bn", inputs, w) > 0
-        flipped = (
-            torch.rand(batch_size, n_points, generator=generator, device=device)
-            < self.options.label_noise
-        )
-        targets = (clean ^ flipped).long()
+        targets, flipped = self._noisy_labels(inputs, w, generator)
         return Episode(inputs, targets, "classification", meta={"w": w, "flipped": flipped})
+
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        return self._noisy_labels(inputs, meta["w"], generator)[0]
+
+    def _noisy_labels(
+        self, inputs: Tensor, w: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """Labels [w·x > 0] with each flipped with probability ``label_noise``, and the flips."""
+        clean = torch.einsum("bnd,bd->bn", inputs, w) > 0
+        draws = torch.rand(clean.shape, generator=generator, device=generator.device)
+        flipped = draws < self.options.label_noise
+        return (clean ^ flipped).long(), flipped
 
 
 class SoftmaxClassificationOptions(TaskOptions):
@@ -97,6 +105,7 @@ class SoftmaxClassification(Task):
     default_n_points = 41
     yardsticks = ("logistic_regression", "nearest_class_mean", "knn", "majority_label")
     options: SoftmaxClassificationOptions
+    continuous_inputs = True
 
     @property
     def n_classes(self) -> int:
@@ -114,14 +123,17 @@ class SoftmaxClassification(Task):
         weights = torch.randn(
             batch_size, self.n_classes, self.n_dims, generator=generator, device=device
         )
-        logits = torch.einsum("bnd,bcd->bnc", inputs, weights)
+        meta = {"W": weights}
+        return Episode(inputs, self.label(inputs, meta, generator), "classification", meta=meta)
+
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        logits = torch.einsum("bnd,bcd->bnc", inputs, meta["W"])
         if self.options.temperature > 0:
             # Gumbel-max: argmax(logits / T + Gumbel noise) ~ Categorical(softmax(logits / T)).
-            uniform = torch.rand(logits.shape, generator=generator, device=device)
+            uniform = torch.rand(logits.shape, generator=generator, device=generator.device)
             gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
             logits = logits / self.options.temperature + gumbel
-        targets = logits.argmax(-1)
-        return Episode(inputs, targets, "classification", meta={"W": weights})
+        return logits.argmax(-1)
 
 
 class BurstyClassificationOptions(TaskOptions):

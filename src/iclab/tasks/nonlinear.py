@@ -68,6 +68,7 @@ class DecisionTree(Task):
     # is left out of the default set: ask for it with --algorithms.
     yardsticks = ("decision_tree", "least_squares", "knn", "averaging", "zero")
     options: DecisionTreeOptions
+    continuous_inputs = True
 
     @property
     def target_scale(self) -> float:
@@ -86,10 +87,13 @@ class DecisionTree(Task):
             0, self.n_dims, (batch_size, 2**depth - 1), generator=generator, device=device
         )
         leaf_values = torch.randn(batch_size, 2**depth, generator=generator, device=device)
-        leaves = route_through_tree(inputs, coordinates, depth)
-        targets = leaf_values.gather(1, leaves)
         meta = {"coordinates": coordinates, "leaf_values": leaf_values}
+        targets = self.label(inputs, meta, generator)
         return Episode(inputs=inputs, targets=targets, kind="regression", meta=meta)
+
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        leaves = route_through_tree(inputs, meta["coordinates"], self.options.depth)
+        return meta["leaf_values"].gather(1, leaves)
 
 
 def relu_network_outputs(inputs: Tensor, w1: Tensor, w2: Tensor) -> Tensor:
@@ -128,6 +132,7 @@ class ReluNetwork(Task):
     # default set: ask for it with --algorithms two_layer_nn (the relu_network preset does).
     yardsticks = ("least_squares", "knn", "averaging", "zero")
     options: ReluNetworkOptions
+    continuous_inputs = True
 
     @property
     def target_scale(self) -> float:
@@ -144,5 +149,8 @@ class ReluNetwork(Task):
         inputs = standard_normal_inputs(batch_size, n_points, self.n_dims, generator, n_dims_active)
         w1 = torch.randn(batch_size, self.n_dims, hidden, generator=generator, device=device)
         w2 = torch.randn(batch_size, hidden, generator=generator, device=device)
-        targets = relu_network_outputs(inputs, w1, w2)
-        return Episode(inputs=inputs, targets=targets, kind="regression", meta={"W1": w1, "W2": w2})
+        meta = {"W1": w1, "W2": w2}
+        return Episode(inputs, self.label(inputs, meta, generator), "regression", meta=meta)
+
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        return relu_network_outputs(inputs, meta["W1"], meta["W2"])

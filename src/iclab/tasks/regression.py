@@ -47,7 +47,8 @@ def random_rotation(n_dims: int, generator: torch.Generator) -> Tensor:
 def power_law_covariance(n_dims: int, decay: float, generator: torch.Generator) -> Tensor:
     """``Q diag(λ) Qᵀ`` with ``λ_i ∝ i^(-decay)`` scaled to trace ``n_dims`` (so E‖x‖² = d, as
     for isotropic inputs) and ``Q`` a random rotation: Garg et al.'s "skewed covariance" shift
-    (their decay is 1) as a training distribution. Float64, (d, d)."""
+    as a training distribution (their code scales x by a matrix with eigenvalues 1/i, so their
+    decay is 2). Float64, (d, d)."""
     eigenvalues = torch.arange(1, n_dims + 1, dtype=torch.float64).pow(-decay)
     eigenvalues = eigenvalues * n_dims / eigenvalues.sum()
     rotation = random_rotation(n_dims, generator)
@@ -72,6 +73,7 @@ class GaussianLinearFamily(Task):
     kind = "regression"
     Options = LinearRegressionOptions
     options: LinearRegressionOptions
+    continuous_inputs = True
 
     def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
         super().__init__(n_dims, options)
@@ -120,11 +122,15 @@ class GaussianLinearFamily(Task):
         active = self.n_dims if n_dims_active is None else min(n_dims_active, self.n_dims)
         inputs = self.sample_inputs(batch_size, n_points, generator, active)
         meta = self.sample_weights(batch_size, generator, active)
+        targets = self.label(inputs, meta, generator)
+        return Episode(inputs=inputs, targets=targets, kind="regression", meta=meta)
+
+    def label(self, inputs: Tensor, meta: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         targets = torch.einsum("bnf,bf->bn", self.features(inputs), meta["w"])
         if self.options.noise_std > 0:
-            noise = torch.randn(batch_size, n_points, generator=generator, device=generator.device)
+            noise = torch.randn(targets.shape, generator=generator, device=generator.device)
             targets = targets + self.options.noise_std * noise
-        return Episode(inputs=inputs, targets=targets, kind="regression", meta=meta)
+        return targets
 
     def gaussian_weights(self, batch_size: int, size: int, generator: torch.Generator) -> Tensor:
         """``w ~ N(0, τ² I)``, (B, size), on the generator's device."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from rich.progress import (
 )
 from torch.utils.tensorboard import SummaryWriter
 
+from iclab import catalog
 from iclab.config import RunConfig
 from iclab.io import atomic_write_text
 from iclab.metrics import training_loss
@@ -32,6 +34,7 @@ from iclab.training.checkpoint import (
     save_checkpoint,
 )
 from iclab.training.schedule import curriculum_at, learning_rate
+from iclab.training.tracking import open_tracker
 
 StepCallback = Callable[[int, float], None]
 
@@ -161,6 +164,8 @@ class Trainer:
             device=str(self.device),
             environment=environment(),
         )
+        catalog.record(self.run.path)
+        tracker = open_tracker(self.config, self.run)  # ends its run as the loop ends
         writer = SummaryWriter(str(self.run.tensorboard_dir), purge_step=self.step)
         started, start_step = time.perf_counter(), self.step
         progress = Progress(
@@ -174,7 +179,7 @@ class Trainer:
             console=self.console,
             disable=not show_progress,
         )
-        with progress, self.run.metrics_path.open("a") as metrics:
+        with progress, self.run.metrics_path.open("a") as metrics, tracker or nullcontext():
             bar = progress.add_task(
                 "train", total=train.steps, completed=self.step, loss="-", rate="-"
             )
@@ -192,10 +197,14 @@ class Trainer:
                     }
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
-                    writer.add_scalar("train/loss", value, self.step)
-                    writer.add_scalar("train/lr", used["lr"], self.step)
-                    writer.add_scalar("train/n_dims", used["n_dims"], self.step)
-                    writer.add_scalar("train/n_points", used["n_points"], self.step)
+                    scalars = {
+                        "train/loss": value,
+                        **{f"train/{name}": amount for name, amount in used.items()},
+                    }
+                    for tag, scalar in scalars.items():
+                        writer.add_scalar(tag, scalar, self.step)
+                    if tracker is not None:
+                        tracker.log_metrics(self.step, scalars)
                     progress.update(bar, loss=f"{value:.4f}", rate=f"{rate:.1f}")
                     if on_step is not None:
                         on_step(self.step, value)
@@ -230,5 +239,12 @@ def train_run(
         trainer.console.print(f"resuming {run.path} from step {trainer.step}")
     elif resume:
         trainer.console.print(f"[yellow]no valid checkpoint in {run.path}; starting from step 0")
-    trainer.fit(show_progress=show_progress, on_step=on_step)
+    try:
+        trainer.fit(show_progress=show_progress, on_step=on_step)
+    except BaseException as error:  # the run directory says how it ended, then the error goes on
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        run.update_info(status=status, steps=trainer.step)
+        raise
+    finally:
+        catalog.record(run.path)
     return trainer

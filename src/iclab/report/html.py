@@ -1,0 +1,387 @@
+"""``iclab report RUN``: the whole run on one self-contained HTML page, ``RUN/report.html``.
+
+Figures are embedded as PNG ``data:`` URIs and the style is inline, so the file can be mailed,
+archived or opened offline and still show everything. A Content-Security-Policy forbids every
+other source, so a reference to anything external fails loudly in the browser instead of
+quietly leaking a request. Every string from the run is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any, TypeVar
+
+from matplotlib.figure import Figure
+
+from iclab import __version__
+from iclab.config import RunConfig
+from iclab.evaluation.curves import (
+    CurvePoint,
+    PairedDifference,
+    read_curves_csv,
+    read_differences_csv,
+    reported_ks,
+)
+from iclab.evaluation.run_eval import evaluation_points
+from iclab.io import atomic_write_text
+from iclab.metrics import METRICS, Metric
+from iclab.report.plots import curves_figure, png_bytes, training_figure
+from iclab.run import RunDir
+from iclab.training.checkpoint import META_FILE, MODEL_FILE, list_checkpoints
+
+REPORT_FILE = "report.html"
+CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+TRAINING_SHIFT = "none"
+
+STYLE = """
+:root { color-scheme: light; --ink: #1f2328; --muted: #656d76; --line: #d8dee4;
+  --panel: #f6f8fa; --accent: #0b5cad; --better: #1a7f37; --worse: #cf222e; }
+* { box-sizing: border-box; }
+body { margin: 0; background: #fff; color: var(--ink);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+  sans-serif; }
+main { max-width: 1240px; margin: 0 auto; padding: 32px 28px 56px; }
+header { border-bottom: 1px solid var(--line); padding-bottom: 16px; margin-bottom: 8px; }
+h1 { font-size: 28px; margin: 0 0 4px; letter-spacing: -0.01em; }
+h1 .status { font-size: 13px; font-weight: 600; vertical-align: middle; margin-left: 10px;
+  padding: 2px 10px; border-radius: 999px; background: var(--panel);
+  border: 1px solid var(--line); color: var(--muted); }
+h1 .status.completed { color: var(--better); border-color: #aceebb; background: #dafbe1; }
+h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 6px;
+  border-bottom: 1px solid var(--line); }
+h3 { font-size: 16px; margin: 24px 0 8px; }
+.subtitle { color: var(--muted); margin: 0 0 14px; }
+dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(210px, 1fr));
+  gap: 10px 24px; margin: 0; }
+dl.facts div { min-width: 0; }
+dt { font-size: 12px; text-transform: uppercase; letter-spacing: 0.04em; color: var(--muted); }
+dd { margin: 0; overflow-wrap: anywhere; }
+code, pre { font: 13px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6px;
+  padding: 12px 16px; overflow-x: auto; margin: 8px 0 0; }
+details summary { cursor: pointer; color: var(--accent); }
+pre.config { column-width: 15em; column-gap: 24px; column-rule: 1px solid var(--line); }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr));
+  gap: 16px; }
+figure { margin: 0; border: 1px solid var(--line); border-radius: 6px; padding: 8px;
+  background: #fff; }
+figure img { display: block; width: 100%; height: auto; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 4px 0 8px; font-size: 14px;
+  font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: right;
+  white-space: nowrap; }
+th { background: var(--panel); font-weight: 600; }
+th:first-child, td:first-child { text-align: left; }
+.better { color: var(--better); font-weight: 600; }
+.worse { color: var(--worse); font-weight: 600; }
+td .ci { display: block; font-size: 12px; color: var(--muted); }
+td.better .ci, td.worse .ci { color: inherit; font-weight: 400; }
+.note { color: var(--muted); font-size: 13px; margin: 4px 0 0; }
+footer { margin-top: 40px; padding-top: 12px; border-top: 1px solid var(--line); }
+.empty { color: var(--muted); background: var(--panel); border: 1px dashed var(--line);
+  border-radius: 6px; padding: 12px 16px; }
+"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``RUN/report.html`` (atomically) and return its path."""
+    run = RunDir(Path(run_dir))
+    path = run.path / REPORT_FILE
+    atomic_write_text(path, render_report(run))
+    return path
+
+
+def render_report(run: RunDir) -> str:
+    """The page as text; a run not yet trained or evaluated gets sections that say so."""
+    config = run.load_config()
+    info = run.read_info()
+    kind = config.task.build().kind
+    metric = METRICS[kind]
+    curves_path = run.eval_dir / "curves.csv"
+    differences_path = run.eval_dir / "differences.csv"
+    points = read_curves_csv(curves_path) if curves_path.exists() else []
+    differences = read_differences_csv(differences_path) if differences_path.exists() else []
+    ks = {shift: reported_ks(rows, config.task.n_dims) for shift, rows in by_shift(points).items()}
+    body = "\n".join(
+        [
+            header_section(run, config, info, kind),
+            config_section(run, info),
+            environment_section(info),
+            training_section(run, config),
+            evaluation_section(points, ks, config, metric),
+            differences_section(differences, ks, metric, evaluated=bool(points)),
+            checkpoints_section(run),
+            f'<footer class="note">Written by iclab {escape(__version__)} on '
+            f"{timestamp(datetime.now().timestamp())}.</footer>",
+        ]
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(config.name)}: iclab report</title>\n"
+        f"<style>{STYLE}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+
+def header_section(run: RunDir, config: RunConfig, info: dict[str, Any], kind: str) -> str:
+    task, status = config.task, info.get("status", "not trained")
+    sizes = (
+        f"{task.n_points} tokens"
+        if kind == "tokens"
+        else f"d={task.n_dims}, {task.n_points} points"
+    )
+    n_params = info.get("n_params")
+    d_model = info.get("d_model", config.model.d_model)
+    facts = {
+        "task": f"{task.name} ({sizes})",
+        "model": f"{config.model.describe()}, d_model={d_model}",
+        "parameters": "–" if n_params is None else f"{n_params:,}",
+        "steps": f"{info.get('steps', 0):,} of {config.train.steps:,}",
+        "metric": METRICS[kind].label,
+        # file times, as run.json records none: config.yaml is written when training starts
+        "created": timestamp(run.config_path.stat().st_mtime),
+        "updated": timestamp(newest_change(run)),
+    }
+    return (
+        f'<header>\n<h1>{escape(config.name)}<span class="status {escape(status)}">'
+        f"{escape(status)}</span></h1>\n"
+        f'<p class="subtitle">iclab run report for <code>{escape(str(run.path))}</code></p>\n'
+        f"{fact_list(facts)}\n</header>"
+    )
+
+
+def config_section(run: RunDir, info: dict[str, Any]) -> str:
+    text = run.config_path.read_text()
+    digest = info.get("config_hash", "not recorded")
+    return (
+        "<section>\n<h2>Config</h2>\n"
+        f'<p class="note">The resolved config: the only input needed to rerun '
+        f"(<code>iclab train config.yaml</code>). Hash <code>{escape(digest)}</code>.</p>\n"
+        f"<details open><summary>config.yaml ({len(text.splitlines())} lines)</summary>\n"
+        f'<pre class="config">{escape(text)}</pre>\n</details>\n</section>'
+    )
+
+
+def environment_section(info: dict[str, Any]) -> str:
+    if not info:
+        return section("Environment", empty("Not trained yet: no run.json."))
+    rate = info.get("steps_per_second")
+    facts = {
+        **{name: str(version) for name, version in info.get("environment", {}).items()},
+        "device": str(info.get("device", "–")),
+        "config hash": str(info.get("config_hash", "–")),
+        "steps / second": "–" if rate is None else f"{rate:g}",
+    }
+    return section("Environment", fact_list(facts))
+
+
+def training_section(run: RunDir, config: RunConfig) -> str:
+    metrics = run.read_metrics()
+    if not metrics:
+        return section("Training", empty("Not trained yet: metrics.jsonl is missing or empty."))
+    last = metrics[-1]
+    note = (
+        f'<p class="note">{len(metrics):,} logged steps; loss {last["loss"]:.4g} at step '
+        f"{last['step']:,}.</p>"
+    )
+    figure = training_figure(metrics, f"{config.name}: training loss")
+    return section("Training", f'<div class="figures">{image(figure, "training loss")}</div>{note}')
+
+
+def evaluation_section(
+    points: Sequence[CurvePoint], ks: dict[str, list[int]], config: RunConfig, metric: Metric
+) -> str:
+    if not points:
+        return section(
+            "Evaluation",
+            empty(
+                "Not evaluated: no eval/curves.csv. Run <code>iclab eval RUN</code> to measure "
+                "the model and its yardstick algorithms."
+            ),
+        )
+    groups = by_shift(points)
+    marker = config.task.n_dims if metric.name == "error" else None
+    longer = evaluation_points(config) > config.task.n_points
+    trained = config.task.n_points - 1 if longer else None
+    figures = "\n".join(
+        image(
+            curves_figure(rows, shift_title(shift), metric.label, marker, trained),
+            shift_title(shift),
+        )
+        for shift, rows in groups.items()
+    )
+    tables = tables_by_shift(
+        {shift: curve_table(rows, ks[shift]) for shift, rows in groups.items()}
+    )
+    n_prompts = max(point.n_prompts for point in points)
+    note = (
+        f'<p class="note">{escape(metric.label)} after k in-context examples, mean ± half-width '
+        f"of the 95% CI over up to {n_prompts:,} prompts; "
+        f"{'higher' if metric.higher_is_better else 'lower'} is better.</p>"
+    )
+    return section("Evaluation", f'<div class="figures">\n{figures}\n</div>\n{note}\n{tables}')
+
+
+def differences_section(
+    differences: Sequence[PairedDifference],
+    ks: dict[str, list[int]],
+    metric: Metric,
+    evaluated: bool,
+) -> str:
+    if not differences:
+        reason = "eval/differences.csv is missing or empty" if evaluated else "not evaluated"
+        return section("Paired differences", empty(f"No paired differences: {reason}."))
+    tables = tables_by_shift(
+        {
+            shift: difference_table(rows, ks.get(shift) or sorted({row.k for row in rows}), metric)
+            for shift, rows in by_shift(differences).items()
+        }
+    )
+    note = (
+        '<p class="note">learner − reference on the same prompts: mean [95% CI]. '
+        "Coloured cells (marked *) have a CI that excludes 0: "
+        '<span class="better">green</span> where the learner is better, '
+        '<span class="worse">red</span> where it is worse.</p>'
+    )
+    return section("Paired differences", f"{note}\n{tables}")
+
+
+def checkpoints_section(run: RunDir) -> str:
+    checkpoints = list_checkpoints(run.checkpoints)
+    if not checkpoints:
+        return section("Checkpoints", empty("No checkpoints in checkpoints/."))
+    rows = "\n".join(
+        "<tr>"
+        f"<td>{escape(checkpoint.path.name)}</td><td>{checkpoint.step:,}</td>"
+        f"<td>{directory_bytes(checkpoint.path) / 1e6:.2f}</td>"
+        f"<td>{present(checkpoint.path / MODEL_FILE)}</td>"
+        f"<td>{present(checkpoint.path / META_FILE)}</td>"
+        "</tr>"
+        for checkpoint in checkpoints
+    )
+    head = (
+        f"<tr><th>directory</th><th>step</th><th>size (MB)</th><th>{MODEL_FILE}</th>"
+        f"<th>{META_FILE}</th></tr>"
+    )
+    return section("Checkpoints", f"<table>\n{head}\n{rows}\n</table>")
+
+
+# --- pieces ---------------------------------------------------------------------------------------
+
+
+def curve_table(points: Sequence[CurvePoint], ks: Sequence[int]) -> str:
+    """Learners × k, cells ``mean ± half-width``."""
+    head = "<tr><th>learner</th>" + "".join(f"<th>k={k}</th>" for k in ks) + "</tr>"
+    rows = []
+    for learner in dict.fromkeys(point.learner for point in points):
+        by_k = {point.k: point for point in points if point.learner == learner}
+        cells = "".join(
+            f"<td>{by_k[k].mean:.3f} ± {(by_k[k].ci_high - by_k[k].ci_low) / 2:.3f}</td>"
+            if k in by_k
+            else "<td>–</td>"
+            for k in ks
+        )
+        rows.append(f"<tr><td>{escape(learner)}</td>{cells}</tr>")
+    return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
+
+
+def difference_table(
+    differences: Sequence[PairedDifference], ks: Sequence[int], metric: Metric
+) -> str:
+    """Pairs × k, cells ``mean [ci_low, ci_high]``; CIs that exclude 0 are coloured and starred."""
+    head = "<tr><th>learner − reference</th>" + "".join(f"<th>k={k}</th>" for k in ks) + "</tr>"
+    rows = []
+    for learner, reference in dict.fromkeys((row.learner, row.reference) for row in differences):
+        pair = [row for row in differences if (row.learner, row.reference) == (learner, reference)]
+        by_k = {row.k: row for row in pair}
+        cells = "".join(difference_cell(by_k.get(k), metric) for k in ks)
+        rows.append(f"<tr><td>{escape(learner)} − {escape(reference)}</td>{cells}</tr>")
+    return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
+
+
+def difference_cell(difference: PairedDifference | None, metric: Metric) -> str:
+    """``mean [ci_low, ci_high]``, the interval on a second line; starred and coloured by which
+    learner is better when the interval excludes 0."""
+    if difference is None:
+        return "<td>–</td>"
+    interval = f'<span class="ci">[{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]</span>'
+    if difference.ci_low <= 0 <= difference.ci_high:
+        return f"<td>{difference.mean:+.3f} {interval}</td>"
+    verdict = "better" if (difference.mean > 0) == metric.higher_is_better else "worse"
+    return (
+        f'<td class="{verdict}" title="95% CI excludes 0: the learner is {verdict}">'
+        f"{difference.mean:+.3f} * {interval}</td>"
+    )
+
+
+def tables_by_shift(tables: dict[str, str]) -> str:
+    """Each shift's table under its title, scrolling sideways rather than overflowing the page."""
+    return "\n".join(
+        f'<div class="scroll"><h3>{escape(shift_title(shift))}</h3>\n{table}</div>'
+        for shift, table in tables.items()
+    )
+
+
+def image(figure: Figure, alt: str) -> str:
+    """A figure as an embedded PNG (its title is drawn in the image itself)."""
+    data = base64.b64encode(png_bytes(figure)).decode("ascii")
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}"></figure>'
+
+
+Row = TypeVar("Row", CurvePoint, PairedDifference)
+
+
+def by_shift(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by shift: the training distribution first, then in order of appearance."""
+    groups: dict[str, list[Row]] = {}
+    for row in sorted(rows, key=lambda row: row.shift != TRAINING_SHIFT):
+        groups.setdefault(row.shift, []).append(row)
+    return groups
+
+
+def shift_title(shift: str) -> str:
+    return "training distribution" if shift == TRAINING_SHIFT else shift
+
+
+def section(title: str, content: str) -> str:
+    return f"<section>\n<h2>{escape(title)}</h2>\n{content}\n</section>"
+
+
+def empty(message_html: str) -> str:
+    return f'<p class="empty">{message_html}</p>'
+
+
+def fact_list(facts: dict[str, str]) -> str:
+    items = "".join(
+        f"<div><dt>{escape(name)}</dt><dd>{escape(value)}</dd></div>"
+        for name, value in facts.items()
+    )
+    return f'<dl class="facts">{items}</dl>'
+
+
+def present(path: Path) -> str:
+    return "yes" if path.is_file() else "missing"
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+
+
+def newest_change(run: RunDir) -> float:
+    """The last time any file of the run changed (the report itself aside)."""
+    files = (path for path in run.path.rglob("*") if path.is_file() and path.name != REPORT_FILE)
+    return max((path.stat().st_mtime for path in files), default=run.config_path.stat().st_mtime)
+
+
+def timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).astimezone().strftime("%Y-%m-%d %H:%M %Z")

@@ -1,0 +1,74 @@
+"""`iclab compare`: several runs' curves overlaid, one figure per shift."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from iclab.cli import app
+from iclab.config import ConfigError
+from iclab.evaluation.curves import read_curves_csv
+from iclab.evaluation.run_eval import evaluate_run
+from iclab.report.compare import comparison_curves, write_comparison
+from iclab.training.trainer import train_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two evaluated tiny runs of one task (the second also under a shift), one unevaluated."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, sections in (
+        ("small", {}),
+        ("wide", {"model": {"d_model": 48}, "eval": {"shifts": ["scale_inputs(factor=2)"]}}),
+        ("fresh", {}),
+    ):
+        config = tiny_config(train={"steps": 3}, **sections)
+        train_run(config, root / name, show_progress=False)
+        if name != "fresh":
+            evaluate_run(root / name, n_prompts=32)
+    return root
+
+
+def test_models_are_named_after_their_runs_and_algorithms_appear_once(runs):
+    points = comparison_curves([runs / "small", runs / "wide"])
+    learners = list(dict.fromkeys(p.learner for p in points))
+    assert learners == ["small", "wide", "least_squares", "averaging"]
+    small = read_curves_csv(runs / "small" / "eval" / "curves.csv")
+    model = {p.k: p.mean for p in small if p.learner == "model"}
+    assert {p.k: p.mean for p in points if p.learner == "small"} == model
+
+
+def test_one_figure_per_shift_any_run_was_evaluated_under(runs, tmp_path):
+    write_comparison([runs / "small", runs / "wide"], tmp_path / "cmp", ["least_squares"])
+    figures = {path.name for path in (tmp_path / "cmp").glob("*.png")}
+    assert figures == {"curves.png", "curves-scale_inputs-factor-2.png"}
+    rows = read_curves_csv(tmp_path / "cmp" / "curves.csv")
+    assert {p.learner for p in rows} == {"small", "wide", "least_squares"}
+    assert {p.learner for p in rows if p.shift != "none"} == {"wide", "least_squares"}
+
+
+def test_an_unevaluated_run_or_unknown_algorithm_is_a_clear_error(runs):
+    with pytest.raises(ConfigError, match="has not been evaluated: run `iclab eval"):
+        comparison_curves([runs / "small", runs / "fresh"])
+    with pytest.raises(ConfigError, match="no run evaluated the algorithm"):
+        comparison_curves([runs / "small"], ["ridge"])
+
+
+def test_runs_of_different_tasks_are_compared_with_a_warning(runs, tmp_path):
+    config = tiny_config(train={"steps": 2}, task={"n_dims": 4})
+    train_run(config, tmp_path / "d4", show_progress=False)
+    evaluate_run(tmp_path / "d4", n_prompts=16)
+    with pytest.warns(UserWarning, match="different tasks"):
+        comparison_curves([runs / "small", tmp_path / "d4"])
+
+
+def test_cli_compare_prints_the_table_and_where_the_figures_are(runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(
+        app, ["compare", str(runs / "small"), str(runs / "wide"), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "small" in result.output and "wide" in result.output
+    assert "curves-scale_inputs-factor-2.png" in result.output
+    assert (out / "curves.csv").exists()
