@@ -138,7 +138,11 @@ def test_eval_with_all_shifts_prints_each_shift_and_the_paired_difference(tmp_pa
     assert result.exit_code == 0, result.output
     assert "under each shift" in result.output and "half_subspace" in result.output
     assert "model − least_squares" in result.output
-    assert "shifts:" in (run / "config.yaml").read_text()
+    assert "- all" in (run / "config.yaml").read_text()
+    result = runner.invoke(app, ["eval", str(run), "--shift", "none", "--n-prompts", "32"])
+    assert result.exit_code == 0, result.output
+    with (run / "eval" / "curves.csv").open() as handle:
+        assert {row["shift"] for row in csv.DictReader(handle)} == {"none"}
 
 
 def test_an_unknown_shift_is_a_clear_error(tmp_path):

@@ -220,3 +220,13 @@ def test_every_learner_sees_the_same_shifted_prompts():
     evaluate([first, second], task, 5, 20, 10, 0, shifts=[build_shift("random_orthant")])
     assert len(first.seen) == 2 * (1 + 5)  # 2 batches × (unshifted + one view per position)
     assert all(torch.equal(x, y) for x, y in zip(first.seen, second.seen, strict=True))
+
+
+def test_the_readme_describes_every_shift():
+    from pathlib import Path
+
+    from iclab.evaluation.shifts import SHIFTS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in SHIFTS.names():
+        assert f"| `{name}" in readme, f"README's shift table has no row for {name}"

@@ -196,3 +196,17 @@ def test_a_run_that_fails_says_so_in_run_json_and_the_index(tmp_path, monkeypatc
     assert RunDir(tmp_path / "run").read_info()["status"] == "failed"
     [entry] = catalog.list_runs(tmp_path)
     assert (entry.name, entry.status, entry.steps) == ("run", "failed", 3)
+
+
+def test_run_json_keeps_when_training_first_started_across_a_resume(tmp_path):
+    from datetime import datetime
+
+    from iclab import catalog
+
+    train_run(tiny_config(train={"steps": 10}), tmp_path / "run", show_progress=False)
+    created = RunDir(tmp_path / "run").read_info()["created"]
+    longer = tiny_config(train={"steps": 20})
+    train_run(longer, tmp_path / "run", resume=True, show_progress=False)
+    assert RunDir(tmp_path / "run").read_info()["created"] == created
+    [entry] = catalog.list_runs(tmp_path)
+    assert entry.created == datetime.fromisoformat(created) and entry.steps == 20

@@ -263,7 +263,7 @@ def _describe_run(name: str, path: Path) -> tuple[RunEntry, str]:
         "updated": datetime.fromtimestamp(max(mtimes, default=time.time())).astimezone(),
     }
     try:
-        return RunEntry(**known, **_read_run(RunDir(path))), stamp
+        return RunEntry(**{**known, **_read_run(RunDir(path))}), stamp
     except _BrokenRunError as error:
         return RunEntry(**known, status="broken", problem=str(error)), stamp
 
@@ -297,7 +297,11 @@ def _read_run(run: RunDir) -> dict[str, Any]:
         "eval/curves.csv", lambda: _headline_of(run.eval_dir / "curves.csv")
     )
     tokens = TASKS.get(config.task.name).kind == "tokens"
+    created = {}
+    if isinstance(info.get("created"), str):  # when training first started (file times move)
+        created["created"] = datetime.fromisoformat(info["created"]).astimezone()
     return {
+        **created,
         "status": status,
         "task": config.task.name,
         "n_dims": None if tokens else config.task.n_dims,

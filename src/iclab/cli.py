@@ -80,13 +80,14 @@ def print_evaluation(evaluation: Evaluation, config: RunConfig, run: Path | None
             f"\nrun directory: [bold]{run}[/]\n"
             f"  tables: {run / 'eval' / 'curves.csv'}, {run / 'eval' / 'differences.csv'}\n"
             f"  plots:  {run / 'plots' / 'curves.png'}"
-            + (f" and {len(shifts) - 1} curves-SHIFT.png" if len(shifts) > 1 else "")
+            + (f" and {len(shifts) - 1} curves-SHIFT.png" if len(shifts) > 1 else ""),
+            soft_wrap=True,
         )
 
 
 def curve_table(points: Sequence[CurvePoint], ks: Sequence[int], label: str) -> Table:
     """One row per learner: its metric at each of ``ks`` with the 95% interval."""
-    table = Table(title=f"{label} after k in-context examples, ± 95% CI")
+    table = Table(title=f"{escape(label)} after k in-context examples, ± 95% CI")
     table.add_column("learner", no_wrap=True)
     for k in ks:
         table.add_column(f"k={k}", justify="right")
@@ -106,31 +107,38 @@ def at_most(rows: Sequence[CurvePoint], k: int) -> int:
     return max((p.k for p in rows if p.k <= k), default=min(p.k for p in rows))
 
 
+def compact(value: float) -> str:
+    """A mean in at most six characters: 0.093, 12.40, 122, 3.1e+04."""
+    if abs(value) < 10:
+        return f"{value:.3f}"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.3g}"
+
+
 def shift_table(points: Sequence[CurvePoint], shifts: Sequence[str], k: int) -> Table:
-    """One row per shift: every learner's metric at ``k`` (or the last k the shift scores)."""
+    """One row per shift: every learner's mean at ``k`` (or the last k the shift scores); the
+    intervals are in eval/curves.csv and the report."""
     learners = list(dict.fromkeys(p.learner for p in points))
-    table = Table(title=f"under each shift, at k={k} (or the largest k the shift scores)")
+    table = Table(title=f"mean under each shift at k={k}")
     table.add_column("shift", no_wrap=True)
-    table.add_column("k", justify="right")
     for learner in learners:
-        table.add_column(learner, justify="right")
+        table.add_column(learner, justify="right", overflow="fold")
     for shift in shifts:
         rows = [p for p in points if p.shift == shift]
         shown = at_most(rows, k)
-        cells = {p.learner: with_interval(p) for p in rows if p.k == shown}
-        table.add_row(shift, str(shown), *(cells.get(learner, "-") for learner in learners))
+        cells = {p.learner: compact(p.mean) for p in rows if p.k == shown}
+        label = shift if shown == k else f"{shift} k={shown}"
+        table.add_row(label, *(cells.get(learner, "-") for learner in learners))
     return table
 
 
 def difference_table(
     differences: Sequence[PairedDifference], shifts: Sequence[str], ks: Sequence[int]
 ) -> Table:
-    """The first learner minus the reference, prompt by prompt, per shift at the reported k."""
+    """The first learner minus the reference, prompt by prompt, per shift at the reported k
+    (k=1 left out when there are four, to fit 80 columns)."""
     learner, reference = differences[0].learner, differences[0].reference
-    table = Table(
-        title=f"{learner} − {reference}, paired over the same prompts, ± 95% CI "
-        "(* the interval excludes 0)"
-    )
+    ks = ks[1:] if len(ks) > 3 else ks
+    table = Table(title=f"{learner} − {reference} on the same prompts, ± 95% CI (*: excludes 0)")
     table.add_column("shift", no_wrap=True)
     for k in ks:
         table.add_column(f"k={k}", justify="right")
@@ -221,7 +229,8 @@ def eval_command(
         str | None,
         typer.Option(
             help="Distribution shifts to evaluate besides the training distribution, e.g. "
-            "'skewed_covariance,scale_inputs(factor=2)', or 'all'. Shifts: "
+            "'skewed_covariance,scale_inputs(factor=2)', 'all', or 'none' to drop the run's "
+            "shifts. Shifts: "
             + ", ".join(SHIFT_NAMES)
             + "."
         ),
@@ -254,7 +263,8 @@ def eval_command(
     if algorithms is not None:
         changes.append(f"eval.algorithms={json.dumps(split_specs(algorithms))}")
     if shift is not None:
-        changes.append(f"eval.shifts={json.dumps(split_specs(shift))}")
+        shifts = [] if shift == "none" else split_specs(shift)
+        changes.append(f"eval.shifts={json.dumps(shifts)}")
     if n_points is not None:
         changes.append(f"eval.n_points={n_points}")
     if reference is not None:

@@ -148,8 +148,12 @@ def header_section(run: RunDir, config: RunConfig, info: dict[str, Any], kind: s
         "parameters": "–" if n_params is None else f"{n_params:,}",
         "steps": f"{info.get('steps', 0):,} of {config.train.steps:,}",
         "metric": METRICS[kind].label,
-        # file times, as run.json records none: config.yaml is written when training starts
-        "created": timestamp(run.config_path.stat().st_mtime),
+        # run.json records when training first started; before that, config.yaml's time
+        "created": timestamp(
+            datetime.fromisoformat(info["created"]).timestamp()
+            if "created" in info
+            else run.config_path.stat().st_mtime
+        ),
         "updated": timestamp(newest_change(run)),
     }
     return (

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -157,6 +158,7 @@ class Trainer:
             f"{n_params:,} parameters{fitted}, on {self.device}; task {task.name} ({sizes})"
         )
         self.run.update_info(
+            created=self.run.read_info().get("created") or datetime.now(UTC).isoformat(),
             status="running",
             config_hash=self.config.digest(),
             n_params=n_params,
