@@ -230,3 +230,23 @@ def test_the_readme_describes_every_shift():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for name in SHIFTS.names():
         assert f"| `{name}" in readme, f"README's shift table has no row for {name}"
+
+
+def test_composed_shifts_apply_in_turn():
+    _, episode, [view] = views_of("scale_inputs(factor=2)+scale_targets(factor=3)")
+    assert torch.equal(view.inputs, episode.inputs * 2)
+    assert torch.allclose(view.targets, episode.targets * 6, atol=1e-4)
+    _, episode, views = views_of("scale_inputs(factor=2) + orthogonal_query", n_dims=4)
+    assert len(views) == 4
+    for j, view in enumerate(views):
+        assert torch.equal(view.inputs[:, :j], episode.inputs[:, :j] * 2)
+        assert torch.allclose(view.inputs[:, j].norm(dim=-1), 2 * episode.inputs[:, j].norm(dim=-1))
+
+
+def test_a_composed_shift_is_named_by_its_parts_and_checked_part_by_part():
+    shift = build_shift("skewed_covariance+noisy_targets(std=0.5)")
+    assert shift.spec == "skewed_covariance+noisy_targets(std=0.5)"
+    with pytest.raises(ValueError, match="random_orthant gives one prompt per query"):
+        build_shift("random_orthant+noisy_targets")
+    with pytest.raises(ValueError, match=r"scale_targets\(factor=2\) changes targets"):
+        resolve_shifts("scale_targets(factor=2)+query_in_context", make_task("conjunction"))

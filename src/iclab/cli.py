@@ -230,7 +230,7 @@ def eval_command(
         typer.Option(
             help="Distribution shifts to evaluate besides the training distribution, e.g. "
             "'skewed_covariance,scale_inputs(factor=2)', 'all', or 'none' to drop the run's "
-            "shifts. Shifts: "
+            "shifts; '+' composes two (skewed_covariance+noisy_targets). Shifts: "
             + ", ".join(SHIFT_NAMES)
             + "."
         ),
@@ -460,7 +460,14 @@ runs_app = typer.Typer(
 )
 app.add_typer(runs_app, name="runs")
 RootOption = Annotated[Path, typer.Option(help="Directory that holds the run directories.")]
-STATUS_STYLES = {"completed": "green", "running": "yellow", "broken": "red", "new": "dim"}
+STATUS_STYLES = {
+    "completed": "green",
+    "running": "yellow",
+    "interrupted": "yellow",
+    "failed": "red",
+    "broken": "red",
+    "new": "dim",
+}
 
 
 @runs_app.callback(invoke_without_command=True)
@@ -474,7 +481,10 @@ def runs(
     ] = None,
     status: Annotated[
         str | None,
-        typer.Option(help="Only runs with this status (new, running, completed, broken)."),
+        typer.Option(
+            help="Only runs with this status (new, running, completed, failed, interrupted, "
+            "broken)."
+        ),
     ] = None,
     sort: Annotated[
         str,
@@ -511,14 +521,16 @@ def runs(
         return
     table = Table(
         title=f"runs in {escape(str(root))}",
-        caption="headline: the model's metric at the largest k on the training distribution",
+        caption="headline: the model's error (err) or accuracy (acc) at the largest k on the "
+        "training distribution",
     )
-    for column in ("name", "task", "model"):
+    table.add_column("name", no_wrap=True)
+    for column in ("task", "model"):
         table.add_column(column, overflow="fold")
     for column in ("params", "steps"):
-        table.add_column(column, justify="right")
-    table.add_column("status")
-    table.add_column("headline", justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("headline", justify="right", no_wrap=True)
     for entry in entries:
         style = STATUS_STYLES.get(entry.status, "")
         table.add_row(
@@ -526,9 +538,9 @@ def runs(
             escape(entry.task_label),
             escape(entry.model or "-"),
             "-" if entry.n_params is None else f"{entry.n_params:,}",
-            "-" if entry.total_steps is None else f"{entry.steps:,}/{entry.total_steps:,}",
+            "-" if entry.total_steps is None else f"{entry.steps}/{entry.total_steps}",
             f"[{style}]{escape(entry.status)}[/]" if style else escape(entry.status),
-            "-" if entry.headline is None else f"{entry.headline:.3f} {entry.headline_metric}",
+            "-" if entry.headline is None else f"{entry.headline:.3f} {entry.headline_metric[:3]}",
         )
     console.print(table)
     for entry in entries:

@@ -32,12 +32,12 @@ def parse_spec(spec: str, what: str = "algorithm") -> tuple[str, dict[str, Any]]
     return name, options
 
 
-def split_specs(text: str) -> list[str]:
-    """Split ``"ridge(alpha=1), knn(k=3)"`` at the commas outside parentheses."""
+def split_specs(text: str, separator: str = ",") -> list[str]:
+    """Split ``"ridge(alpha=1), knn(k=3)"`` at the separators outside parentheses."""
     items, depth, current = [], 0, ""
     for char in text:
         depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
+        if char == separator and depth == 0:
             items.append(current.strip())
             current = ""
         else:

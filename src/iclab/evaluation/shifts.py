@@ -40,6 +40,7 @@ class Shift(ABC):
     regression_only: ClassVar[bool] = False  # changes targets, which only regression has
     moves_inputs: ClassVar[bool] = False  # needs Task.label
     needs_continuous_inputs: ClassVar[bool] = False  # scales or rotates inputs
+    query_shift: ClassVar[bool] = False  # one view per query position (see the module doc)
 
     def __init__(self, options: ShiftOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -211,6 +212,7 @@ class RandomOrthant(Shift):
     training distribution: the context covers one 2^-d-th of the input space."""
 
     moves_inputs = True
+    query_shift = True
     needs_continuous_inputs = True
 
     def views(self, episode, task, generator):
@@ -227,6 +229,7 @@ class OrthogonalQuery(Shift):
     spans less than the whole space, so scored for k < d."""
 
     moves_inputs = True
+    query_shift = True
     needs_continuous_inputs = True
 
     def views(self, episode, task, generator):
@@ -250,6 +253,7 @@ class QueryInContext(Shift):
     learner that memorises its context answers it exactly."""
 
     moves_inputs = True
+    query_shift = True
 
     def views(self, episode, task, generator):
         batch, n_points = episode.batch_size, episode.n_points
@@ -275,8 +279,43 @@ STANDARD_SHIFTS = (
 )
 
 
+class ComposedShift(Shift):
+    """Shifts applied in turn, named ``a+b`` (e.g. ``skewed_covariance+noisy_targets``): each
+    applies to the prompts the previous one made; only the last may be a query shift."""
+
+    name = "composed"
+
+    def __init__(self, parts: list[Shift]) -> None:
+        super().__init__()
+        self.parts = parts
+        self.query_shift = parts[-1].query_shift
+        for part in parts[:-1]:
+            if part.query_shift:
+                raise ValueError(
+                    f"shift {self.spec}: {part.spec} gives one prompt per query, so it can only "
+                    "come last"
+                )
+
+    @property
+    def spec(self) -> str:
+        return "+".join(part.spec for part in self.parts)
+
+    def check_applies(self, task):
+        for part in self.parts:
+            part.check_applies(task)
+
+    def views(self, episode, task, generator):
+        for part in self.parts[:-1]:
+            [episode] = part.views(episode, task, generator)
+        return self.parts[-1].views(episode, task, generator)
+
+
 def build_shift(spec: str) -> Shift:
-    """The shift a spec names, with validated options; a clear error otherwise."""
+    """The shift a spec names, with validated options (``a+b`` composes two); a clear error
+    otherwise."""
+    parts = split_specs(spec, separator="+")
+    if len(parts) > 1:
+        return ComposedShift([build_shift(part) for part in parts])
     name, options = parse_spec(spec, what="shift")
     family = SHIFTS.get(name)
     try:
