@@ -230,3 +230,20 @@ def test_cli_errors_are_one_clear_message(root, tmp_path):
     assert missing.exit_code == 2 and "no runs directory" in words(missing.output)
     for result in (unknown, bad_sort, missing):
         assert "Traceback" not in result.output
+
+
+def test_a_running_run_whose_process_died_is_listed_as_stopped(root):
+    import socket
+    import subprocess
+
+    from iclab.run import RunDir
+
+    trainer = subprocess.Popen(["sleep", "60"])  # stands in for a training process
+    run = RunDir(root / "alpha")
+    run.update_info(status="running", pid=trainer.pid, host=socket.gethostname())
+    assert by_name(catalog.list_runs(root))["alpha"].status == "running"
+    trainer.kill()  # killed, as by the OOM killer: no file of the run changes
+    trainer.wait()
+    assert by_name(catalog.list_runs(root))["alpha"].status == "stopped"
+    run.update_info(host="another-machine")  # a process elsewhere cannot be checked
+    assert by_name(catalog.list_runs(root))["alpha"].status == "running"

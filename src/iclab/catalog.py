@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import json
 import os
+import socket
 import sqlite3
 import time
 import warnings
@@ -289,6 +290,8 @@ def _read_run(run: RunDir) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise _BrokenRunError(f"run.json: expected a JSON object, got {type(info).__name__}")
     status = str(info.get("status", "new"))
+    if status == "running" and _process_gone(info):
+        status = "stopped"  # its process ended without saying how (killed, out of memory)
     if status == "completed" and isinstance(info.get("steps"), int):
         steps = info["steps"]
     else:  # while training, run.json still holds the steps of an earlier, resumed-from run
@@ -314,6 +317,20 @@ def _read_run(run: RunDir) -> dict[str, Any]:
         "headline_metric": metric,
         "config_hash": info.get("config_hash") or config.digest(),
     }
+
+
+def _process_gone(info: dict[str, Any]) -> bool:
+    """Whether run.json names a training process on this machine that no longer exists."""
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False  # another machine's process, or a run from before pids were recorded
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _last_logged_step(path: Path) -> int:
@@ -368,15 +385,14 @@ def _from_row(row: tuple[Any, ...]) -> RunEntry:
 
 
 def _sync_index(connection: sqlite3.Connection, root: Path) -> None:
-    indexed = {
-        name: (path, stamp)
-        for name, path, stamp in connection.execute("SELECT name, path, fingerprint FROM runs")
-    }
+    rows = connection.execute("SELECT name, path, fingerprint, status FROM runs").fetchall()
+    indexed = {name: (path, stamp) for name, path, stamp, _ in rows}
+    running = {name for name, _, _, status in rows if status == "running"}
     found = _find_run_dirs(root.resolve())
-    changed = [
+    changed = [  # running runs too: their process may have died with no file changing
         _describe_run(name, path)
         for name, path in found.items()
-        if indexed.get(name) != (str(path), _fingerprint(path))
+        if name in running or indexed.get(name) != (str(path), _fingerprint(path))
     ]
     removed = sorted(indexed.keys() - found.keys())
     if changed or removed:

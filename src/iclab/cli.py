@@ -464,6 +464,7 @@ STATUS_STYLES = {
     "completed": "green",
     "running": "yellow",
     "interrupted": "yellow",
+    "stopped": "red",
     "failed": "red",
     "broken": "red",
     "new": "dim",
@@ -483,7 +484,7 @@ def runs(
         str | None,
         typer.Option(
             help="Only runs with this status (new, running, completed, failed, interrupted, "
-            "broken)."
+            "stopped: its process died, broken)."
         ),
     ] = None,
     sort: Annotated[

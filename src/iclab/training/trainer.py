@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -160,6 +162,8 @@ class Trainer:
         self.run.update_info(
             created=self.run.read_info().get("created") or datetime.now(UTC).isoformat(),
             status="running",
+            pid=os.getpid(),  # so that `iclab runs` can tell a run whose process died
+            host=socket.gethostname(),
             config_hash=self.config.digest(),
             n_params=n_params,
             d_model=d_model,
