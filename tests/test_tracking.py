@@ -64,7 +64,7 @@ def test_a_tracked_run_logs_its_config_every_logged_step_and_its_end(tmp_path, t
     assert logged.data.params["model.d_model"] == "32"
     assert logged.data.params["train.steps"] == "30"
     assert logged.data.params["task.name"] == "linear_regression"
-    assert logged.data.tags["iclab.config_hash"] == config.digest()
+    assert logged.data.tags["iclab.config_hash"] == run.load_config().digest()
     assert logged.data.tags["iclab.run_dir"] == str(run.path.resolve())
     assert len(jsonl_history(run, "loss")) == 30
     for key, field in [("loss", "loss"), ("lr", "lr"), ("n_dims", "n_dims")]:

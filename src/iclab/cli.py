@@ -177,8 +177,12 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Meta-train a model on an in-context task; writes a run directory."""
+    """Meta-train a model on an in-context task; writes a run directory.
+
+    Data-parallel on several GPUs or CPU processes: torchrun --nproc_per_node N -m iclab train
+    CONFIG (the run's batch is split into train.batch_shards shards, by default N)."""
     from iclab.run import RunDir
+    from iclab.training.distributed import leave_processes
     from iclab.training.trainer import train_run
 
     show_warnings_briefly()
@@ -196,8 +200,12 @@ def train(
             raise ConfigError("give a CONFIG file or preset, or --resume RUN_DIR")
         run_config = load_config(config, overrides or [])
         run_dir = out or Path("runs") / run_config.name
-    train_run(run_config, run_dir, resume=resume is not None, show_progress=progress)
-    console.print(f"run directory: [bold]{run_dir}[/]")
+    try:
+        trainer = train_run(run_config, run_dir, resume=resume is not None, show_progress=progress)
+    finally:
+        leave_processes()  # under torchrun
+    if trainer.processes.is_main:
+        console.print(f"run directory: [bold]{run_dir}[/]")
 
 
 @app.command("eval")

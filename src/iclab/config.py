@@ -218,9 +218,33 @@ class TrainConfig(Strict):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="bfloat16: forward and backward under bf16 autocast (weights and optimizer "
+        "state stay float32); on CUDA, float32 matmuls use TF32 either way",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model for training (checkpoints stay portable)"
+    )
+    batch_shards: int | None = Field(
+        None,
+        ge=1,
+        description="the batch of step s is this many shards, shard i drawn from (seed, s, i), "
+        "so any number of processes dividing it trains on the same batches (default: the "
+        "number of processes the run starts with)",
+    )
     log_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _shards_divide_batch(self) -> TrainConfig:
+        if self.batch_shards is not None and self.batch_size % self.batch_shards:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) must be a multiple of "
+                f"train.batch_shards ({self.batch_shards})"
+            )
+        return self
 
 
 class EvalConfig(Strict):

@@ -87,3 +87,18 @@ class Episode:
             meta={key: value[:n_prompts] for key, value in self.meta.items()},
             loss_mask=None if self.loss_mask is None else self.loss_mask[:n_prompts],
         )
+
+
+def concatenate(episodes: list[Episode]) -> Episode:
+    """The prompts of several episodes of one task as one batch (``meta`` and masks too)."""
+    if len(episodes) == 1:
+        return episodes[0]
+    first = episodes[0]
+    masks = [episode.loss_mask for episode in episodes]
+    return Episode(
+        inputs=torch.cat([episode.inputs for episode in episodes]),
+        targets=torch.cat([episode.targets for episode in episodes]),
+        kind=first.kind,
+        meta={key: torch.cat([episode.meta[key] for episode in episodes]) for key in first.meta},
+        loss_mask=None if masks[0] is None else torch.cat(masks),
+    )

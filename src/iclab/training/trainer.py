@@ -3,52 +3,46 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from torch.utils.tensorboard import SummaryWriter
+from torch.nn.parallel import DistributedDataParallel
 
 from iclab import catalog
-from iclab.config import RunConfig
+from iclab.config import ConfigError, RunConfig, TrainConfig
+from iclab.episode import Episode, concatenate
 from iclab.io import atomic_write_text
 from iclab.metrics import training_loss
 from iclab.models import build_model
 from iclab.run import RunDir, environment
 from iclab.seeding import derive_seed, generator_for
+from iclab.tasks.base import Task
 from iclab.training.checkpoint import (
     latest_valid_checkpoint,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from iclab.training.schedule import curriculum_at, learning_rate
-from iclab.training.tracking import open_tracker
+from iclab.training.distributed import Processes, join_processes
+from iclab.training.log import TrainingLog
+from iclab.training.schedule import CurriculumState, curriculum_at, learning_rate
 
 StepCallback = Callable[[int, float], None]
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, processes: Processes | None = None) -> torch.device:
+    """``train.device`` resolved; under torchrun each process takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             "train.device is 'cuda' but no CUDA device is available (use auto or cpu)"
         )
+    if name == "cuda":
+        return torch.device("cuda", (processes or Processes()).local_rank)
     return torch.device(name)
 
 
@@ -69,19 +63,56 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def sample_batch(
+    task: Task,
+    train: TrainConfig,
+    step: int,
+    stage: CurriculumState,
+    processes: Processes,
+    device: torch.device,
+) -> Episode:
+    """This process's part of the batch of ``step``.
+
+    The batch is ``train.batch_shards`` (S) shards, shard i drawn from ``(seed, "train", step,
+    i)``; of W processes, rank r trains on shards r·S/W to (r+1)·S/W − 1. With one shard the
+    batch is drawn whole from ``(seed, "train", step)``, as before sharding.
+    """
+    shards = train.batch_shards or 1
+    per_process = shards // processes.world_size
+    first = processes.rank * per_process
+    parts = []
+    for shard in range(first, first + per_process):
+        keys = ("train", step) if shards == 1 else ("train", step, shard)
+        generator = generator_for(train.seed, *keys, device=device)
+        size = train.batch_size // shards
+        parts.append(task.sample(size, stage.n_points, generator, stage.n_dims_active))
+    return concatenate(parts)
+
+
 class Trainer:
     """Meta-trains the model a ``RunConfig`` describes, in the run directory ``run``.
 
-    Step ``s`` (0-based) trains on the batch drawn from ``(seed, "train", s)``; learning rate
-    and curriculum are functions of ``s``. So resuming from a checkpoint reproduces the
-    uninterrupted run bitwise on the same machine.
+    Step ``s`` (0-based) trains on the batch drawn from ``(seed, "train", s)`` (shard by shard:
+    ``sample_batch``); learning rate and curriculum are functions of ``s``. So resuming from
+    a checkpoint reproduces the uninterrupted run bitwise on the same machine, and any number of
+    processes dividing ``train.batch_shards`` trains on the same batches.
     """
 
-    def __init__(self, config: RunConfig, run: RunDir, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        run: RunDir,
+        console: Console | None = None,
+        processes: Processes | None = None,
+    ) -> None:
         self.config = config
         self.run = run
         self.console = console or Console(stderr=True)
-        self.device = select_device(config.train.device)
+        self.processes = processes or Processes()
+        self.device = select_device(config.train.device, self.processes)
+        if self.device.type == "cuda":  # TF32 matmuls: float32 range, 10-bit mantissa
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.task = config.task.build()
         torch.manual_seed(derive_seed(config.train.seed, "init"))
         self.model = build_model(config.model, config.task, name=config.name).to(self.device)
@@ -89,7 +120,44 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=train.betas
         )
+        self.network = self._trainable(self.model)
         self.step = 0
+
+    def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the loop calls: the model, wrapped for data parallelism and compiled as asked.
+        Checkpoints save ``self.model`` itself, so parameter names never carry the wrappers'
+        ``module.`` or ``_orig_mod.`` prefixes."""
+        network = model
+        if self.processes.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            network = DistributedDataParallel(model, device_ids=device_ids)
+        if self.config.train.compile:
+            network = torch.compile(network)
+        return network
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens of the global batch at full-size prompts."""
+        tokens = self.model.codec.tokens_per_example * self.config.task.n_points
+        return self.config.train.batch_size * tokens
+
+    def describe(self) -> str:
+        """The line the trainer announces a run with."""
+        n_params, task, model = self.model.n_params(), self.config.task, self.config.model
+        sizes = (
+            f"{task.n_points} tokens"
+            if self.task.kind == "tokens"
+            else f"d={task.n_dims}, {task.n_points} points"
+        )
+        fitted = "" if model.target_params is None else f" fitted to {model.target_params:,}"
+        where = f"{self.device}, {self.config.train.precision}"
+        if self.processes.distributed:
+            where += f", {self.processes.world_size} processes"
+        return (
+            f"[bold]{self.config.name}[/]: {model.describe()} model, "
+            f"d_model={self.model.backbone.d_model}, {n_params:,} parameters{fitted}, on {where}; "
+            f"task {task.name} ({sizes})"
+        )
 
     # --- state --------------------------------------------------------------------------------
 
@@ -97,12 +165,14 @@ class Trainer:
         """Continue from the newest valid checkpoint; False when there is none."""
         checkpoint = latest_valid_checkpoint(self.run.checkpoints)
         if checkpoint is None:
-            self._truncate_metrics(0)
+            if self.processes.is_main:
+                self._truncate_metrics(0)
             return False
         meta = load_checkpoint(checkpoint, self.model, self.optimizer, self.device)
         restore_rng_state(meta["rng"])
         self.step = meta["step"]
-        self._truncate_metrics(self.step)
+        if self.processes.is_main:
+            self._truncate_metrics(self.step)
         return True
 
     def _truncate_metrics(self, step: int) -> None:
@@ -124,18 +194,19 @@ class Trainer:
     # --- loop ---------------------------------------------------------------------------------
 
     def train_step(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """One optimisation step on the batch of ``step``; returns the loss and what it used."""
+        """One optimisation step on the batch of ``step``; returns this process's loss and what
+        the step used."""
         train = self.config.train
         stage = curriculum_at(self.config, step)
         lr = learning_rate(train, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        generator = generator_for(train.seed, "train", step, device=self.device)
-        episode = self.task.sample(
-            train.batch_size, stage.n_points, generator, n_dims_active=stage.n_dims_active
-        )
-        loss = training_loss(self.model(episode), episode)
-        loss.backward()
+        episode = sample_batch(self.task, train, step, stage, self.processes, self.device)
+        bfloat16 = train.precision == "bfloat16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            prediction = self.network(episode)
+        loss = training_loss(prediction.float(), episode)
+        loss.backward()  # DistributedDataParallel averages the gradients over the processes
         if train.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.optimizer.step()
@@ -143,84 +214,45 @@ class Trainer:
         return loss, {"lr": lr, "n_dims": stage.n_dims_active, "n_points": stage.n_points}
 
     def fit(self, show_progress: bool = True, on_step: StepCallback | None = None) -> None:
-        """Train until ``train.steps``; ``on_step(step, loss)`` runs after every logged step."""
+        """Train until ``train.steps``; ``on_step(step, loss)`` runs after every logged step
+        (the loss averaged over the processes)."""
         train = self.config.train
-        n_params = self.model.n_params()
-        task = self.config.task
-        sizes = (
-            f"{task.n_points} tokens"
-            if self.task.kind == "tokens"
-            else f"d={task.n_dims}, {task.n_points} points"
-        )
-        model = self.config.model
-        d_model = self.model.backbone.d_model
-        fitted = "" if model.target_params is None else f" fitted to {model.target_params:,}"
-        self.console.print(
-            f"[bold]{self.config.name}[/]: {model.describe()} model, d_model={d_model}, "
-            f"{n_params:,} parameters{fitted}, on {self.device}; task {task.name} ({sizes})"
-        )
-        self.run.update_info(
-            created=self.run.read_info().get("created") or datetime.now(UTC).isoformat(),
-            status="running",
-            pid=os.getpid(),  # so that `iclab runs` can tell a run whose process died
-            host=socket.gethostname(),
-            config_hash=self.config.digest(),
-            n_params=n_params,
-            d_model=d_model,
-            device=str(self.device),
-            environment=environment(),
-        )
-        catalog.record(self.run.path)
-        tracker = open_tracker(self.config, self.run)  # ends its run as the loop ends
-        writer = SummaryWriter(str(self.run.tensorboard_dir), purge_step=self.step)
-        started, start_step = time.perf_counter(), self.step
-        progress = Progress(
-            TextColumn("[bold blue]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[rate]} steps/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=not show_progress,
-        )
-        with progress, self.run.metrics_path.open("a") as metrics, tracker or nullcontext():
-            bar = progress.add_task(
-                "train", total=train.steps, completed=self.step, loss="-", rate="-"
-            )
+        log = TrainingLog(self, show_progress) if self.processes.is_main else None
+        with log or nullcontext():
             while self.step < train.steps:
                 loss, used = self.train_step(self.step)
                 self.step += 1
                 if self.step % train.log_every == 0 or self.step == train.steps:
-                    value = loss.item()
-                    rate = (self.step - start_step) / (time.perf_counter() - started)
-                    row = {
-                        "step": self.step,
-                        "loss": value,
-                        **used,
-                        "time": round(time.perf_counter() - started, 3),
-                    }
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    scalars = {
-                        "train/loss": value,
-                        **{f"train/{name}": amount for name, amount in used.items()},
-                    }
-                    for tag, scalar in scalars.items():
-                        writer.add_scalar(tag, scalar, self.step)
-                    if tracker is not None:
-                        tracker.log_metrics(self.step, scalars)
-                    progress.update(bar, loss=f"{value:.4f}", rate=f"{rate:.1f}")
+                    value = self.processes.mean(loss).item()
+                    if log is not None:
+                        log.record(self.step, value, used)
                     if on_step is not None:
                         on_step(self.step, value)
-                progress.update(bar, completed=self.step)
+                if log is not None:
+                    log.advance(self.step)
                 if self.step % train.checkpoint_every == 0 or self.step == train.steps:
-                    self.save()
-        writer.close()
-        elapsed, trained = time.perf_counter() - started, self.step - start_step
-        timing = {"steps_per_second": round(trained / elapsed, 2)} if trained else {}
-        self.run.update_info(status="completed", steps=self.step, **timing)
+                    if self.processes.is_main:
+                        self.save()
+                    self.processes.barrier()
+
+
+def with_batch_shards(config: RunConfig, world_size: int) -> RunConfig:
+    """The config with ``train.batch_shards`` fixed (default: the number of processes the run
+    starts with), checked against the processes training it now."""
+    train = config.train
+    shards = train.batch_shards or world_size
+    if shards % world_size:
+        raise ConfigError(
+            f"train.batch_shards is {shards}: a run's batches are fixed when it starts, so it "
+            f"trains (and resumes) on a number of processes that divides {shards}, not "
+            f"{world_size}"
+        )
+    if train.batch_size % shards:
+        raise ConfigError(
+            f"train.batch_size ({train.batch_size}) must be a multiple of the {shards} batch "
+            f"shards ({world_size} processes)"
+        )
+    return config.model_copy(update={"train": train.model_copy(update={"batch_shards": shards})})
 
 
 def train_run(
@@ -231,26 +263,37 @@ def train_run(
     console: Console | None = None,
     on_step: StepCallback | None = None,
 ) -> Trainer:
-    """Train a new run in ``run_dir`` or, with ``resume``, continue the one that is there."""
+    """Train a new run in ``run_dir`` or, with ``resume``, continue the one that is there. Under
+    torchrun every process calls this; only rank 0 writes the run directory."""
+    processes = join_processes()
     run = RunDir(Path(run_dir))
     if run.exists() and not resume:
         raise FileExistsError(
             f"{run.path} already holds a run; continue it with `iclab train --resume {run.path}` "
             "or choose another --out"
         )
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(config)
-    trainer = Trainer(config, run, console)
-    if resume and trainer.resume():
-        trainer.console.print(f"resuming {run.path} from step {trainer.step}")
-    elif resume:
-        trainer.console.print(f"[yellow]no valid checkpoint in {run.path}; starting from step 0")
+    config = with_batch_shards(config, processes.world_size)
+    processes.barrier()  # every process has looked before the first one writes
+    if processes.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config)
+    trainer = Trainer(config, run, console, processes)
+    resumed = resume and trainer.resume()
+    processes.barrier()
+    if processes.is_main and resume:
+        trainer.console.print(
+            f"resuming {run.path} from step {trainer.step}"
+            if resumed
+            else f"[yellow]no valid checkpoint in {run.path}; starting from step 0"
+        )
     try:
         trainer.fit(show_progress=show_progress, on_step=on_step)
     except BaseException as error:  # the run directory says how it ended, then the error goes on
-        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        run.update_info(status=status, steps=trainer.step)
+        if processes.is_main:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            run.update_info(status=status, steps=trainer.step)
         raise
     finally:
-        catalog.record(run.path)
+        if processes.is_main:
+            catalog.record(run.path)
     return trainer

@@ -1,0 +1,119 @@
+"""What the main process writes while a run trains: run.json's status, metrics.jsonl, TensorBoard,
+MLflow (when configured), the run index and the progress bar. The trainer computes; this writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.tensorboard import SummaryWriter
+
+from iclab import catalog
+from iclab.run import environment
+from iclab.training.tracking import open_tracker
+
+if TYPE_CHECKING:
+    from iclab.training.trainer import Trainer
+
+
+class TrainingLog:
+    """Opened around the training loop of the main process (``with TrainingLog(trainer):``).
+
+    On entry it announces the run and marks it running; ``record`` writes one logged step;
+    on a normal exit it marks the run completed with its throughput. A failure leaves the status
+    to ``train_run``, which knows whether it was an interruption.
+    """
+
+    def __init__(self, trainer: Trainer, show_progress: bool = True) -> None:
+        self.trainer = trainer
+        self.show_progress = show_progress
+        self.stack = ExitStack()
+        self.start_step = trainer.step
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> TrainingLog:
+        trainer, run = self.trainer, self.trainer.run
+        trainer.console.print(trainer.describe())
+        run.update_info(
+            created=run.read_info().get("created") or datetime.now(UTC).isoformat(),
+            status="running",
+            pid=os.getpid(),  # so that `iclab runs` can tell a run whose process died
+            host=socket.gethostname(),
+            config_hash=trainer.config.digest(),
+            n_params=trainer.model.n_params(),
+            d_model=trainer.model.backbone.d_model,
+            device=str(trainer.device),
+            precision=trainer.config.train.precision,
+            processes=trainer.processes.world_size,
+            environment=environment(),
+        )
+        catalog.record(run.path)
+        tracker = open_tracker(trainer.config, run)
+        if tracker is not None:
+            self.stack.enter_context(tracker)  # FINISHED, FAILED or KILLED as the loop ends
+        self.tracker = tracker
+        self.writer = SummaryWriter(str(run.tensorboard_dir), purge_step=trainer.step)
+        self.stack.callback(self.writer.close)
+        self.metrics = self.stack.enter_context(run.metrics_path.open("a"))
+        self.progress = self.stack.enter_context(
+            Progress(
+                TextColumn("[bold blue]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]} steps/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=trainer.console,
+                disable=not self.show_progress,
+            )
+        )
+        steps = trainer.config.train.steps
+        self.bar = self.progress.add_task(
+            "train", total=steps, completed=trainer.step, loss="-", rate="-"
+        )
+        self.started = time.perf_counter()
+        return self
+
+    def record(self, step: int, loss: float, used: dict[str, Any]) -> None:
+        """One logged step: a metrics.jsonl line, TensorBoard and MLflow scalars, the bar."""
+        elapsed = time.perf_counter() - self.started
+        row = {"step": step, "loss": loss, **used, "time": round(elapsed, 3)}
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        scalars = {"train/loss": loss, **{f"train/{name}": value for name, value in used.items()}}
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+        if self.tracker is not None:
+            self.tracker.log_metrics(step, scalars)
+        rate = (step - self.start_step) / elapsed
+        self.progress.update(self.bar, loss=f"{loss:.4f}", rate=f"{rate:.1f}")
+
+    def advance(self, step: int) -> None:
+        self.progress.update(self.bar, completed=step)
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self.stack.__exit__(kind, *rest)
+        if kind is not None:
+            return
+        trainer = self.trainer
+        elapsed, trained = time.perf_counter() - self.started, trainer.step - self.start_step
+        timing = {}
+        if trained:
+            timing["steps_per_second"] = round(trained / elapsed, 2)
+            timing["tokens_per_second"] = round(trained * trainer.tokens_per_step / elapsed)
+        trainer.run.update_info(status="completed", steps=trainer.step, **timing)

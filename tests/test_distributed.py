@@ -1,0 +1,123 @@
+"""Data-parallel training with torchrun: 2 gloo processes on CPU train like one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config
+from iclab.config import ConfigError
+from iclab.run import RunDir
+from iclab.training.trainer import sample_batch, train_run, with_batch_shards
+
+STEPS = 6
+
+
+def sharded_config(**train):
+    return tiny_config(
+        train={"steps": STEPS, "batch_shards": 2, "checkpoint_every": 3, **train},
+        model={"dropout": 0.0},
+    )
+
+
+def torchrun(config_path: Path, *arguments: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m iclab train ...`` with one thread per process."""
+    command = [
+        Path(sys.executable).parent / "torchrun",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "iclab",
+        "train",
+        *([str(config_path)] if config_path else []),
+        *arguments,
+        "--no-progress",
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in RunDir(run).read_metrics()}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    config_path = root / "tiny.yaml"
+    config_path.write_text(sharded_config().to_yaml())
+    result = torchrun(config_path, "--out", str(root / "run"))
+    return root, result
+
+
+def test_two_processes_with_global_batch_b_match_one_process_with_batch_b(
+    two_process_run, tmp_path
+):
+    root, _ = two_process_run
+    train_run(sharded_config(), tmp_path / "one", show_progress=False)
+    two, one = logged_losses(root / "run"), logged_losses(tmp_path / "one")
+    assert list(two) == list(one) == list(range(1, STEPS + 1))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), step
+
+
+def test_only_rank_zero_writes_the_run_directory(two_process_run):
+    root, result = two_process_run
+    run = RunDir(root / "run")
+    assert run.read_info()["status"] == "completed"
+    assert run.read_info()["processes"] == 2
+    assert len(run.read_metrics()) == STEPS  # one line per step, not one per process
+    assert len(list(run.tensorboard_dir.iterdir())) == 1
+    assert result.stdout.count("run directory:") == 1
+
+
+def test_a_two_process_run_resumes_in_one_process_on_the_same_batches(two_process_run, tmp_path):
+    """Resume works for any number of processes dividing the shards: the 2-process run's step-3
+    checkpoint, continued by one process, ends where one process trained throughout ends."""
+    root, _ = two_process_run
+    resumed = tmp_path / "resumed"
+    run = RunDir(root / "run")
+    for checkpoint in sorted(run.checkpoints.iterdir()):
+        if checkpoint.name.endswith(f"{STEPS:07d}"):
+            continue
+        target = resumed / "checkpoints" / checkpoint.name
+        target.mkdir(parents=True)
+        for file in checkpoint.iterdir():
+            (target / file.name).write_bytes(file.read_bytes())
+    (resumed / "config.yaml").write_text(run.config_path.read_text())
+    (resumed / "metrics.jsonl").write_text(run.metrics_path.read_text())
+    train_run(RunDir(resumed).load_config(), resumed, resume=True, show_progress=False)
+    whole = tmp_path / "whole"
+    train_run(sharded_config(), whole, show_progress=False)
+    assert logged_losses(resumed)[STEPS] == pytest.approx(logged_losses(whole)[STEPS], rel=1e-5)
+
+
+def test_shards_are_drawn_independently_of_the_number_of_processes():
+    """Rank r of W draws exactly its slice of the one-process batch."""
+    import torch
+
+    from iclab.training.distributed import Processes
+    from iclab.training.schedule import curriculum_at
+
+    config = with_batch_shards(sharded_config(batch_shards=4, batch_size=16), 1)
+    task, stage, cpu = config.task.build(), curriculum_at(config, 5), torch.device("cpu")
+    batch = sample_batch(task, config.train, 5, stage, Processes(), cpu)
+    assert batch.batch_size == 16
+    for rank in range(2):
+        part = sample_batch(task, config.train, 5, stage, Processes(rank, 2, 0), cpu)
+        assert part.inputs.equal(batch.inputs[rank * 8 : (rank + 1) * 8])
+        assert part.targets.equal(batch.targets[rank * 8 : (rank + 1) * 8])
+        assert part.meta["w"].equal(batch.meta["w"][rank * 8 : (rank + 1) * 8])
+
+
+def test_shards_must_divide_among_the_processes():
+    with pytest.raises(ConfigError, match="divides 2, not 4"):
+        with_batch_shards(sharded_config(), 4)
+    assert with_batch_shards(tiny_config(), 2).train.batch_shards == 2  # default: processes

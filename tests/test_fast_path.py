@@ -1,0 +1,69 @@
+"""The fast path's switches, on CPU: bf16 autocast, torch.compile, and checkpoints that stay
+portable between compiled and plain models."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import tiny_config
+from iclab.evaluation.run_eval import load_trained_model
+from iclab.run import RunDir
+from iclab.training.checkpoint import MODEL_FILE, latest_valid_checkpoint
+from iclab.training.trainer import train_run
+
+
+def losses(run) -> list[float]:
+    return [row["loss"] for row in RunDir(run).read_metrics()]
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile with the eager backend: the same OptimizedModule wrapper (and its
+    ``_orig_mod.`` parameter names) without minutes of inductor compilation on CPU."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+
+
+def test_bfloat16_autocast_changes_the_arithmetic_not_the_run(tmp_path):
+    train_run(tiny_config(train={"steps": 5}), tmp_path / "fp32", show_progress=False)
+    bf16 = tiny_config(train={"steps": 5, "precision": "bfloat16"})
+    train_run(bf16, tmp_path / "bf16", show_progress=False)
+    full, half = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
+    assert full != half  # autocast ran the matmuls in bfloat16 ...
+    assert half == pytest.approx(full, rel=0.05)  # ... on the same batches, to bf16 accuracy
+    info = RunDir(tmp_path / "bf16").read_info()
+    assert info["precision"] == "bfloat16" and info["device"] == "cpu"
+    assert info["steps_per_second"] > 0 and info["tokens_per_second"] > 0
+    model = load_trained_model(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights
+
+
+def test_a_compiled_run_checkpoints_plain_parameter_names(tmp_path, eager_compile):
+    config = tiny_config(train={"steps": 4, "compile": True, "checkpoint_every": 2})
+    trainer = train_run(config, tmp_path / "run", show_progress=False)
+    assert type(trainer.network).__name__ == "OptimizedModule"
+    checkpoint = latest_valid_checkpoint(RunDir(tmp_path / "run").checkpoints)
+    with safe_open(checkpoint.path / MODEL_FILE, "pt") as tensors:
+        names = set(tensors.keys())
+    assert names == set(trainer.model.state_dict())
+    assert not any("_orig_mod" in name or name.startswith("module.") for name in names)
+
+
+def test_checkpoints_move_between_compiled_and_plain_training(tmp_path, eager_compile):
+    """Compiled → plain → compiled resumes land where a plain run lands."""
+    plain = tiny_config(train={"steps": 6, "checkpoint_every": 2})
+    train_run(plain, tmp_path / "plain", show_progress=False)
+    compiled = tiny_config(train={"steps": 2, "checkpoint_every": 2, "compile": True})
+    run = tmp_path / "mixed"
+    train_run(compiled, run, show_progress=False)
+    train_run(tiny_config(train={"steps": 4, "checkpoint_every": 2}), run, resume=True)
+    again = tiny_config(train={"steps": 6, "checkpoint_every": 2, "compile": True})
+    train_run(again, run, resume=True, show_progress=False)
+    assert losses(run) == pytest.approx(losses(tmp_path / "plain"), rel=1e-5)
+    prompts = plain.task.build().sample(4, 8, torch.Generator().manual_seed(0))
+    mixed_model = load_trained_model(run)  # a plain model reads the compiled run's checkpoint
+    plain_model = load_trained_model(tmp_path / "plain")
+    assert torch.allclose(mixed_model.predict(prompts), plain_model.predict(prompts), atol=1e-5)
