@@ -24,6 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from iclab import catalog
 from iclab.run import environment
+from iclab.training.flops import peak_flops, training_flops_per_step
 from iclab.training.tracking import open_tracker
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class TrainingLog:
                 MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]}"),
                 TextColumn("{task.fields[rate]} steps/s"),
+                TextColumn("{task.fields[throughput]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=trainer.console,
@@ -84,10 +86,29 @@ class TrainingLog:
         )
         steps = trainer.config.train.steps
         self.bar = self.progress.add_task(
-            "train", total=steps, completed=trainer.step, loss="-", rate="-"
+            "train", total=steps, completed=trainer.step, loss="-", rate="-", throughput=""
         )
+        self.peak = peak_flops(trainer.device, trainer.config.train.precision)
+        self.flops_by_points: dict[int, float] = {}  # FLOPs of a step, per curriculum length
+        self.flops, self.last_step = 0.0, trainer.step
         self.started = time.perf_counter()
         return self
+
+    def step_flops(self, n_points: int) -> float:
+        """Training FLOPs of one step at the current curriculum length (memoised: each count
+        builds the model on the meta device)."""
+        if n_points not in self.flops_by_points:
+            config = self.trainer.config
+            self.flops_by_points[n_points] = training_flops_per_step(config, n_points)
+        return self.flops_by_points[n_points]
+
+    def throughput(self, elapsed: float) -> dict[str, float]:
+        """Achieved TFLOP/s since the loop started and, with a known peak, the MFU."""
+        achieved = self.flops / elapsed
+        result = {"achieved_tflops": round(achieved / 1e12, 4)}
+        if self.peak is not None:
+            result["mfu"] = round(achieved / self.peak, 4)
+        return result
 
     def record(self, step: int, loss: float, used: dict[str, Any]) -> None:
         """One logged step: a metrics.jsonl line, TensorBoard and MLflow scalars, the bar."""
@@ -100,8 +121,14 @@ class TrainingLog:
             self.writer.add_scalar(tag, value, step)
         if self.tracker is not None:
             self.tracker.log_metrics(step, scalars)
+        self.flops += (step - self.last_step) * self.step_flops(used["n_points"])
+        self.last_step = step
         rate = (step - self.start_step) / elapsed
-        self.progress.update(self.bar, loss=f"{loss:.4f}", rate=f"{rate:.1f}")
+        throughput = self.throughput(elapsed)
+        shown = f"{throughput['achieved_tflops'] * 1e3:.0f} GFLOP/s"
+        if "mfu" in throughput:
+            shown += f" MFU {throughput['mfu']:.0%}"
+        self.progress.update(self.bar, loss=f"{loss:.4f}", rate=f"{rate:.1f}", throughput=shown)
 
     def advance(self, step: int) -> None:
         self.progress.update(self.bar, completed=step)
@@ -116,4 +143,11 @@ class TrainingLog:
         if trained:
             timing["steps_per_second"] = round(trained / elapsed, 2)
             timing["tokens_per_second"] = round(trained * trainer.tokens_per_step / elapsed)
-        trainer.run.update_info(status="completed", steps=trainer.step, **timing)
+            if self.flops:  # from logged steps: up to log_every - 1 steps short
+                timing.update(self.throughput(elapsed))
+        trainer.run.update_info(
+            status="completed",
+            steps=trainer.step,
+            flops_per_step=self.step_flops(trainer.config.task.n_points),
+            **timing,
+        )
