@@ -296,9 +296,7 @@ def _read_run(run: RunDir) -> dict[str, Any]:
         steps = info["steps"]
     else:  # while training, run.json still holds the steps of an earlier, resumed-from run
         steps = _reading("metrics.jsonl", lambda: _last_logged_step(run.metrics_path))
-    headline, metric = _reading(
-        "eval/curves.csv", lambda: _headline_of(run.eval_dir / "curves.csv")
-    )
+    headline, metric = _reading("eval/curves.csv", lambda: headline_of(run.eval_dir / "curves.csv"))
     tokens = TASKS.get(config.task.name).kind == "tokens"
     created = {}
     if isinstance(info.get("created"), str):  # when training first started (file times move)
@@ -350,8 +348,9 @@ def _last_logged_step(path: Path) -> int:
     return 0
 
 
-def _headline_of(curves_path: Path) -> tuple[float | None, str | None]:
-    """The first learner's mean at the largest k on the training distribution."""
+def headline_of(curves_path: Path) -> tuple[float | None, str | None]:
+    """The first learner's mean at the largest k on the training distribution, and its metric
+    (the run catalog's and the sweep's headline); (None, None) before the run is evaluated."""
     if not curves_path.exists():
         return None, None
     points = [point for point in read_curves_csv(curves_path) if point.shift == "none"]

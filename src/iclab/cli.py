@@ -354,6 +354,70 @@ def compare(
 
 @app.command()
 @user_errors_exit_cleanly
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep file (YAML): base config, parameters.")],
+    out: Annotated[Path, typer.Option(help="Runs go to OUT/NAME/TRIAL.")] = Path("runs"),
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to run on, e.g. auto or ray://head:10001 (default: a local Ray "
+            "instance); its nodes must share OUT."
+        ),
+    ] = None,
+) -> None:
+    """Grid or random search over config fields on Ray Tune: one run directory per trial under
+    OUT/NAME, then sweep.csv, sweep.json and sweep.png comparing them.
+
+    Trials whose config does not validate are listed as invalid, trials that raise as failed;
+    the others run. Reruns read completed trials back and resume the rest.
+    """
+    from iclab.sweeps import TrialRow, run_sweep, short_keys
+
+    show_warnings_briefly()
+    styles = {**STATUS_STYLES, "invalid": "yellow"}
+
+    def announce(row: TrialRow) -> None:
+        metric = "" if row.metric is None else f": {row.metric:.4g}"
+        console.print(f"[{styles[row.status]}]{row.status}[/] {escape(row.trial)}{metric}")
+
+    result = run_sweep(file, out, address, on_trial=announce)
+    keys = short_keys(list(result.spec.parameters))
+    table = Table(title=f"sweep {escape(result.spec.name)}: {escape(result.label)}, best first")
+    table.add_column("trial", no_wrap=True)
+    for key in keys.values():
+        table.add_column(escape(key), justify="right")
+    table.add_column(result.measure, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    ranked = result.ranked()
+    for row in ranked:
+        cells = [escape(str(row.values.get(parameter))) for parameter in keys]
+        metric = "-" if row.metric is None else f"{row.metric:.4g}"
+        status = f"[{styles[row.status]}]{row.status}[/]"
+        table.add_row(escape(row.trial), *cells, metric, status)
+    console.print(table)
+    for row in ranked:
+        if row.error is not None:
+            console.print(
+                f"[{styles[row.status]}]{row.status}[/] {escape(row.trial)}: {escape(row.error)}",
+                soft_wrap=True,
+            )
+    files = ", ".join(path.name for path in result.files)
+    console.print(f"sweep directory: [bold]{escape(str(result.directory))}[/] ({files})")
+    if not any(row.status == "completed" for row in result.rows):
+        console.print("[red]every trial failed or was invalid[/]")
+        raise typer.Exit(1)
+    best = result.best
+    console.print(
+        "no completed trial has a finite metric"
+        if best is None
+        else f"best: [bold]{escape(best.trial)}[/] ({result.measure} {best.metric:.4g})",
+        soft_wrap=True,
+    )
+    console.print(f"runs: iclab runs --root {escape(str(result.directory))}", soft_wrap=True)
+
+
+@app.command()
+@user_errors_exit_cleanly
 def quickstart(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/quickstart"),
     overrides: OverrideOption = None,

@@ -1,0 +1,285 @@
+"""Running a sweep: each trial is a normal run directory trained and evaluated in a Ray Tune
+worker; trials that are invalid or already completed by an earlier run are settled without Ray.
+Ray is imported only when there is something to run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from iclab.catalog import headline_of
+from iclab.config import ConfigError, RunConfig
+from iclab.evaluation.run_eval import evaluate_run
+from iclab.run import RunDir
+from iclab.sweeps.spec import SweepSpec, Trial, expand_trials, load_sweep, metric_sense
+from iclab.sweeps.summary import SweepResult, TrialRow, write_summary
+from iclab.training.trainer import train_run, with_batch_shards
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What a Ray worker needs to run one trial (plain data, so it pickles cheaply)."""
+
+    name: str
+    config: dict[str, Any]
+    run_dir: str
+    metric: Literal["headline", "loss"]
+    cpus: int
+
+
+# --- running one trial (in a Ray worker) ------------------------------------------------------
+
+
+def run_trial(job: TrialJob) -> float:
+    """Train the trial's run (resuming an interrupted one; a completed one is not retrained),
+    evaluate it when the metric needs it, and return the metric."""
+    torch.set_num_threads(job.cpus)
+    run = RunDir(Path(job.run_dir))
+    trained = False
+    if run.read_info().get("status") != "completed":
+        config = RunConfig.model_validate(job.config)
+        train_run(config, run.path, resume=run.exists(), show_progress=False)
+        trained = True
+    if job.metric == "headline" and (trained or not (run.eval_dir / "curves.csv").exists()):
+        evaluate_run(run.path)
+    value = read_metric(run, job.metric)
+    if value is None:
+        raise RuntimeError(f"{run.path}: completed, but has no {job.metric} to report")
+    return value
+
+
+def read_metric(run: RunDir, metric: str) -> float | None:
+    """The model's mean at the largest k on the training distribution (``headline``, as the run
+    catalog reads it), or the last logged training loss (``loss``); None when the run has not
+    written it."""
+    if metric == "loss":
+        rows = run.read_metrics()
+        return float(rows[-1]["loss"]) if rows else None
+    return headline_of(run.eval_dir / "curves.csv")[0]
+
+
+def tune_trial(params: dict[str, int], jobs: Sequence[TrialJob]) -> None:
+    """Ray Tune's function trainable: run the trial ``params["trial"]`` and report its metric."""
+    from ray import tune
+
+    tune.report({"value": run_trial(jobs[params["trial"]])})
+
+
+# --- the sweep --------------------------------------------------------------------------------
+
+
+def run_sweep(
+    path: Path,
+    out: Path = Path("runs"),
+    address: str | None = None,
+    on_trial: Callable[[TrialRow], None] | None = None,
+) -> SweepResult:
+    """Run every trial of a sweep file on Ray Tune (a local instance unless ``address`` names a
+    cluster, whose nodes must share ``out``), then write the summary. Trials whose run directory
+    already holds a completed run are read back, not retrained. ``on_trial`` hears of each
+    trial as its outcome is known."""
+    spec = load_sweep(path)
+    if address is not None:
+        check_reachable(address)
+    trials = expand_trials(spec)
+    directory = (Path(out) / spec.name).resolve()
+    measure, label, mode = metric_sense(spec, trials)
+    outcomes: dict[str, TrialRow] = {}
+    jobs = []
+    for trial in trials:
+        row = known_outcome(trial, directory, spec.metric)
+        if row is not None:
+            outcomes[trial.name] = row
+            if on_trial is not None:
+                on_trial(row)
+        else:
+            run_dir = str(directory / trial.name)
+            config = trial.config.to_dict()
+            jobs.append(TrialJob(trial.name, config, run_dir, spec.metric, spec.cpus_per_trial))
+    if jobs:
+        directory.mkdir(parents=True, exist_ok=True)
+        values = {trial.name: trial.values for trial in trials}
+        outcomes |= run_on_ray(spec, jobs, values, directory, address, on_trial)
+    rows = [outcomes[trial.name] for trial in trials]
+    return write_summary(spec, directory, measure, label, mode, rows)
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at a ``host:port`` address: Ray retries one for many
+    minutes (``auto`` and other forms are left to Ray)."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({error})") from None
+
+
+def known_outcome(trial: Trial, directory: Path, metric: str) -> TrialRow | None:
+    """The row of a trial that needs no Ray: invalid, or completed by an earlier run of the
+    sweep. A run directory that holds another config is an error: rename the sweep."""
+    if trial.config is None:
+        return TrialRow(trial.name, trial.values, "invalid", error=trial.problem)
+    run = RunDir(directory / trial.name)
+    if not run.exists():
+        return None
+    existing = run.load_config()
+    expected = with_batch_shards(trial.config, 1)  # as the trainer resolves it: one process
+    if existing.digest() != expected.digest():
+        raise ConfigError(
+            f"{run.path} holds a run of another config (hash {existing.digest()}, this sweep's "
+            f"trial: {expected.digest()}): give the changed sweep another name, or delete it"
+        )
+    value = read_metric(run, metric) if run.read_info().get("status") == "completed" else None
+    if value is None:
+        return None
+    return TrialRow(trial.name, trial.values, "completed", value)
+
+
+def run_on_ray(
+    spec: SweepSpec,
+    jobs: list[TrialJob],
+    values: dict[str, dict[str, Any]],
+    directory: Path,
+    address: str | None,
+    on_trial: Callable[[TrialRow], None] | None,
+) -> dict[str, TrialRow]:
+    """Run the jobs as one Tune experiment (Tune's files in ``directory/.tune``) on the Ray
+    instance this process has already started (tests share one; ``address`` is then unused),
+    else on the cluster at ``address``, else on a local instance; shut down what it started."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise ConfigError("iclab sweep needs Ray Tune: pip install 'iclab[sweep]'") from None
+
+    started = not ray.is_initialized()
+    if started:
+        local_cpus = max(os.cpu_count() or 1, spec.cpus_per_trial)
+        if spec.max_concurrent is not None:
+            local_cpus = spec.max_concurrent * spec.cpus_per_trial
+        try:
+            ray.init(
+                address=address,
+                num_cpus=local_cpus if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        except ConnectionError as error:
+            raise ConfigError(f"--address {address}: no Ray cluster there ({error})") from None
+    names = [job.name for job in jobs]
+    resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(tune_trial, jobs=jobs), resources),
+            param_space={"trial": tune.grid_search(list(range(len(jobs))))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent,
+                reuse_actors=True,  # one torch import per worker, not per trial
+                trial_name_creator=lambda trial: names[trial.config["trial"]],
+                trial_dirname_creator=lambda trial: names[trial.config["trial"]],
+            ),
+            run_config=tune.RunConfig(
+                storage_path=str(directory / ".tune"),
+                verbose=0,
+                callbacks=[trial_reporter(jobs, values, on_trial)] if on_trial else None,
+            ),
+        )
+        # the legacy reporter honours verbose=0; trials keep the working directory, so
+        # relative paths in a config mean what they mean to the user
+        with environment(RAY_AIR_NEW_OUTPUT="0", RAY_CHDIR_TO_TRIAL_DIR="0"):
+            results = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    rows = {}
+    for result in results:
+        job = jobs[result.config["trial"]]
+        rows[job.name] = outcome_row(job.name, values[job.name], result.metrics, result.error)
+    return rows
+
+
+def outcome_row(
+    name: str, values: dict[str, Any], metrics: dict[str, Any] | None, error: Exception | None
+) -> TrialRow:
+    if error is not None:
+        return TrialRow(name, values, "failed", error=error_summary(error))
+    value = (metrics or {}).get("value")
+    if value is None:
+        return TrialRow(name, values, "failed", error="the trial reported no metric")
+    return TrialRow(name, values, "completed", float(value))
+
+
+def error_summary(error: BaseException) -> str:
+    """The last line of the trial's traceback: the original exception's type and message
+    (Ray wraps it in a ``RayTaskError`` whose ``cause`` it is), a multi-line message joined
+    with ``; ``; for any other error, the last line of its text."""
+    cause = getattr(error, "cause", None)
+    if cause is None:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        return lines[-1] if lines else type(error).__name__
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {'; '.join(lines)}" if lines else type(cause).__name__
+
+
+def trial_reporter(
+    jobs: Sequence[TrialJob],
+    values: dict[str, dict[str, Any]],
+    on_trial: Callable[[TrialRow], None],
+) -> Any:
+    """A Tune callback that passes each finished trial's row to ``on_trial``."""
+    from ray import cloudpickle, tune
+
+    class TrialReporter(tune.Callback):
+        def __init__(self, names: list[str], on_trial: Callable[[TrialRow], None]) -> None:
+            self.names, self.values = names, values
+            self.on_trial: Callable[[TrialRow], None] | None = on_trial
+
+        def __getstate__(self) -> dict[str, Any]:
+            """Tune saves its callbacks with the experiment; the saved copy reports nothing
+            (``on_trial`` may hold a console, which does not pickle)."""
+            return {**vars(self), "on_trial": None}
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.report(trial, None)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            # the trial has just written its error beside it; storage has no copy yet
+            pickled = trial.pickled_error_file
+            if pickled and Path(pickled).exists():
+                self.report(trial, cloudpickle.loads(Path(pickled).read_bytes()))
+            else:
+                self.report(trial, RuntimeError("failed; sweep.csv will say why"))
+
+        def report(self, trial: Any, error: BaseException | None) -> None:
+            if self.on_trial is not None:
+                name = self.names[trial.config["trial"]]
+                self.on_trial(outcome_row(name, self.values[name], trial.last_result, error))
+
+    # arguments, not closure cells: Tune pickles the class along with the experiment
+    return TrialReporter([job.name for job in jobs], on_trial)
+
+
+@contextlib.contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    """Set environment variables for the duration of the block."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
