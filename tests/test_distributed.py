@@ -99,25 +99,38 @@ def test_a_two_process_run_resumes_in_one_process_on_the_same_batches(two_proces
     assert logged_losses(resumed)[STEPS] == pytest.approx(logged_losses(whole)[STEPS], rel=1e-5)
 
 
-def test_shards_are_drawn_independently_of_the_number_of_processes():
-    """Rank r of W draws exactly its slice of the one-process batch."""
+def test_the_batch_must_divide_among_the_processes():
+    with pytest.raises(ConfigError, match=r"batch_size \(16\) must be a multiple .* \(3\)"):
+        with_batch_shards(sharded_config(), 3)
+    assert with_batch_shards(tiny_config(), 2).train.batch_shards == 2  # default: processes
+    assert with_batch_shards(sharded_config(), 4).train.batch_shards == 2  # kept on resume
+
+
+@pytest.mark.parametrize(("shards", "world"), [(1, 2), (2, 4), (4, 2), (8, 8)])
+def test_every_process_count_dividing_the_batch_draws_its_rows_of_the_same_batch(shards, world):
     import torch
 
     from iclab.training.distributed import Processes
     from iclab.training.schedule import curriculum_at
 
-    config = with_batch_shards(sharded_config(batch_shards=4, batch_size=16), 1)
-    task, stage, cpu = config.task.build(), curriculum_at(config, 5), torch.device("cpu")
-    batch = sample_batch(task, config.train, 5, stage, Processes(), cpu)
-    assert batch.batch_size == 16
-    for rank in range(2):
-        part = sample_batch(task, config.train, 5, stage, Processes(rank, 2, 0), cpu)
-        assert part.inputs.equal(batch.inputs[rank * 8 : (rank + 1) * 8])
-        assert part.targets.equal(batch.targets[rank * 8 : (rank + 1) * 8])
-        assert part.meta["w"].equal(batch.meta["w"][rank * 8 : (rank + 1) * 8])
+    config = with_batch_shards(sharded_config(batch_shards=shards, batch_size=16), 1)
+    task, stage, cpu = config.task.build(), curriculum_at(config, 2), torch.device("cpu")
+    batch = sample_batch(task, config.train, 2, stage, Processes(), cpu)
+    rows = 16 // world
+    for rank in range(world):
+        part = sample_batch(task, config.train, 2, stage, Processes(rank, world, 0), cpu)
+        assert part.inputs.equal(batch.inputs[rank * rows : (rank + 1) * rows])
+        assert part.meta["w"].equal(batch.meta["w"][rank * rows : (rank + 1) * rows])
 
 
-def test_shards_must_divide_among_the_processes():
-    with pytest.raises(ConfigError, match="divides 2, not 4"):
-        with_batch_shards(sharded_config(), 4)
-    assert with_batch_shards(tiny_config(), 2).train.batch_shards == 2  # default: processes
+def test_a_one_process_run_resumes_on_two_processes_on_the_same_batches(tmp_path):
+    config = tiny_config(train={"steps": 3, "checkpoint_every": 3})
+    train_run(config, tmp_path / "run", show_progress=False)  # batch_shards = 1
+    longer = tiny_config(train={"steps": STEPS, "checkpoint_every": 3, "batch_shards": 1})
+    (tmp_path / "run" / "config.yaml").write_text(longer.to_yaml())
+    torchrun(None, "--resume", str(tmp_path / "run"))
+    train_run(longer, tmp_path / "whole", show_progress=False)
+    two, one = logged_losses(tmp_path / "run"), logged_losses(tmp_path / "whole")
+    assert list(two) == list(one)
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-5), step

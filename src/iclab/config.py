@@ -230,8 +230,8 @@ class TrainConfig(Strict):
         None,
         ge=1,
         description="the batch of step s is this many shards, shard i drawn from (seed, s, i), "
-        "so any number of processes dividing it trains on the same batches (default: the "
-        "number of processes the run starts with)",
+        "so any number of processes dividing the batch trains on the same batches (default: "
+        "the number of processes the run starts with, each then draws only its own shards)",
     )
     log_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(500, ge=1)

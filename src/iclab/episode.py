@@ -80,12 +80,16 @@ class Episode:
 
     def first(self, n_prompts: int) -> Episode:
         """The first ``n_prompts`` prompts of the batch (``meta`` and ``loss_mask`` too)."""
+        return self.rows(0, n_prompts)
+
+    def rows(self, start: int, stop: int) -> Episode:
+        """Prompts ``start`` to ``stop - 1`` of the batch (``meta`` and ``loss_mask`` too)."""
         return Episode(
-            inputs=self.inputs[:n_prompts],
-            targets=self.targets[:n_prompts],
+            inputs=self.inputs[start:stop],
+            targets=self.targets[start:stop],
             kind=self.kind,
-            meta={key: value[:n_prompts] for key, value in self.meta.items()},
-            loss_mask=None if self.loss_mask is None else self.loss_mask[:n_prompts],
+            meta={key: value[start:stop] for key, value in self.meta.items()},
+            loss_mask=None if self.loss_mask is None else self.loss_mask[start:stop],
         )
 
 

@@ -71,22 +71,25 @@ def sample_batch(
     processes: Processes,
     device: torch.device,
 ) -> Episode:
-    """This process's part of the batch of ``step``.
+    """This process's rows of the batch of ``step``.
 
     The batch is ``train.batch_shards`` (S) shards, shard i drawn from ``(seed, "train", step,
-    i)``; of W processes, rank r trains on shards r·S/W to (r+1)·S/W − 1. With one shard the
-    batch is drawn whole from ``(seed, "train", step)``, as before sharding.
+    i)`` (with one shard, the whole batch from ``(seed, "train", step)``, as before sharding).
+    Of W processes, rank r trains on rows r·B/W to (r+1)·B/W − 1 of it, drawing the shards that
+    hold them: its own shards when W divides S, the whole batch when S = 1 (sampling is a small
+    share of a step). So the batches are the same for any W dividing the batch size.
     """
-    shards = train.batch_shards or 1
-    per_process = shards // processes.world_size
-    first = processes.rank * per_process
+    shards, world = train.batch_shards or 1, processes.world_size
+    shard_size, rows = train.batch_size // shards, train.batch_size // world
+    start = processes.rank * rows
+    first, last = start // shard_size, (start + rows - 1) // shard_size
     parts = []
-    for shard in range(first, first + per_process):
+    for shard in range(first, last + 1):
         keys = ("train", step) if shards == 1 else ("train", step, shard)
         generator = generator_for(train.seed, *keys, device=device)
-        size = train.batch_size // shards
-        parts.append(task.sample(size, stage.n_points, generator, stage.n_dims_active))
-    return concatenate(parts)
+        parts.append(task.sample(shard_size, stage.n_points, generator, stage.n_dims_active))
+    offset = start - first * shard_size
+    return concatenate(parts).rows(offset, offset + rows)
 
 
 class Trainer:
@@ -95,7 +98,7 @@ class Trainer:
     Step ``s`` (0-based) trains on the batch drawn from ``(seed, "train", s)`` (shard by shard:
     ``sample_batch``); learning rate and curriculum are functions of ``s``. So resuming from
     a checkpoint reproduces the uninterrupted run bitwise on the same machine, and any number of
-    processes dividing ``train.batch_shards`` trains on the same batches.
+    processes dividing the batch size trains on the same batches.
     """
 
     def __init__(
@@ -238,20 +241,14 @@ class Trainer:
 
 def with_batch_shards(config: RunConfig, world_size: int) -> RunConfig:
     """The config with ``train.batch_shards`` fixed (default: the number of processes the run
-    starts with), checked against the processes training it now."""
+    starts with, so each draws only its own shards), checked against the processes now."""
     train = config.train
+    if train.batch_size % world_size:
+        raise ConfigError(
+            f"train.batch_size ({train.batch_size}) must be a multiple of the number of "
+            f"processes ({world_size}), which train on equal parts of it"
+        )
     shards = train.batch_shards or world_size
-    if shards % world_size:
-        raise ConfigError(
-            f"train.batch_shards is {shards}: a run's batches are fixed when it starts, so it "
-            f"trains (and resumes) on a number of processes that divides {shards}, not "
-            f"{world_size}"
-        )
-    if train.batch_size % shards:
-        raise ConfigError(
-            f"train.batch_size ({train.batch_size}) must be a multiple of the {shards} batch "
-            f"shards ({world_size} processes)"
-        )
     return config.model_copy(update={"train": train.model_copy(update={"batch_shards": shards})})
 
 
