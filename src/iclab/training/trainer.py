@@ -121,7 +121,10 @@ class Trainer:
         self.model = build_model(config.model, config.task, name=config.name).to(self.device)
         train = config.train
         self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=train.betas
+            parameter_groups(self.model, train.weight_decay),
+            lr=train.lr,
+            betas=train.betas,
+            fused=self.device.type == "cuda",  # one kernel for all parameters; same state
         )
         self.network = self._trainable(self.model)
         self.step = 0
