@@ -130,3 +130,31 @@ def test_mixers_without_a_position_table_take_longer_prompts_than_trained(mixer)
     )
     assert model.backbone.position is None
     assert model.predict(random_episode(n_points=20)).shape == (4, 20)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary", "alibi", "none"])
+def test_attention_weights_are_the_ones_the_forward_pass_uses(positions):
+    from iclab.models.mixers.attention import CausalSelfAttention, SoftmaxOptions
+
+    torch.manual_seed(0)
+    mixer = CausalSelfAttention(32, 4, SoftmaxOptions(positions=positions)).eval()
+    x = torch.randn(2, 9, 32)
+    weights = mixer.attention_weights(x)  # (B, H, T, T)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 9), atol=1e-6)
+    assert (weights.triu(1) == 0).all()  # causal
+    _, _, v = mixer._heads(x)
+    assert torch.allclose(mixer._merge(weights @ v), mixer(x), atol=1e-5)
+
+
+def test_hidden_states_read_out_at_the_last_layer_is_the_prediction():
+    from iclab.config import ModelConfig, TaskConfig
+    from iclab.models import build_model
+
+    task = TaskConfig(name="linear_regression", n_dims=3, n_points=6)
+    model = build_model(ModelConfig(mixer="softmax", n_layers=3, d_model=32, n_heads=2), task)
+    episode = task.build().sample(4, 6, torch.Generator().manual_seed(0))
+    hidden = model.hidden_states(episode)
+    assert len(hidden) == 4 and hidden[0].shape == (4, 12, 32)
+    assert torch.allclose(model.read_out(hidden[-1]), model.predict(episode), atol=1e-6)
+    maps = model.attention_maps(episode)
+    assert sorted(maps) == [0, 1, 2] and maps[0].shape == (4, 2, 12, 12)

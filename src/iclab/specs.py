@@ -10,6 +10,9 @@ import re
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
+from iclab.registry import Registry
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*$")
 
@@ -45,3 +48,18 @@ def split_specs(text: str, separator: str = ",") -> list[str]:
     if current.strip():
         items.append(current.strip())
     return items
+
+
+def resolve_spec(spec: str, registry: Registry, what: str) -> tuple[Any, Any]:
+    """``"name(option=value)"`` → (the class registered as ``name``, its validated ``Options``);
+    errors name the spec, the option and what is allowed."""
+    name, raw_options = parse_spec(spec, what=what)
+    cls = registry.get(name)
+    try:
+        return cls, cls.Options.model_validate(raw_options)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ValueError(f"{what} {spec!r}: {problems}") from None

@@ -19,12 +19,12 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from iclab.episode import Episode
 from iclab.registry import Registry
-from iclab.specs import parse_spec, split_specs
+from iclab.specs import resolve_spec, split_specs
 from iclab.tasks.base import Task
 
 
@@ -316,15 +316,8 @@ def build_shift(spec: str) -> Shift:
     parts = split_specs(spec, separator="+")
     if len(parts) > 1:
         return ComposedShift([build_shift(part) for part in parts])
-    name, options = parse_spec(spec, what="shift")
-    family = SHIFTS.get(name)
-    try:
-        return family(family.Options.model_validate(options))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in error.errors()
-        )
-        raise ValueError(f"shift {spec!r}: {problems}") from None
+    cls, options = resolve_spec(spec, SHIFTS, what="shift")
+    return cls(options)
 
 
 def resolve_shifts(specs: str | list[str], task: Task) -> tuple[list[Shift], list[str]]:

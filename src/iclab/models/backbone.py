@@ -123,14 +123,19 @@ class Backbone(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
+        return self.ln_final(self.hidden_states(x)[-1])
+
+    def hidden_states(self, x: Tensor) -> list[Tensor]:
+        """The residual stream before the first block and after each block (before the final
+        norm): n_layers + 1 tensors (B, T, E), what probes read."""
         length = x.shape[1]
         self._check_length(length)
         if self.position is not None:
             x = x + self.position(torch.arange(length, device=x.device))
-        x = self.dropout(x)
+        states = [self.dropout(x)]
         for block in self.blocks:
-            x = block(x)
-        return self.ln_final(x)
+            states.append(block(states[-1]))
+        return states
 
     def stream(self, x: Tensor) -> Tensor:
         """The forward pass token by token through every mixer's ``step``: the same outputs,

@@ -44,6 +44,25 @@ class InContextModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def hidden_states(self, episode: Episode) -> list[Tensor]:
+        """The residual stream of the prompt's tokens before the first block and after each
+        block: n_layers + 1 tensors (B, T, E)."""
+        return self.backbone.hidden_states(self.codec.encode(episode.inputs, episode.targets))
+
+    def read_out(self, hidden: Tensor) -> Tensor:
+        """The prediction the model would make from a residual stream (B, T, E), e.g. an
+        intermediate layer's (final norm and codec read-out applied, as to the last layer's)."""
+        return self.codec.decode(self.backbone.ln_final(hidden))
+
+    def attention_maps(self, episode: Episode) -> dict[int, Tensor]:
+        """Attention weights (B, H, T, T) of every softmax-attention layer, by layer index."""
+        hidden = self.hidden_states(episode)
+        return {
+            index: block.mixer.attention_weights(block.ln_mixer(hidden[index]))
+            for index, block in enumerate(self.backbone.blocks)
+            if hasattr(block.mixer, "attention_weights")
+        }
+
     def n_params(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
 

@@ -88,6 +88,21 @@ class CausalSelfAttention(Mixer):
             mixed = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         return self._merge(mixed)
 
+    def attention_weights(self, x: Tensor) -> Tensor:
+        """The softmax weights (B, H, T, T) the forward pass uses, computed explicitly (the fused
+        kernel never forms them): for attention maps and head scores."""
+        q, k, _ = self._heads(x)
+        positions = torch.arange(x.shape[1], device=x.device)
+        if self.options.positions == "rotary":
+            q, k = self._rotate(q, positions), self._rotate(k, positions)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, T)
+        if self.options.positions == "alibi":
+            scores = scores + self._alibi_bias(positions, positions)
+        else:
+            causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()
+            scores = scores.masked_fill(~causal, float("-inf"))
+        return scores.softmax(-1)
+
     def _rotate(self, x: Tensor, positions: Tensor) -> Tensor:
         """RoPE: rotate each pair (x_2i, x_2i+1) by angle position · base^(-2i/head_dim)."""
         angles = positions[:, None].float() * self.rotary_frequencies  # (T, head_dim/2)

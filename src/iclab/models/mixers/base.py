@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from iclab.registry import Registry
-from iclab.specs import parse_spec
+from iclab.specs import resolve_spec
 
 MixerState = tuple[Any, ...]
 
@@ -104,13 +104,4 @@ register_mixer = MIXERS.register  # sets the subclass's ``name`` too
 def resolve_mixer(spec: str) -> tuple[type[Mixer], MixerOptions]:
     """``"linear_attention(form=chunked)"`` → (class, validated options); errors name the spec,
     the option and what is allowed."""
-    name, raw_options = parse_spec(spec, what="mixer")
-    cls = MIXERS.get(name)
-    try:
-        return cls, cls.Options.model_validate(raw_options)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'options'}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ValueError(f"mixer {spec!r}: {problems}") from None
+    return resolve_spec(spec, MIXERS, what="mixer")

@@ -1,0 +1,71 @@
+"""What every probe provides: a named, optioned analysis of a trained model on fresh prompts,
+returning headline numbers, tables and figures.
+
+Probes are named by specs like algorithms and shifts (``gd_alignment(steps=1)``) and run by
+``iclab probe RUN --probe NAME``, which writes ``RUN/probes/<spec>/``: ``summary.json``, one CSV
+per table and one PNG per figure (``iclab.probes.run_probe``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict
+
+from iclab.models import InContextModel
+from iclab.registry import Registry
+from iclab.specs import resolve_spec
+from iclab.tasks.base import Task
+
+
+class ProbeOptions(BaseModel):
+    """Options of a probe; subclass per probe and give every field a ``description``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class ProbeResult:
+    """``summary``: the headline numbers (and short verdict strings); ``tables``: name → rows
+    (dicts with the same keys, written as CSV); ``figures``: name → matplotlib figure."""
+
+    summary: dict[str, float | int | str] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+class Probe(ABC):
+    """A probe of a trained in-context learner. Subclasses set ``Options``, ``paper`` and
+    implement ``run``; ``check_applies`` raises a ValueError saying why a model or task does not
+    suit the probe (e.g. attention analysis on a model without softmax attention)."""
+
+    name: ClassVar[str] = "unregistered"  # set by @register_probe
+    Options: ClassVar[type[ProbeOptions]] = ProbeOptions
+    paper: ClassVar[str] = ""
+
+    def __init__(self, options: ProbeOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def check_applies(self, model: InContextModel, task: Task) -> None:  # noqa: B027 (a hook)
+        """Raise a ValueError naming what the probe needs, when ``model`` or ``task`` lacks it."""
+
+    @abstractmethod
+    def run(
+        self, model: InContextModel, task: Task, n_points: int, generator: torch.Generator
+    ) -> ProbeResult:
+        """Probe ``model`` (in eval mode) on fresh prompts of ``task`` with ``n_points`` examples
+        drawn from ``generator`` (on the model's device)."""
+
+
+PROBES: Registry[type[Probe]] = Registry("probe")
+register_probe = PROBES.register
+
+
+def build_probe(spec: str) -> Probe:
+    """The probe a spec names, with validated options; a clear error otherwise."""
+    cls, options = resolve_spec(spec, PROBES, what="probe")
+    return cls(options)

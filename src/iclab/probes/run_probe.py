@@ -1,0 +1,57 @@
+"""Run probes on a trained run and write their results into ``RUN/probes/<spec>/``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from iclab.evaluation.run_eval import load_trained_model
+from iclab.io import atomic_write_text
+from iclab.probes.base import ProbeResult, build_probe
+from iclab.report.plots import save_figure
+from iclab.run import RunDir
+from iclab.seeding import generator_for
+
+
+def probe_dir(run: RunDir, spec: str) -> Path:
+    """``RUN/probes/<spec with anything but letters, digits, . and _ made ->``."""
+    return run.path / "probes" / re.sub(r"[^A-Za-z0-9._]+", "-", spec).strip("-")
+
+
+def probe_run(run_dir: Path, spec: str, device: torch.device | str = "cpu") -> ProbeResult:
+    """Probe the newest valid checkpoint of a run on fresh prompts (the ``(eval.seed, "probe",
+    spec)`` stream) and write summary.json, the tables (CSV) and the figures (PNG)."""
+    run = RunDir(Path(run_dir))
+    config = run.load_config()
+    probe = build_probe(spec)
+    model = load_trained_model(run.path, device)
+    task = config.task.build()
+    probe.check_applies(model, task)
+    generator = generator_for(config.eval.seed, "probe", spec, device=device)
+    result = probe.run(model, task, config.task.n_points, generator)
+    write_result(result, probe_dir(run, spec), spec)
+    return result
+
+
+def write_result(result: ProbeResult, directory: Path, spec: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = {"probe": spec, **result.summary}
+    atomic_write_text(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
+    for name, rows in result.tables.items():
+        atomic_write_text(directory / f"{name}.csv", table_csv(rows))
+    for name, figure in result.figures.items():
+        save_figure(figure, directory / f"{name}.png")
+
+
+def table_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
