@@ -151,3 +151,29 @@ def test_an_unknown_shift_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["eval", str(run), "--shift", "tilt"])
     assert result.exit_code == 2
     assert "unknown shift 'tilt'" in result.output and "Traceback" not in result.output
+
+
+def test_probe_writes_its_files_and_the_report_shows_them(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 4}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    result = runner.invoke(app, ["probe", str(run), "--probe", "gd_alignment(n_prompts=32)"])
+    assert result.exit_code == 0, result.output
+    assert "sensitivity_cosine" in result.output
+    written = run / "probes" / "gd_alignment-n_prompts-32"
+    assert {path.name for path in written.iterdir()} == {
+        "summary.json",
+        "alignment.csv",
+        "alignment.png",
+    }
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0
+    report = (run / "report.html").read_text()
+    assert "<h2>Probes</h2>" in report and "gd_alignment(n_prompts=32)" in report
+
+
+def test_an_unknown_probe_is_a_clear_error_and_probes_lists_them(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 2}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    result = runner.invoke(app, ["probe", str(run), "--probe", "telepathy"])
+    assert result.exit_code == 2 and "unknown probe 'telepathy'" in result.output
+    listing = runner.invoke(app, ["probes"])
+    assert "gd_alignment" in listing.output and "linear_probe" in listing.output

@@ -38,3 +38,11 @@ def test_built_algorithm_is_named_by_its_spec_and_gets_its_options():
 def test_unknown_option_lists_the_allowed_ones():
     with pytest.raises(ValueError, match=r"ridge\(beta=1\).*alpha=0.1"):
         build_algorithm("ridge(beta=1)", make_task("linear_regression", 3))
+
+
+def test_lists_in_options_stay_in_one_spec():
+    assert split_specs("linear_probe(positions=[1, 2]), knn(k=3)") == [
+        "linear_probe(positions=[1, 2])",
+        "knn(k=3)",
+    ]
+    assert parse_spec("linear_probe(positions=[1, 2])")[1] == {"positions": [1, 2]}

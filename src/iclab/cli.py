@@ -322,6 +322,56 @@ def report(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
 
 @app.command()
 @user_errors_exit_cleanly
+def probe(
+    run: Annotated[Path, typer.Argument(help="Trained run directory.")],
+    probe: Annotated[
+        str,
+        typer.Option(
+            "--probe",
+            "-p",
+            help="Probe specs, comma-separated, e.g. 'gd_alignment(steps=1),linear_probe' "
+            "(iclab probes lists them).",
+        ),
+    ],
+) -> None:
+    """Probe what a trained model computes; writes RUN/probes/<probe>/ (summary.json, tables
+    as CSV, figures as PNG), which `iclab report` shows."""
+    from iclab.probes import probe_run
+    from iclab.probes.run_probe import probe_dir
+    from iclab.run import RunDir
+
+    show_warnings_briefly()
+    for spec in split_specs(probe):
+        result = probe_run(run, spec)
+        table = Table(title=f"{escape(spec)} on {escape(str(run))}", show_header=False)
+        table.add_column("quantity", no_wrap=True)
+        table.add_column("value", justify="right", overflow="fold")
+        for key, value in result.summary.items():
+            table.add_row(escape(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+        console.print(table)
+        console.print(f"  files: {probe_dir(RunDir(run), spec)}", soft_wrap=True, markup=False)
+
+
+@app.command()
+def probes() -> None:
+    """List the probes with their options and papers."""
+    from iclab.probes import PROBES
+
+    console.print(
+        "[bold]probes[/] (iclab probe RUN --probe NAME; options as in gd_alignment(steps=2))\n"
+    )
+    for name, cls in PROBES:
+        console.print(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        console.print(f"    paper: {cls.paper}", highlight=False, markup=False)
+        for field, info in cls.Options.model_fields.items():
+            console.print(
+                f"    {field}={info.default!r}: {info.description}", highlight=False, markup=False
+            )
+        console.print()
+
+
+@app.command()
+@user_errors_exit_cleanly
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Evaluated run directories.")],
     out: Annotated[

@@ -36,10 +36,11 @@ def parse_spec(spec: str, what: str = "algorithm") -> tuple[str, dict[str, Any]]
 
 
 def split_specs(text: str, separator: str = ",") -> list[str]:
-    """Split ``"ridge(alpha=1), knn(k=3)"`` at the separators outside parentheses."""
+    """Split ``"ridge(alpha=1), knn(k=3)"`` at the separators outside parentheses and brackets
+    (``linear_probe(positions=[1, 2])`` is one spec)."""
     items, depth, current = [], 0, ""
     for char in text:
-        depth += {"(": 1, ")": -1}.get(char, 0)
+        depth += {"(": 1, ")": -1, "[": 1, "]": -1}.get(char, 0)
         if char == separator and depth == 0:
             items.append(current.strip())
             current = ""

@@ -39,6 +39,7 @@ def probe_run(run_dir: Path, spec: str, device: torch.device | str = "cpu") -> P
 def write_result(result: ProbeResult, directory: Path, spec: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     summary = {"probe": spec, **result.summary}
+    summary = {key: None if value != value else value for key, value in summary.items()}  # NaN
     atomic_write_text(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
     for name, rows in result.tables.items():
         atomic_write_text(directory / f"{name}.csv", table_csv(rows))

@@ -9,6 +9,7 @@ quietly leaking a request. Every string from the run is escaped.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
@@ -115,6 +116,7 @@ def render_report(run: RunDir) -> str:
             training_section(run, config),
             evaluation_section(points, ks, config, metric),
             differences_section(differences, ks, metric, evaluated=bool(points)),
+            probes_section(run),
             checkpoints_section(run),
             f'<footer class="note">Written by iclab {escape(__version__)} on '
             f"{timestamp(datetime.now().timestamp())}.</footer>",
@@ -260,6 +262,31 @@ def differences_section(
     return section("Paired differences", f"{note}\n{tables}")
 
 
+def probes_section(run: RunDir) -> str:
+    """What ``iclab probe`` wrote (RUN/probes/<spec>/): each probe's headline numbers and
+    figures; no section for a run never probed."""
+    summaries = sorted((run.path / "probes").glob("*/summary.json"))
+    if not summaries:
+        return ""
+    parts = []
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        spec = str(summary.pop("probe", path.parent.name))
+        facts = {
+            key: f"{value:.4g}" if isinstance(value, float) else str(value)
+            for key, value in summary.items()
+        }
+        images = "\n".join(
+            png_image(png.read_bytes(), f"{spec}: {png.stem}")
+            for png in sorted(path.parent.glob("*.png"))
+        )
+        parts.append(
+            f'<h3>{escape(spec)}</h3>\n{fact_list(facts)}\n<div class="figures">{images}</div>'
+        )
+    note = '<p class="note">Tables: <code>probes/&lt;probe&gt;/*.csv</code> in the run.</p>'
+    return section("Probes", "\n".join(parts) + note)
+
+
 def checkpoints_section(run: RunDir) -> str:
     checkpoints = list_checkpoints(run.checkpoints)
     if not checkpoints:
@@ -338,7 +365,11 @@ def tables_by_shift(tables: dict[str, str]) -> str:
 
 def image(figure: Figure, alt: str) -> str:
     """A figure as an embedded PNG (its title is drawn in the image itself)."""
-    data = base64.b64encode(png_bytes(figure)).decode("ascii")
+    return png_image(png_bytes(figure), alt)
+
+
+def png_image(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
     return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}"></figure>'
 
 
