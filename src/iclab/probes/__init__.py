@@ -1,6 +1,11 @@
 """Mechanistic probes of trained in-context learners (``iclab probe RUN --probe NAME``)."""
 
-from iclab.probes import gd_alignment, linear_probes  # noqa: F401  (register the probes)
+from iclab.probes import (  # noqa: F401  (import registers each probe)
+    gd_alignment,
+    heads,
+    linear_probes,
+    patching,
+)
 from iclab.probes.base import PROBES, Probe, ProbeOptions, ProbeResult, build_probe, register_probe
 from iclab.probes.run_probe import probe_run
 
