@@ -372,6 +372,51 @@ def probes() -> None:
 
 @app.command()
 @user_errors_exit_cleanly
+def reproduce(
+    name: Annotated[
+        str, typer.Argument(help="A reproduction (iclab reproduce --list), or all.")
+    ] = "all",
+    scale: Annotated[
+        str, typer.Option(help="cpu: minutes on 2 CPU cores; paper: the paper's sizes (GPU).")
+    ] = "cpu",
+    out: Annotated[Path, typer.Option(help="Directory of the reproductions.")] = Path(
+        "runs/reproductions"
+    ),
+    list_them: Annotated[
+        bool, typer.Option("--list", help="List the reproductions and their claims.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Reproduce a paper's headline claim: its runs, a figure like the paper's and a verdict
+    (reproduced, not reproduced or inconclusive) in OUT/NAME/verdict.json."""
+    from iclab.reproductions import REPRODUCTIONS
+    from iclab.reproductions import reproduce as run_reproduction
+
+    if list_them:
+        for entry, cls in REPRODUCTIONS:
+            console.print(
+                f"[bold]{entry}[/] ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale)"
+            )
+            console.print(f"    {cls.claim}\n", highlight=False, markup=False)
+        return
+    if scale not in ("cpu", "paper"):
+        raise ConfigError(f"--scale must be cpu or paper, got {scale!r}")
+    names = REPRODUCTIONS.names() if name == "all" else [REPRODUCTIONS.get(name).name]
+    show_warnings_briefly()
+    table = Table(title=f"verdicts ({scale} scale)")
+    for column in ("reproduction", "verdict", "numbers"):
+        table.add_column(column, overflow="fold")
+    for entry in names:
+        verdict = run_reproduction(entry, out, scale, show_progress=progress)
+        numbers = ", ".join(f"{key}={value:g}" for key, value in verdict.numbers.items())
+        style = {"reproduced": "green", "not reproduced": "red"}.get(verdict.verdict, "yellow")
+        table.add_row(entry, f"[{style}]{verdict.verdict}[/]", escape(numbers))
+    console.print(table)
+    console.print(f"verdicts and figures: {out}/NAME/verdict.json, figure.png", soft_wrap=True)
+
+
+@app.command()
+@user_errors_exit_cleanly
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Evaluated run directories.")],
     out: Annotated[
