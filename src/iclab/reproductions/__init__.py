@@ -1,6 +1,10 @@
 """One-command reproductions of the literature's headline claims (``iclab reproduce NAME``)."""
 
-from iclab.reproductions import garg  # noqa: F401  (import registers each reproduction)
+from iclab.reproductions import (  # noqa: F401  (import registers each reproduction)
+    boolean,
+    garg,
+    task_diversity,
+)
 from iclab.reproductions.base import (
     REPRODUCTIONS,
     Reproduction,
