@@ -59,6 +59,6 @@ def test_cli_lists_reproductions_and_rejects_unknown_ones(tmp_path):
 
 @pytest.mark.slow
 def test_garg_linear_at_cpu_scale_is_reproduced(tmp_path):
-    """The documented CPU-scale run (about 8 minutes on 2 cores): docs/REPRODUCTIONS.md."""
+    """The documented CPU-scale run (7.4 minutes): docs/REPRODUCTIONS.md."""
     verdict = reproduce("garg-linear", tmp_path, "cpu", show_progress=False)
     assert verdict.verdict == "reproduced", verdict.numbers

@@ -40,7 +40,7 @@ class GargLinear(Reproduction):
         "well as least squares: its error falls as least squares' does and is near zero beyond d "
         "examples, below averaging and nearest neighbours."
     )
-    cpu_minutes = 8.0
+    cpu_minutes = 7.5
 
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         preset, overrides = CONFIGS[scale]
