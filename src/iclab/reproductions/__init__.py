@@ -1,6 +1,7 @@
 """One-command reproductions of the literature's headline claims (``iclab reproduce NAME``)."""
 
 from iclab.reproductions import (  # noqa: F401  (import registers each reproduction)
+    architectures,
     boolean,
     garg,
     task_diversity,
