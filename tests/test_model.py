@@ -158,3 +158,43 @@ def test_hidden_states_read_out_at_the_last_layer_is_the_prediction():
     assert torch.allclose(model.read_out(hidden[-1]), model.predict(episode), atol=1e-6)
     maps = model.attention_maps(episode)
     assert sorted(maps) == [0, 1, 2] and maps[0].shape == (4, 2, 12, 12)
+
+
+def lsa_on_paired_tokens(n_dims: int):
+    from iclab.config import ModelConfig, TaskConfig
+    from iclab.models import build_model
+
+    task = TaskConfig(name="linear_regression", n_dims=n_dims, n_points=8)
+    config = ModelConfig(
+        mixer="linear_self_attention",
+        n_layers=1,
+        d_model=n_dims + 1,
+        n_heads=1,
+        mlp_ratio=0,
+        norm="none",
+        tokens="paired",
+    )
+    return build_model(config, task), task
+
+
+def test_one_lsa_layer_on_paired_tokens_can_be_one_gradient_descent_step():
+    """von Oswald et al. 2023, Prop. 1, through the whole model: identity read-in, W_K = W_Q
+    reading x, W_V reading y, P = η I, read-out of y: the prediction at every query is one GD
+    step of size η from w = 0 on ½ Σ_{j<i} (y_j − w·x_j)², i.e. η Σ_{j<i} y_j x_j · x_i."""
+    dim, lr = 7, 0.1  # d_model = d + 1 = 8, the smallest width a model takes
+    model, task = lsa_on_paired_tokens(dim)
+    reads_x = torch.diag(torch.tensor([1.0] * dim + [0.0]))
+    reads_y = torch.diag(torch.tensor([0.0] * dim + [1.0]))
+    with torch.no_grad():
+        model.codec.read_in.weight.copy_(torch.eye(dim + 1))
+        model.codec.read_in.bias.zero_()
+        mixer = model.backbone.blocks[0].mixer
+        mixer.qkv.weight.copy_(torch.cat([reads_x, reads_x, reads_y]))
+        mixer.proj.weight.copy_(lr * torch.eye(dim + 1))
+        model.codec.read_out.weight.copy_(reads_y[-1:])
+        model.codec.read_out.bias.zero_()
+    episode = task.build().sample(4, 8, torch.Generator().manual_seed(0))
+    x, y = episode.inputs, episode.targets
+    w_before = lr * torch.cumsum(y[..., None] * x, dim=1) - lr * y[..., None] * x  # Σ_{j<i}
+    expected = (w_before * x).sum(-1)
+    torch.testing.assert_close(model.predict(episode), expected, rtol=1e-5, atol=1e-6)

@@ -103,6 +103,11 @@ class ModelConfig(Strict):
         "layernorm", description="pre-norm in every block and at the end, or none"
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    tokens: Literal["interleaved", "paired"] = Field(
+        "interleaved",
+        description="regression tokens: interleaved x and y tokens (Garg et al.), or paired: a "
+        "query token (x, 0) then (x, y) per example (von Oswald et al.)",
+    )
     target_params: int | None = Field(
         None,
         ge=1000,

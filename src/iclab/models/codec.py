@@ -81,12 +81,42 @@ class TokenCodec(nn.Module):
         return self.read_out(hidden)
 
 
-Codec = InterleavedCodec | LabelCodec | TokenCodec
+class PairedCodec(nn.Module):
+    """von Oswald et al. 2023's tokens for regression: each example as a query token (x_i, 0)
+    followed by its pair token (x_i, y_i), tokens of width d + 1.
+
+    The prediction of y_i is read at the query token, which has seen the pairs of the examples
+    before it (and their query tokens, whose y is 0). One linear self-attention layer on these
+    tokens can implement a gradient-descent step exactly, which the interleaved codec (x and y in
+    separate tokens) does not allow.
+    """
+
+    tokens_per_example = 2
+
+    def __init__(self, n_dims: int, d_model: int) -> None:
+        super().__init__()
+        self.read_in = nn.Linear(n_dims + 1, d_model)
+        self.read_out = nn.Linear(d_model, 1)
+
+    def encode(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """(B, n, d), (B, n) → (B, 2n, E)."""
+        pairs = torch.cat((inputs, targets[..., None]), dim=-1)  # (B, n, d + 1)
+        queries = torch.cat((inputs, torch.zeros_like(targets)[..., None]), dim=-1)
+        return self.read_in(torch.stack((queries, pairs), dim=2).flatten(1, 2))
+
+    def decode(self, hidden: Tensor) -> Tensor:
+        """(B, 2n, E) → (B, n): predictions read at the query tokens."""
+        return self.read_out(hidden[:, 0::2]).squeeze(-1)
 
 
-def codec_for(task: Task, d_model: int) -> Codec:
-    """The codec for a task's kind."""
+Codec = InterleavedCodec | LabelCodec | TokenCodec | PairedCodec
+
+
+def codec_for(task: Task, d_model: int, regression_tokens: str = "interleaved") -> Codec:
+    """The codec for a task's kind (for regression: interleaved or paired tokens)."""
     if task.kind == "regression":
+        if regression_tokens == "paired":
+            return PairedCodec(task.n_dims, d_model)
         return InterleavedCodec(task.n_dims, d_model)
     if task.kind == "classification":
         return LabelCodec(task.n_dims, task.n_classes, d_model)

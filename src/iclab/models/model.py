@@ -72,7 +72,7 @@ def build_model(model: ModelConfig, task: TaskConfig, name: str = "model") -> In
     (and, with ``model.target_params``, for a parameter budget: see ``fit_width``)."""
     if model.target_params is not None:
         model = model.model_copy(update={"d_model": fit_width(model, task)})
-    codec = codec_for(task.build(), model.d_model)
+    codec = codec_for(task.build(), model.d_model, model.tokens)
     backbone = Backbone(
         layers=model.layer_specs,
         d_model=model.d_model,

@@ -5,6 +5,7 @@ from iclab.reproductions import (  # noqa: F401  (import registers each reproduc
     boolean,
     garg,
     task_diversity,
+    von_oswald,
 )
 from iclab.reproductions.base import (
     REPRODUCTIONS,
