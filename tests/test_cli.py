@@ -177,3 +177,17 @@ def test_an_unknown_probe_is_a_clear_error_and_probes_lists_them(tmp_path):
     assert result.exit_code == 2 and "unknown probe 'telepathy'" in result.output
     listing = runner.invoke(app, ["probes"])
     assert "gd_alignment" in listing.output and "linear_probe" in listing.output
+
+
+def test_threads_option_sets_torch_threads_and_rejects_zero(tmp_path, monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    config, run = write_config(tmp_path, train={"steps": 2}), tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", str(config), "--out", str(run), "--no-progress", "--threads", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [1]
+    assert runner.invoke(app, ["train", str(config), "--threads", "0"]).exit_code == 2

@@ -161,6 +161,21 @@ OverrideOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config field, e.g. --set train.steps=2000."),
 ]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="CPU threads per process (default: torch's, the core count). With several "
+        "trainings on a few cores, 1 avoids oversubscription.",
+    ),
+]
+
+
+def use_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @app.command()
@@ -176,6 +191,7 @@ def train(
         typer.Option(help="Continue the run in this directory from its newest valid checkpoint."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    threads: ThreadsOption = None,
 ) -> None:
     """Meta-train a model on an in-context task; writes a run directory.
 
@@ -186,6 +202,7 @@ def train(
     from iclab.training.trainer import train_run
 
     show_warnings_briefly()
+    use_threads(threads)
     if resume is not None:
         if config is not None:
             raise ConfigError("give either CONFIG or --resume RUN_DIR, not both")
@@ -386,6 +403,7 @@ def reproduce(
         bool, typer.Option("--list", help="List the reproductions and their claims.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    threads: ThreadsOption = None,
 ) -> None:
     """Reproduce a paper's headline claim: its runs, a figure like the paper's and a verdict
     (reproduced, not reproduced or inconclusive) in OUT/NAME/verdict.json."""
@@ -403,6 +421,7 @@ def reproduce(
         raise ConfigError(f"--scale must be cpu or paper, got {scale!r}")
     names = REPRODUCTIONS.names() if name == "all" else [REPRODUCTIONS.get(name).name]
     show_warnings_briefly()
+    use_threads(threads)
     table = Table(title=f"verdicts ({scale} scale)")
     for column in ("reproduction", "verdict", "numbers"):
         table.add_column(column, overflow="fold")
