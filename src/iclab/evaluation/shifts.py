@@ -16,6 +16,7 @@ Shifts that move inputs keep each prompt's function: the task relabels the new i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -26,6 +27,7 @@ from iclab.episode import Episode
 from iclab.registry import Registry
 from iclab.specs import resolve_spec, split_specs
 from iclab.tasks.base import Task
+from iclab.tasks.regression import random_rotations
 
 
 class ShiftOptions(BaseModel):
@@ -85,7 +87,7 @@ register_shift = SHIFTS.register
 def relabelled(episode: Episode, inputs: Tensor, task: Task, generator: torch.Generator) -> Episode:
     """The episode with new inputs and the targets each prompt's function gives them."""
     targets = task.label(inputs, episode.meta, generator)
-    return Episode(inputs, targets, episode.kind, episode.meta, episode.loss_mask)
+    return replace(episode, inputs=inputs, targets=targets)
 
 
 def query_views(context: Episode, queries: Episode, positions: range | list[int]) -> list[Episode]:
@@ -99,13 +101,6 @@ def query_views(context: Episode, queries: Episode, positions: range | list[int]
         mask[:, j] = True
         views.append(Episode(inputs, targets, context.kind, context.meta, mask))
     return views
-
-
-def random_rotations(batch_size: int, n_dims: int, generator: torch.Generator) -> Tensor:
-    """(B, d, d) Haar-distributed orthogonal matrices (QR with the signs of R's diagonal fixed)."""
-    gaussian = torch.randn(batch_size, n_dims, n_dims, generator=generator, device=generator.device)
-    q, r = torch.linalg.qr(gaussian)
-    return q * r.diagonal(dim1=-2, dim2=-1).sign()[:, None, :]
 
 
 def spectrum_transform(eigenvalues: Tensor, generator: torch.Generator, batch_size: int) -> Tensor:
@@ -185,7 +180,7 @@ class ScaleTargets(Shift):
 
     def views(self, episode, task, generator):
         targets = episode.targets * self.options.factor
-        return [Episode(episode.inputs, targets, episode.kind, episode.meta, episode.loss_mask)]
+        return [replace(episode, targets=targets)]
 
 
 class NoisyTargetsOptions(ShiftOptions):
@@ -203,7 +198,7 @@ class NoisyTargets(Shift):
     def views(self, episode, task, generator):
         noise = torch.randn(episode.targets.shape, generator=generator, device=generator.device)
         targets = episode.targets + self.options.std * noise
-        return [Episode(episode.inputs, targets, episode.kind, episode.meta, episode.loss_mask)]
+        return [replace(episode, targets=targets)]
 
 
 @register_shift("random_orthant")

@@ -36,12 +36,15 @@ class LinearRegressionOptions(TaskOptions):
     )
 
 
-def random_rotation(n_dims: int, generator: torch.Generator) -> Tensor:
-    """A Haar-distributed orthogonal matrix: QR of a Gaussian matrix, column signs fixed so the
-    distribution is uniform (Mezzadri 2007)."""
-    gaussian = torch.randn(n_dims, n_dims, generator=generator, dtype=torch.float64)
+def random_rotations(
+    batch_size: int, n_dims: int, generator: torch.Generator, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """(B, d, d) Haar-distributed orthogonal matrices on the generator's device: QR of Gaussian
+    matrices, column signs fixed so the distribution is uniform (Mezzadri 2007)."""
+    shape = (batch_size, n_dims, n_dims)
+    gaussian = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
     q, r = torch.linalg.qr(gaussian)
-    return q * r.diagonal().sign()
+    return q * r.diagonal(dim1=-2, dim2=-1).sign()[:, None, :]
 
 
 def power_law_covariance(n_dims: int, decay: float, generator: torch.Generator) -> Tensor:
@@ -51,7 +54,7 @@ def power_law_covariance(n_dims: int, decay: float, generator: torch.Generator) 
     decay is 2). Float64, (d, d)."""
     eigenvalues = torch.arange(1, n_dims + 1, dtype=torch.float64).pow(-decay)
     eigenvalues = eigenvalues * n_dims / eigenvalues.sum()
-    rotation = random_rotation(n_dims, generator)
+    rotation = random_rotations(1, n_dims, generator, torch.float64)[0]
     return (rotation * eigenvalues) @ rotation.T
 
 
