@@ -28,6 +28,7 @@ from iclab.reproductions.base import (
     Verdict,
     curve,
     evaluated,
+    late_average,
     register_reproduction,
     trained,
 )
@@ -370,8 +371,7 @@ def compared(
 
 def late_mean(points: dict[int, CurvePoint], late: int) -> float:
     """Mean of a curve over positions k ≥ ``late``."""
-    rows = [p.mean for k, p in points.items() if k >= late]
-    return sum(rows) / len(rows)
+    return late_average(points.values(), late)[0]
 
 
 def late_difference(

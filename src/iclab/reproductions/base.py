@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from iclab import __version__
 from iclab.config import RunConfig
-from iclab.evaluation.curves import CurvePoint, read_curves_csv
+from iclab.evaluation.curves import CurvePoint, PairedDifference, read_curves_csv
 from iclab.evaluation.run_eval import evaluate_run
 from iclab.io import atomic_write_text
 from iclab.registry import Registry
@@ -102,3 +103,17 @@ def reproduce(name: str, out: Path, scale: Scale = "cpu", show_progress: bool = 
 def curve(points: list[CurvePoint], learner: str, shift: str = "none") -> dict[int, CurvePoint]:
     """One learner's curve, by k."""
     return {p.k: p for p in points if p.learner == learner and p.shift == shift}
+
+
+def late_average(
+    rows: Iterable[CurvePoint | PairedDifference], first_k: int
+) -> tuple[float, float, float]:
+    """(mean, ci_low, ci_high) averaged over the rows with k ≥ ``first_k`` (the interval's ends
+    averaged too, a conservative band for the late part of a curve)."""
+    late = [row for row in rows if row.k >= first_k]
+    if not late:
+        raise ValueError(f"no prefix length k ≥ {first_k} was evaluated")
+    mean, low, high = (
+        sum(getattr(row, end) for row in late) / len(late) for end in ("mean", "ci_low", "ci_high")
+    )
+    return mean, low, high

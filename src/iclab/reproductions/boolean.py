@@ -15,6 +15,7 @@ from iclab.reproductions.base import (
     Verdict,
     curve,
     evaluated,
+    late_average,
     register_reproduction,
     trained,
 )
@@ -45,16 +46,6 @@ CONFIGS = {
 CONJUNCTION_GAP = 0.05  # elimination − model accuracy at late k that still counts as near-optimal
 PARITY_MARGIN = 0.10  # model accuracy at late k within this of chance (0.5) counts as not learned
 GF2_FLOOR = 0.95  # the yardstick must show that parities are learnable from these prompts
-
-
-def late_mean(values: dict[int, CurvePoint | PairedDifference], first_k: int) -> tuple[float, ...]:
-    """(mean, ci_low, ci_high) averaged over k ≥ ``first_k``."""
-    late = [values[k] for k in values if k >= first_k]
-    if not late:
-        raise ValueError(f"no prefix length k ≥ {first_k} was evaluated")
-    return tuple(
-        sum(getattr(p, field) for p in late) / len(late) for field in ("mean", "ci_low", "ci_high")
-    )
 
 
 def differences(run_path: Path, learner: str) -> dict[int, PairedDifference]:
@@ -91,16 +82,16 @@ class Boolean(Reproduction):
         conjunction_k = 2 * conjunction_config.task.n_dims
         # The differences are model − elimination (the run's reference, its first yardstick);
         # negated, elimination − model, with the interval's ends swapped.
-        lag, lag_low, lag_high = late_mean(
-            differences(conjunction_run.path, "model"), conjunction_k
+        lag, lag_low, lag_high = late_average(
+            differences(conjunction_run.path, "model").values(), conjunction_k
         )
         gap, gap_low, gap_high = -lag, -lag_high, -lag_low
         conjunction = decide(gap_high <= CONJUNCTION_GAP, gap_low > CONJUNCTION_GAP)
 
         parity_config, _ = runs["sparse_parity"]
         parity_k = (3 * parity_config.task.n_dims) // 2
-        parity_model = late_mean(curve(points["sparse_parity"], "model"), parity_k)
-        gf2 = late_mean(curve(points["sparse_parity"], "gf2_elimination"), parity_k)[0]
+        parity_model = late_average(curve(points["sparse_parity"], "model").values(), parity_k)
+        gf2 = late_average(curve(points["sparse_parity"], "gf2_elimination").values(), parity_k)[0]
         if gf2 < GF2_FLOOR:
             parity = "unclear"  # the prompts do not pin the parity down: nothing to conclude
         else:
@@ -132,12 +123,12 @@ class Boolean(Reproduction):
             "reproduced when one fails",
             verdict=outcome,
             numbers={
-                "conjunction_model": round(
-                    late_mean(curve(conjunction_points, "model"), conjunction_k)[0], 4
-                ),
-                "conjunction_elimination": round(
-                    late_mean(curve(conjunction_points, "elimination"), conjunction_k)[0], 4
-                ),
+                **{
+                    f"conjunction_{name}": round(
+                        late_average(curve(conjunction_points, name).values(), conjunction_k)[0], 4
+                    )
+                    for name in ("model", "elimination")
+                },
                 "conjunction_gap": round(gap, 4),
                 "conjunction_gap_ci_low": round(gap_low, 4),
                 "conjunction_gap_ci_high": round(gap_high, 4),

@@ -27,6 +27,7 @@ from iclab.reproductions.base import (
     Scale,
     Verdict,
     evaluated,
+    late_average,
     register_reproduction,
     trained,
 )
@@ -102,10 +103,7 @@ def evaluated_unseen(
 
 def late_mean(rows: list[CurvePoint] | list[PairedDifference], learner: str, first_k: int):
     """(mean, ci_low, ci_high) of ``learner``'s rows averaged over k ≥ ``first_k``."""
-    late = [row for row in rows if row.learner == learner and row.k >= first_k]
-    return tuple(
-        sum(getattr(r, f) for r in late) / len(late) for f in ("mean", "ci_low", "ci_high")
-    )
+    return late_average((row for row in rows if row.learner == learner), first_k)
 
 
 def side(model_gap: tuple[float, ...], dmmse_gap: tuple[float, ...]) -> str:
