@@ -23,11 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from iclab.errors import ConfigError
+
 PRESETS_DIR = Path(__file__).parent / "configs"
 
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message says where and why."""
 
 
 class Strict(BaseModel):
@@ -366,6 +365,12 @@ class RunConfig(Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def updated(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` merged in and validated again: sections as dicts of the fields
+        that change (``config.updated(name="long", train={"steps": 6000})``), so experiments are
+        built in Python the way a config file would write them."""
+        return build_config(merged(self.to_dict(), changes), source=f"{self.name} updated")
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
@@ -374,6 +379,18 @@ class RunConfig(Strict):
         do not change results, are left out."""
         canonical = json.dumps(self.model_dump(mode="json", exclude={"logging"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, section by section (a copy; dicts merge, other values
+    replace)."""
+    result = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -1,4 +1,4 @@
-"""Name → builder registries for tasks, models and algorithms.
+"""Name → class registries for tasks, mixers, algorithms, shifts, probes and reproductions.
 
 Each module registers what it defines with a decorator, so the CLI listings and the config
 validation always show exactly what exists.
@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from iclab.errors import UserError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(UserError, KeyError):
     """A name that is not in a registry; the message lists the registered ones."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
