@@ -3,7 +3,7 @@
 Each algorithm is timed on the family whose yardsticks list it (else the first family it applies
 to), at that family's default sizes, on the prompts ``iclab eval`` would draw (batches of 256 from
 the eval stream). The time covers ``predict`` only (and, for algorithms that tune themselves, the
-tuning in ``for_task``, shown apart); sampling is timed once per family and shown beside it.
+tuning when it is built, shown apart); sampling is timed once per family and shown beside it.
 
 Algorithms that fit a model per prefix can take CPU-hours: each is first timed on ``--probe``
 prompts, and when the full run would exceed ``--budget`` seconds its time is extrapolated

@@ -22,7 +22,6 @@ from iclab.algorithms import build_algorithm
 from iclab.config import load_config
 from iclab.evaluation.curves import evaluate
 from iclab.evaluation.shifts import STANDARD_SHIFTS, build_shift
-from iclab.models import build_model
 
 
 def timed(learners, task, config, shifts) -> float:
@@ -46,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = load_config("quickstart")
     task = config.task.build()
-    model = build_model(config.model, config.task).eval()
+    model = config.build_model().eval()
     learners = [model, *(build_algorithm(spec, task) for spec in config.eval.algorithms)]
     print(
         f"{platform.processor() or platform.machine()}, {args.threads} threads, torch "

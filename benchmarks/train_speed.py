@@ -5,8 +5,8 @@
     python benchmarks/train_speed.py --config configs/garg_linear_regression.yaml \\
         --device cuda --precision bfloat16 --compile
 
-Runs the real ``Trainer.train_step`` (sampling, forward, backward, clipping, AdamW) in a
-temporary run directory. The curriculum is switched off so every step has full-size prompts.
+Runs the real ``Trainer.train_step`` (sampling, forward, backward, clipping, AdamW); the
+trainer writes nothing. The curriculum is switched off so every step has full-size prompts.
 FLOPs per step are the PaLM-style estimate of ``iclab.training.flops``; MFU needs the device's
 peak, known for common NVIDIA GPUs, otherwise given by ``--peak-tflops`` (or ICLAB_PEAK_TFLOPS).
 On CUDA the clock is read after ``torch.cuda.synchronize``; sampling is synchronised before
@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from iclab.config import load_config
-from iclab.run import RunDir
-from iclab.training.flops import mfu, peak_flops, training_flops_per_step
+from iclab.training.flops import peak_flops, training_flops_per_step
 from iclab.training.trainer import Trainer
 
 
@@ -81,34 +78,35 @@ def main() -> None:
     overrides += ["train.compile=true"] if args.compile else []
     config = load_config(args.config, overrides + args.overrides)
     rss_before = peak_rss_mb()
-    with tempfile.TemporaryDirectory() as directory:
-        trainer = Trainer(config, RunDir(Path(directory)))
-        device = trainer.device
-        sampler = TimedSampler(trainer.task.sample, device)
-        trainer.task.sample = sampler
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for step in range(args.warmup):
-            trainer.train_step(step)
-        sampler.seconds = 0.0
-        synchronize(device)
-        started = time.perf_counter()
-        for step in range(args.warmup, args.warmup + args.steps):
-            loss, _ = trainer.train_step(step)
-        loss.item()
-        synchronize(device)
-        elapsed = time.perf_counter() - started
+    trainer = Trainer(config)
+    device = trainer.device
+    sampler = TimedSampler(trainer.task.sample, device)
+    trainer.task.sample = sampler
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for step in range(args.warmup):
+        trainer.train_step(step)
+    sampler.seconds = 0.0
+    synchronize(device)
+    started = time.perf_counter()
+    for step in range(args.warmup, args.warmup + args.steps):
+        loss, _ = trainer.train_step(step)
+    loss.item()
+    synchronize(device)
+    elapsed = time.perf_counter() - started
 
     steps_per_second = args.steps / elapsed
     tokens_per_step = config.train.batch_size * trainer.model.codec.tokens_per_example
     tokens_per_step *= config.task.n_points
-    flops_per_step = training_flops_per_step(config)
+    flops_per_step = training_flops_per_step(
+        trainer.model, config.train.batch_size, config.task.n_points
+    )
     peak = (
         args.peak_tflops * 1e12
         if args.peak_tflops is not None
         else peak_flops(device, config.train.precision)
     )
-    utilisation = mfu(flops_per_step, steps_per_second, peak)
+    utilisation = None if peak is None else flops_per_step * steps_per_second / peak
     model = config.model
     print(
         f"config      {config.name}: {model.n_layers} layers, {model.d_model} wide, "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iclab.config import RunConfig, build_config
+from iclab.config import ModelConfig, RunConfig, TaskConfig, build_config
+from iclab.models import InContextModel, build_model
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -49,13 +50,17 @@ def train_preset_and_evaluate(preset: str, run_dir, overrides=(), n_prompts: int
     """Train a preset (configs/PRESET.yaml) in ``run_dir`` and evaluate it with its yardsticks:
     the shared body of the slow per-family tests. Returns ``{learner: {k: CurvePoint}}``."""
     from iclab.config import load_config
-    from iclab.evaluation.run_eval import evaluate_run
-    from iclab.training.trainer import train_run
+    from iclab.run import evaluate_run, train_run
 
     config = load_config(preset, list(overrides))
     train_run(config, run_dir, show_progress=False)
-    points = evaluate_run(run_dir, n_prompts=n_prompts).curves
+    points = evaluate_run(run_dir, [f"eval.n_prompts={n_prompts}"]).curves
     curves: dict = {}
     for point in points:
         curves.setdefault(point.learner, {})[point.k] = point
     return curves
+
+
+def model_for(model: ModelConfig, task: TaskConfig, name: str = "model") -> InContextModel:
+    """``build_model`` for a model config and a task config, as the trainer calls it."""
+    return build_model(model, task.io(), task.n_points, name=name)

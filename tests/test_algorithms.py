@@ -13,6 +13,7 @@ from iclab.algorithms import regression as regression_algorithms
 from iclab.algorithms.regression import prefix_least_squares, prefix_ridge
 from iclab.episode import Episode
 from iclab.registry import UnknownNameError
+from iclab.specs import SpecError
 from iclab.tasks import make_task
 from iclab.tasks.regression import LinearRegression
 
@@ -138,11 +139,11 @@ CASES: dict[str, tuple[Callable[[], object], Callable[[Episode], Tensor]]] = {
         lambda episode: loop_over_prefixes(episode, averaging_weights),
     ),
     "knn_k1": (
-        lambda: build_algorithm("knn", noisy_task(), k=1),
+        lambda: build_algorithm("knn(k=1)", noisy_task()),
         lambda episode: knn_loop(episode, k=1),
     ),
     "knn_k3": (
-        lambda: build_algorithm("knn", noisy_task(), k=3),
+        lambda: build_algorithm("knn(k=3)", noisy_task()),
         lambda episode: knn_loop(episode, k=3),
     ),
     "least_squares": (
@@ -150,7 +151,7 @@ CASES: dict[str, tuple[Callable[[], object], Callable[[Episode], Tensor]]] = {
         lambda episode: loop_over_prefixes(episode, pinv_weights),
     ),
     "ridge": (
-        lambda: build_algorithm("ridge", noisy_task(), alpha=0.1),
+        lambda: build_algorithm("ridge(alpha=0.1)", noisy_task()),
         lambda episode: loop_over_prefixes(episode, ridge_weights(0.1)),
     ),
     "bayes_optimal_noisy": (
@@ -325,16 +326,16 @@ def test_every_algorithm_keeps_shape_dtype_and_predicts_zero_without_examples(na
     assert torch.equal(preds[:, 0], torch.zeros_like(preds[:, 0]))
 
 
-@pytest.mark.parametrize("k", [0, -1, 1.5, True])
-def test_knn_rejects_k_that_is_not_a_positive_integer(k: object) -> None:
-    with pytest.raises(ValueError, match="knn option k must be an integer >= 1"):
-        build_algorithm("knn", noisy_task(), k=k)
+@pytest.mark.parametrize("k", ["0", "-1", "1.5", "three"])
+def test_knn_rejects_k_that_is_not_a_positive_integer(k: str) -> None:
+    with pytest.raises(SpecError, match=r"knn\(k=.*\)': k: Input should be"):
+        build_algorithm(f"knn(k={k})", noisy_task())
 
 
-@pytest.mark.parametrize("alpha", [0.0, -0.1, float("nan"), float("inf")])
-def test_ridge_rejects_alpha_that_is_not_positive_and_finite(alpha: float) -> None:
-    with pytest.raises(ValueError, match="ridge option alpha must be a finite number > 0"):
-        build_algorithm("ridge", noisy_task(), alpha=alpha)
+@pytest.mark.parametrize("alpha", ["0.0", "-0.1", ".nan", ".inf"])
+def test_ridge_rejects_alpha_that_is_not_positive_and_finite(alpha: str) -> None:
+    with pytest.raises(SpecError, match="alpha: Input should be"):
+        build_algorithm(f"ridge(alpha={alpha})", noisy_task())
 
 
 def test_bayes_optimal_rejects_a_task_that_is_not_linear_regression() -> None:
@@ -343,8 +344,8 @@ def test_bayes_optimal_rejects_a_task_that_is_not_linear_regression() -> None:
 
 
 def test_bayes_optimal_rejects_options_that_would_override_the_task() -> None:
-    with pytest.raises(ValueError, match="noise_std"):
-        build_algorithm("bayes_optimal", noisy_task(), noise_std=1.0)
+    with pytest.raises(SpecError, match=r"noise_std: unknown option \(it takes no options\)"):
+        build_algorithm("bayes_optimal(noise_std=1.0)", noisy_task())
 
 
 def test_build_algorithm_of_unknown_name_lists_the_registered_ones() -> None:

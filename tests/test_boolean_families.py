@@ -392,15 +392,15 @@ def test_wrong_pairings_are_refused_with_the_families_named():
     with pytest.raises(ValueError, match=r"gf2_elimination.*not to task 'conjunction'"):
         build_algorithm("gf2_elimination", make_task("conjunction"))
     with pytest.raises(ValueError, match="sparse_parity, parity"):
-        GF2Elimination.for_task(make_task("dnf"))
+        GF2Elimination(make_task("dnf"))
     with pytest.raises(ValueError, match="conjunction, disjunction, sparse_disjunction"):
-        Elimination.for_task(make_task("majority"))
+        Elimination(make_task("majority"))
 
 
 def test_elimination_form_follows_the_family_and_is_validated():
     assert build_algorithm("elimination", make_task("sparse_disjunction")).form == "disjunction"
     assert build_algorithm("elimination", make_task("conjunction")).form == "conjunction"
-    with pytest.raises(ValueError, match="form must be 'conjunction' or 'disjunction'"):
+    with pytest.raises(ValueError, match="form: Input should be 'conjunction' or 'disjunction'"):
         build_algorithm("elimination(form=dnf)", make_task("conjunction"))
 
 

@@ -11,11 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from iclab import catalog
 from iclab.cli import app
-from iclab.evaluation.run_eval import evaluate_run
 from iclab.registry import UnknownNameError
-from iclab.training.trainer import train_run
+from iclab.run import catalog, evaluate_run, train_run
 
 runner = CliRunner()
 
@@ -39,8 +37,7 @@ def trained_root(tmp_path_factory):
 def root(trained_root, tmp_path):
     copy = tmp_path / "runs"
     shutil.copytree(trained_root, copy)
-    for index in copy.rglob(f"{catalog.INDEX_NAME}*"):  # training indexed the runs: start afresh
-        index.unlink()
+    assert not list(copy.rglob(f"{catalog.INDEX_NAME}*"))  # training writes no index
     return copy
 
 
@@ -161,31 +158,34 @@ def test_a_running_run_counts_logged_steps_and_ignores_a_half_written_line(root)
     assert (alpha.status, alpha.steps) == ("running", 5)
 
 
-def test_record_indexes_one_run_under_its_parent_and_only_warns_when_it_cannot(root):
-    entry = catalog.record(root / "sweep" / "beta")
-    assert entry.name == "beta" and entry.status == "completed"
-    with sqlite3.connect(root / "sweep" / catalog.INDEX_NAME) as connection:
-        assert connection.execute("SELECT name FROM runs").fetchall() == [("beta",)]
-    connection.close()
+def test_training_and_evaluating_write_no_index_outside_their_run(tmp_path):
+    run = tmp_path / "out" / "run"
+    train_run(tiny_config(train={"steps": 2}), run, show_progress=False)
+    evaluate_run(run, ["eval.n_prompts=8"])
+    written = {path.relative_to(tmp_path).parts[:2] for path in tmp_path.rglob("*")}
+    assert written <= {("out",), ("out", "run")}  # nothing beside the run directory
+
+
+def test_an_index_that_cannot_be_written_still_lists_with_a_warning(root):
     (root / catalog.INDEX_NAME).mkdir()  # a directory where the index file should be
-    with pytest.warns(UserWarning, match=r"runs/index\.sqlite"):
-        assert catalog.record(root / "alpha", root=root).name == "alpha"
+    with pytest.warns(UserWarning, match=r"index\.sqlite"):
+        names = [entry.name for entry in catalog.list_runs(root, sort="name", descending=False)]
+    assert names == ["alpha", "sweep/beta"]
 
 
-def test_concurrent_writers_leave_a_consistent_index(root):
+def test_concurrent_listings_leave_a_consistent_index(root):
     for i in range(6):
         shutil.copytree(root / "sweep" / "beta", root / "sweep" / f"trial-{i}")
-    trials = sorted((root / "sweep").glob("trial-*"))
     failures = []
 
-    def write_all(offset):
+    def list_all():
         try:
-            for i in range(len(trials)):
-                catalog.record(trials[(i + offset) % len(trials)], root=root)
+            for _ in range(3):
+                catalog.list_runs(root)
         except Exception as error:  # a failure in a thread would otherwise go unnoticed
             failures.append(error)
 
-    threads = [threading.Thread(target=write_all, args=(offset,)) for offset in range(4)]
+    threads = [threading.Thread(target=list_all) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -195,7 +195,7 @@ def test_concurrent_writers_leave_a_consistent_index(root):
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         names = [name for (name,) in connection.execute("SELECT name FROM runs ORDER BY name")]
     connection.close()
-    assert names == [f"sweep/trial-{i}" for i in range(6)]
+    assert names == ["alpha", "sweep/beta", *(f"sweep/trial-{i}" for i in range(6))]
 
 
 def test_get_run_of_an_unknown_name_suggests_close_matches(root):

@@ -315,9 +315,10 @@ def test_knn_keeps_its_regression_behaviour():
     assert_close(prediction[:, 1], episode.targets[:, 0])  # the only neighbour
 
 
-def test_knn_built_without_a_task_names_what_it_needs_on_classification():
+def test_knn_built_for_regression_names_what_it_needs_on_classification():
+    knn = NearestNeighbours(make_task("linear_regression", 2))
     with pytest.raises(ValueError, match="number of classes"):
-        NearestNeighbours(k=1).predict(gaussian_episode())
+        knn.predict(gaussian_episode())
 
 
 @pytest.mark.parametrize("make_episode", [boolean_episode, gaussian_episode])
@@ -405,11 +406,15 @@ def test_copy_exemplar_is_perfect_without_within_class_noise_when_the_query_is_i
     task = make_task("bursty_classification", options={"within_class_noise": 0.0})
     episode = task.sample(200, 9, generator_for(0, "copy"))
     assert episode.meta["query_in_context"].all()
-    accuracy = score(build_algorithm("copy_exemplar", task).predict(episode), episode, task)
+    accuracy = score(
+        build_algorithm("copy_exemplar", task).predict(episode), episode, task.target_scale
+    )
     assert accuracy[:, -1].mean() == 1.0
     iwl = make_task("bursty_classification", options={"within_class_noise": 0.0, "mode": "iwl"})
     episode = iwl.sample(200, 9, generator_for(0, "copy"))
-    accuracy = score(build_algorithm("copy_exemplar", iwl).predict(episode), episode, iwl)
+    accuracy = score(
+        build_algorithm("copy_exemplar", iwl).predict(episode), episode, iwl.target_scale
+    )
     assert accuracy[:, -1].mean() < 0.2  # nothing to copy: near chance (1/32 up to label luck)
 
 
@@ -448,9 +453,9 @@ def test_wrong_pairings_are_clear_errors():
         build_algorithm("logistic_regression", make_task("linear_regression"))
 
 
-@pytest.mark.parametrize("alpha", [0, -1, "a", True, math.inf])
+@pytest.mark.parametrize("alpha", [0, -1, "a", math.inf])
 def test_logistic_regression_rejects_a_bad_alpha(alpha):
-    with pytest.raises(ValueError, match="logistic_regression option alpha must be"):
+    with pytest.raises(ValueError, match=r"logistic_regression\(alpha=.*\)': alpha: Input should"):
         learner(f"logistic_regression(alpha={alpha})", 2)
 
 

@@ -134,11 +134,13 @@ def test_eval_rejects_an_algorithm_that_does_not_fit_the_task_or_has_a_bad_optio
 def test_eval_with_all_shifts_prints_each_shift_and_the_paired_difference(tmp_path):
     config, run = write_config(tmp_path, train={"steps": 4}), tmp_path / "run"
     runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    trained = (run / "config.yaml").read_text()
     result = runner.invoke(app, ["eval", str(run), "--shift", "all", "--n-prompts", "32"])
     assert result.exit_code == 0, result.output
     assert "under each shift" in result.output and "half_subspace" in result.output
     assert "model − least_squares" in result.output
-    assert "- all" in (run / "config.yaml").read_text()
+    assert (run / "config.yaml").read_text() == trained  # evaluating never rewrites it
+    assert "- all" in (run / "eval" / "settings.yaml").read_text()
     result = runner.invoke(app, ["eval", str(run), "--shift", "none", "--n-prompts", "32"])
     assert result.exit_code == 0, result.output
     with (run / "eval" / "curves.csv").open() as handle:

@@ -7,11 +7,15 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from iclab.cli import app
-from iclab.config import ConfigError
+from iclab.errors import UserError
 from iclab.evaluation.curves import read_curves_csv
-from iclab.evaluation.run_eval import evaluate_run
-from iclab.report.compare import comparison_curves, write_comparison
-from iclab.training.trainer import train_run
+from iclab.report.compare import comparison_curves
+from iclab.run import evaluate_run, train_run
+from iclab.run.compare import read_evaluated, write_comparison
+
+
+def compared(*paths, algorithms=None):
+    return comparison_curves([read_evaluated(path, paths) for path in paths], algorithms)
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +30,12 @@ def runs(tmp_path_factory):
         config = tiny_config(train={"steps": 3}, **sections)
         train_run(config, root / name, show_progress=False)
         if name != "fresh":
-            evaluate_run(root / name, n_prompts=32)
+            evaluate_run(root / name, ["eval.n_prompts=32"])
     return root
 
 
 def test_models_are_named_after_their_runs_and_algorithms_appear_once(runs):
-    points = comparison_curves([runs / "small", runs / "wide"])
+    points = compared(runs / "small", runs / "wide")
     learners = list(dict.fromkeys(p.learner for p in points))
     assert learners == ["small", "wide", "least_squares", "averaging"]
     small = read_curves_csv(runs / "small" / "eval" / "curves.csv")
@@ -49,18 +53,18 @@ def test_one_figure_per_shift_any_run_was_evaluated_under(runs, tmp_path):
 
 
 def test_an_unevaluated_run_or_unknown_algorithm_is_a_clear_error(runs):
-    with pytest.raises(ConfigError, match="has not been evaluated: run `iclab eval"):
-        comparison_curves([runs / "small", runs / "fresh"])
-    with pytest.raises(ConfigError, match="no run evaluated the algorithm"):
-        comparison_curves([runs / "small"], ["ridge"])
+    with pytest.raises(UserError, match="has not been evaluated: run `iclab eval"):
+        compared(runs / "small", runs / "fresh")
+    with pytest.raises(UserError, match="no run evaluated the algorithm"):
+        compared(runs / "small", algorithms=["ridge"])
 
 
 def test_runs_of_different_tasks_are_compared_with_a_warning(runs, tmp_path):
     config = tiny_config(train={"steps": 2}, task={"n_dims": 4})
     train_run(config, tmp_path / "d4", show_progress=False)
-    evaluate_run(tmp_path / "d4", n_prompts=16)
+    evaluate_run(tmp_path / "d4", ["eval.n_prompts=16"])
     with pytest.warns(UserWarning, match="different tasks"):
-        comparison_curves([runs / "small", tmp_path / "d4"])
+        compared(runs / "small", tmp_path / "d4")
 
 
 def test_cli_compare_prints_the_table_and_where_the_figures_are(runs, tmp_path):

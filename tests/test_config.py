@@ -44,13 +44,13 @@ def test_unknown_mixer_or_mixer_option_names_the_field_and_what_exists():
     message = error_of({"model": {"mixer": "mambo"}})
     assert "model.mixer" in message and "unknown mixer 'mambo'" in message and "lstm" in message
     message = error_of({"model": {"layers": "lstm, softmax(positions=sinusoid)"}})
-    assert "model.layers" in message and "block 1" in message and "positions" in message
+    assert "model.layers" in message and "model.layers.1" in message and "positions" in message
 
 
 def test_layers_set_the_depth_and_must_agree_with_n_layers():
     config = build_config({"model": {"layers": "lstm, softmax, lstm", "d_model": 32}})
     assert config.model.n_layers == 3
-    assert config.model.layer_specs == ["lstm", "softmax", "lstm"]
+    assert [str(spec) for spec in config.model.layer_specs] == ["lstm", "softmax", "lstm"]
     message = error_of({"model": {"layers": ["lstm", "softmax"], "n_layers": 4}})
     assert "n_layers (4) differs from the 2 mixers" in message
 

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import tiny_config
 from iclab.config import ConfigError
-from iclab.run import RunDir
-from iclab.training.trainer import sample_batch, train_run, with_batch_shards
+from iclab.run import RunDir, train_run
+from iclab.training.trainer import sample_batch, with_batch_shards
 
 STEPS = 6
 

@@ -99,21 +99,20 @@ def test_curve_plots_are_labelled_with_the_metric_of_the_task_kind(
     task, label, tmp_path, monkeypatch
 ):
     from iclab.config import build_config
-    from iclab.evaluation import run_eval
     from iclab.run import RunDir
+    from iclab.run import evaluation as run_evaluation
 
     labels = []
-    monkeypatch.setattr(run_eval, "plot_curves", lambda *args: labels.append(args[3]))
+    monkeypatch.setattr(run_evaluation, "plot_curves", lambda *args: labels.append(args[3]))
     config = build_config({"task": {"name": task}})
     evaluation = Evaluation(summarise(torch.rand(4, 3).double(), "x"), [])
-    run_eval.write_evaluation(evaluation, config, RunDir(tmp_path))
+    run_evaluation.write_evaluation(evaluation, config, RunDir(tmp_path))
     assert labels == [label]
 
 
 def test_streaming_evaluation_gives_the_same_curve_as_the_full_forward_pass(tmp_path):
     from conftest import tiny_config
-    from iclab.evaluation.run_eval import evaluate_run
-    from iclab.training.trainer import train_run
+    from iclab.run import evaluate_run, train_run
 
     config = tiny_config(
         model={"layers": "gru, softmax", "d_model": 16, "n_heads": 2},
@@ -121,12 +120,7 @@ def test_streaming_evaluation_gives_the_same_curve_as_the_full_forward_pass(tmp_
     )
     train_run(config, tmp_path / "run", show_progress=False)
     parallel = evaluate_run(tmp_path / "run").curves
-    (tmp_path / "run" / "config.yaml").write_text(
-        (tmp_path / "run" / "config.yaml")
-        .read_text()
-        .replace("streaming: false", "streaming: true")
-    )
-    streamed = evaluate_run(tmp_path / "run").curves
+    streamed = evaluate_run(tmp_path / "run", ["eval.streaming=true"]).curves
     assert len(parallel) == len(streamed)
     for a, b in zip(parallel, streamed, strict=True):
         assert (a.learner, a.k) == (b.learner, b.k)
@@ -135,49 +129,38 @@ def test_streaming_evaluation_gives_the_same_curve_as_the_full_forward_pass(tmp_
 
 def trained_tiny_run(tmp_path, **sections):
     from conftest import tiny_config
-    from iclab.training.trainer import train_run
+    from iclab.run import train_run
 
     config = tiny_config(train={"steps": 4}, **sections)
     train_run(config, tmp_path / "run", show_progress=False)
     return tmp_path / "run"
 
 
-def set_eval(run, **fields):
-    from iclab.config import build_config
-    from iclab.run import RunDir
-
-    config = RunDir(run).load_config()
-    changes = [f"eval.{key}={value}" for key, value in fields.items()]
-    RunDir(run).write_config(build_config(config.to_dict(), changes))
-
-
 def test_a_model_with_learned_positions_refuses_longer_prompts_clearly(tmp_path):
     from iclab.config import ConfigError
-    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.run import evaluate_run
 
     run = trained_tiny_run(tmp_path)
-    set_eval(run, n_points=16)
-    with pytest.raises(ConfigError, match="learned position table covers 8 points"):
-        evaluate_run(run)
+    with pytest.raises(ConfigError, match="learned position table covers 8 examples"):
+        evaluate_run(run, ["eval.n_points=16"])
+    assert not (run / "eval").exists()  # refused before anything was written
 
 
 def test_a_rotary_model_is_evaluated_beyond_its_training_length(tmp_path):
-    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.run import evaluate_run
 
     run = trained_tiny_run(tmp_path, model={"mixer": "softmax(positions=rotary)"})
-    set_eval(run, n_points=16)
-    curves = evaluate_run(run).curves
+    curves = evaluate_run(run, ["eval.n_points=16"]).curves
     assert max(p.k for p in curves if p.learner == "model") == 15
     assert all(math.isfinite(p.mean) for p in curves)
 
 
 def test_shifted_evaluation_writes_rows_differences_and_a_plot_per_shift(tmp_path):
     from iclab.evaluation.curves import read_differences_csv
-    from iclab.evaluation.run_eval import evaluate_run
+    from iclab.run import evaluate_run
 
     run = trained_tiny_run(tmp_path)
-    set_eval(run, shifts='["scale_inputs(factor=2)", orthogonal_query]')
-    evaluate_run(run)
+    evaluate_run(run, ['eval.shifts=["scale_inputs(factor=2)", orthogonal_query]'])
     rows = read_curves_csv(run / "eval" / "curves.csv")
     assert {p.shift for p in rows} == {"none", "scale_inputs(factor=2)", "orthogonal_query"}
     assert max(p.k for p in rows if p.shift == "orthogonal_query") == 2  # k < d = 3
@@ -192,7 +175,6 @@ def test_shifted_evaluation_writes_rows_differences_and_a_plot_per_shift(tmp_pat
         "curves-scale_inputs-factor-2.png",
         "curves-orthogonal_query.png",
     }
-    set_eval(run, shifts="[orthogonal_query]")
-    evaluate_run(run)
+    evaluate_run(run, ["eval.shifts=[orthogonal_query]"])
     plots = {path.name for path in (run / "plots").glob("curves*.png")}
     assert plots == {"curves.png", "curves-orthogonal_query.png"}  # the stale plot is gone

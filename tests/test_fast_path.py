@@ -10,10 +10,8 @@ import torch
 from safetensors import safe_open
 
 from conftest import tiny_config
-from iclab.evaluation.run_eval import load_trained_model
-from iclab.run import RunDir
+from iclab.run import RunDir, load_trained_model, train_run
 from iclab.training.checkpoint import MODEL_FILE, latest_valid_checkpoint
-from iclab.training.trainer import train_run
 
 
 def losses(run) -> list[float]:

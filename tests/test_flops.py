@@ -9,12 +9,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from iclab.config import RunConfig, build_config
 from iclab.metrics import training_loss
-from iclab.models import build_model
 from iclab.training.flops import (
     PEAK_ENV,
     device_peak,
     matmul_params,
-    mfu,
     peak_flops,
     training_flops_per_step,
 )
@@ -30,12 +28,18 @@ def small_config(mixer: str = "softmax", batch_size: int = 8, n_points: int = 21
     )
 
 
+def estimated(config: RunConfig, n_points: int | None = None) -> float:
+    """The estimate for a config's model and batch, at ``n_points`` (default the task's)."""
+    model = config.build_model()
+    return training_flops_per_step(model, config.train.batch_size, n_points or config.task.n_points)
+
+
 def counted_training_flops(config: RunConfig) -> int:
     """Matmul FLOPs of one forward + backward as PyTorch's dispatcher sees them. SDPA runs in
     its math form, whose bmm's the counter sees (it has no formula for the fused CPU kernel),
     and which, like PaLM's 12·E·T, multiplies the full T × T matrix, masked half included."""
     torch.manual_seed(0)
-    model = build_model(config.model, config.task)
+    model = config.build_model()
     episode = config.task.build().sample(
         config.train.batch_size, config.task.n_points, torch.Generator().manual_seed(0)
     )
@@ -50,32 +54,27 @@ def test_softmax_estimate_matches_the_counted_flops_of_a_training_step():
     # positions (the estimate counts both at full cost, ~0.1% here); layer norms, softmax, GELU
     # and the loss are elementwise and counted by neither.
     config = small_config("softmax")
-    assert training_flops_per_step(config) == pytest.approx(
-        counted_training_flops(config), rel=0.02
-    )
+    assert estimated(config) == pytest.approx(counted_training_flops(config), rel=0.02)
 
 
 def test_attention_free_estimate_matches_the_counted_flops_of_a_gru_step():
     # The GRU's gates are matmuls with its weight matrices, which the estimate counts exactly;
     # the gate nonlinearities and the recurrence's elementwise products are uncounted by both.
     config = small_config("gru")
-    assert training_flops_per_step(config) == pytest.approx(
-        counted_training_flops(config), rel=0.02
-    )
+    assert estimated(config) == pytest.approx(counted_training_flops(config), rel=0.02)
 
 
 def test_attention_term_is_what_separates_softmax_from_its_parameter_matmuls():
     config = small_config("softmax")
-    with torch.device("meta"):
-        model = build_model(config.model, config.task)
+    model = config.build_model()
     tokens, length = 8 * 42, 42
     attention = 12 * 2 * 64 * length * tokens  # 2 softmax layers, E = 64
-    assert training_flops_per_step(config) == 6 * matmul_params(model) * tokens + attention
+    assert estimated(config) == 6 * matmul_params(model) * tokens + attention
 
 
 def test_matmul_params_leave_out_embeddings_biases_and_norms():
     config = small_config("softmax")
-    model = build_model(config.model, config.task)
+    model = config.build_model()
     # per block: qkv 64×192, proj 64×64, MLP 64×256 twice; codec: read-in 5×64, read-out 64×1
     assert matmul_params(model) == 2 * (64 * 192 + 64 * 64 + 2 * 64 * 256) + 5 * 64 + 64
     assert matmul_params(model) < model.n_params() - model.backbone.position.weight.numel()
@@ -83,26 +82,20 @@ def test_matmul_params_leave_out_embeddings_biases_and_norms():
 
 @pytest.mark.parametrize("mixer", ["softmax", "gru"])
 def test_doubling_the_batch_doubles_the_estimate(mixer):
-    single = training_flops_per_step(small_config(mixer, batch_size=8))
-    assert training_flops_per_step(small_config(mixer, batch_size=16)) == 2 * single
+    single = estimated(small_config(mixer, batch_size=8))
+    assert estimated(small_config(mixer, batch_size=16)) == 2 * single
 
 
 def test_doubling_the_prompt_more_than_doubles_softmax_and_exactly_doubles_gru():
     softmax = small_config("softmax")
-    assert training_flops_per_step(softmax, n_points=20) > 2.05 * training_flops_per_step(
-        softmax, n_points=10
-    )
+    assert estimated(softmax, n_points=20) > 2.05 * estimated(softmax, n_points=10)
     gru = small_config("gru")
-    assert training_flops_per_step(gru, n_points=20) == 2 * training_flops_per_step(
-        gru, n_points=10
-    )
+    assert estimated(gru, n_points=20) == 2 * estimated(gru, n_points=10)
 
 
-def test_default_n_points_is_the_full_prompt():
-    config = small_config("softmax")
-    assert training_flops_per_step(config) == training_flops_per_step(config, n_points=21)
+def test_an_empty_prompt_is_refused():
     with pytest.raises(ValueError, match="n_points"):
-        training_flops_per_step(config, n_points=0)
+        training_flops_per_step(small_config("softmax").build_model(), 8, n_points=0)
 
 
 @pytest.mark.parametrize(
@@ -172,8 +165,3 @@ def test_unknown_precision_and_math_are_refused():
         peak_flops(torch.device("cpu"), "float16")
     with pytest.raises(ValueError, match="fp8"):
         device_peak("NVIDIA H100 80GB HBM3", "fp8")
-
-
-def test_mfu_is_achieved_flops_over_peak():
-    assert mfu(3e12, 50.0, 300e12) == pytest.approx(0.5)
-    assert mfu(3e12, 50.0, None) is None

@@ -23,7 +23,7 @@ def test_regression_score_is_squared_error_over_the_prior_target_scale():
     task = make_task("linear_regression", 4, {"weight_std": 2.0, "noise_std": 1.0})
     assert task.target_scale == 4 * 4 + 1
     episode = Episode(torch.zeros(1, 2, 4), torch.tensor([[1.0, -3.0]]))
-    values = score(torch.tensor([[0.0, 0.0]]), episode, task)
+    values = score(torch.tensor([[0.0, 0.0]]), episode, task.target_scale)
     torch.testing.assert_close(values, torch.tensor([[1 / 17, 9 / 17]], dtype=torch.float64))
 
 
@@ -33,7 +33,7 @@ def test_classification_loss_is_masked_cross_entropy_and_score_is_accuracy():
     episode = classification_episode(mask)
     every = F.cross_entropy(logits.transpose(1, 2), episode.targets, reduction="none")
     torch.testing.assert_close(training_loss(logits, episode), every[mask].mean())
-    values = score(logits, episode, make_task("linear_regression", 2))
+    values = score(logits, episode)
     correct = (logits.argmax(-1) == episode.targets).double()
     assert torch.equal(values[mask], correct[mask]) and values[~mask].isnan().all()
 
@@ -44,7 +44,7 @@ def test_token_score_counts_any_valid_continuation_when_the_task_says_which_are_
     logits = torch.zeros(2, 3, 3)
     logits[0, 0, 1] = 5.0  # predicts 1, the target is 0, still valid
     episode = classification_episode(meta={"valid_next": valid}, kind="tokens")
-    values = score(logits, episode, make_task("linear_regression", 2))
+    values = score(logits, episode)
     assert values[0, 0] == 1.0 and values[1].sum() == 0.0
 
 

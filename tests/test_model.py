@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import model_for
 from iclab.config import ModelConfig, TaskConfig
 from iclab.episode import Episode
-from iclab.models import build_model
 from iclab.models.mixers import MIXERS
 from iclab.models.model import count_params
 
 
 def small_model(n_dims=3, n_points=8):
     torch.manual_seed(0)
-    return build_model(
+    return model_for(
         ModelConfig(n_layers=2, d_model=32, n_heads=4), TaskConfig(n_dims=n_dims, n_points=n_points)
     )
 
@@ -57,7 +57,7 @@ def test_output_has_one_prediction_per_example():
 
 def test_longer_prompt_than_learned_positions_is_a_clear_error():
     model = small_model(n_points=8)
-    with pytest.raises(ValueError, match="longer than the 16 learned positions"):
+    with pytest.raises(ValueError, match="learned position table covers 8 examples"):
         model.predict(random_episode(n_points=9))
 
 
@@ -76,17 +76,17 @@ STACKS = [[name] * 4 for name, _ in MIXERS] + [["mamba", "mamba", "softmax", "ma
 def test_target_params_lands_every_architecture_within_five_percent(layers):
     task = TaskConfig(n_dims=5, n_points=21)
     config = ModelConfig(layers=layers, n_heads=4, target_params=200_000)
-    model = build_model(config, task)
+    model = model_for(config, task)
     assert abs(model.n_params() - 200_000) <= 0.05 * 200_000
     width = model.backbone.blocks[0].mixer.d_model
     assert width % config.width_multiple() == 0
-    assert count_params(config, task, width) == model.n_params()
+    assert count_params(config, task.io(), task.n_points, width) == model.n_params()
 
 
 def test_target_params_out_of_reach_is_a_clear_error():
     config = ModelConfig(n_layers=12, n_heads=8, target_params=5_000)
     with pytest.raises(ValueError, match="target_params=5,000: the nearest width d_model=8"):
-        build_model(config, TaskConfig(n_dims=5, n_points=21))
+        model_for(config, TaskConfig(n_dims=5, n_points=21))
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_target_params_out_of_reach_is_a_clear_error():
 )
 def test_streaming_prediction_equals_the_full_forward_pass(layers):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(layers=layers, d_model=32, n_heads=4), TaskConfig(n_dims=3))
+    model = model_for(ModelConfig(layers=layers, d_model=32, n_heads=4), TaskConfig(n_dims=3))
     episode = random_episode(n_points=11)
     torch.testing.assert_close(
         model.predict(episode, streaming=True), model.predict(episode), rtol=1e-5, atol=1e-5
@@ -102,7 +102,7 @@ def test_streaming_prediction_equals_the_full_forward_pass(layers):
 
 
 def test_attention_only_blocks_have_no_mlp_and_no_norm():
-    model = build_model(
+    model = model_for(
         ModelConfig(
             mixer="linear_self_attention(positions=none)",
             n_layers=1,
@@ -124,7 +124,7 @@ def test_attention_only_blocks_have_no_mlp_and_no_norm():
 @pytest.mark.parametrize("mixer", ["softmax(positions=rotary)", "softmax(positions=none)", "lstm"])
 def test_mixers_without_a_position_table_take_longer_prompts_than_trained(mixer):
     torch.manual_seed(0)
-    model = build_model(
+    model = model_for(
         ModelConfig(mixer=mixer, n_layers=2, d_model=32, n_heads=4),
         TaskConfig(n_dims=3, n_points=8),
     )
@@ -148,10 +148,9 @@ def test_attention_weights_are_the_ones_the_forward_pass_uses(positions):
 
 def test_hidden_states_read_out_at_the_last_layer_is_the_prediction():
     from iclab.config import ModelConfig, TaskConfig
-    from iclab.models import build_model
 
     task = TaskConfig(name="linear_regression", n_dims=3, n_points=6)
-    model = build_model(ModelConfig(mixer="softmax", n_layers=3, d_model=32, n_heads=2), task)
+    model = model_for(ModelConfig(mixer="softmax", n_layers=3, d_model=32, n_heads=2), task)
     episode = task.build().sample(4, 6, torch.Generator().manual_seed(0))
     hidden = model.hidden_states(episode)
     assert len(hidden) == 4 and hidden[0].shape == (4, 12, 32)
@@ -162,7 +161,6 @@ def test_hidden_states_read_out_at_the_last_layer_is_the_prediction():
 
 def lsa_on_paired_tokens(n_dims: int):
     from iclab.config import ModelConfig, TaskConfig
-    from iclab.models import build_model
 
     task = TaskConfig(name="linear_regression", n_dims=n_dims, n_points=8)
     config = ModelConfig(
@@ -174,7 +172,7 @@ def lsa_on_paired_tokens(n_dims: int):
         norm="none",
         tokens="paired",
     )
-    return build_model(config, task), task
+    return model_for(config, task), task
 
 
 def test_one_lsa_layer_on_paired_tokens_can_be_one_gradient_descent_step():

@@ -202,7 +202,7 @@ def test_tree_matches_a_loop_of_sklearn_trees(max_depth, n_jobs):
     episode = sample(task, batch=10, n_points=15)  # 10 prompts: 2 blocks, run by 2 workers
     depth = "null" if max_depth is None else max_depth
     algorithm = build_algorithm(f"decision_tree(max_depth={depth}, n_jobs={n_jobs})", task)
-    assert algorithm.max_depth == max_depth
+    assert algorithm.options.max_depth == max_depth
     expected = sklearn_tree_loop(episode, max_depth)
     assert torch.equal(algorithm.predict(episode), expected)
 

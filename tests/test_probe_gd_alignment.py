@@ -10,16 +10,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from conftest import tiny_config
+from conftest import model_for, tiny_config
 from iclab.algorithms.linear import prefix_gradient_descent
 from iclab.config import ModelConfig, TaskConfig
 from iclab.episode import Episode
-from iclab.models import build_model
 from iclab.probes import build_probe, probe_run
 from iclab.probes.gd_alignment import ETA_GRID
 from iclab.probes.run_probe import probe_dir
-from iclab.run import RunDir
-from iclab.training.trainer import train_run
+from iclab.run import RunDir, train_run
 
 N_DIMS, N_POINTS = 4, 9
 
@@ -93,7 +91,7 @@ def test_untrained_softmax_model_is_not_aligned_with_gd():
     is six standard errors; GD itself scores > 0.999 (above)."""
     torch.manual_seed(0)
     task_config = linear_task()
-    model = build_model(ModelConfig(n_layers=2, d_model=32, n_heads=2), task_config).eval()
+    model = model_for(ModelConfig(n_layers=2, d_model=32, n_heads=2), task_config).eval()
     result = probe_model(model, "gd_alignment(n_prompts=256)", task_config)
     rows = result.tables["alignment"]
     assert {row["layer"] for row in rows} == {1, 2}

@@ -9,9 +9,8 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import model_for, tiny_config
 from iclab.config import ModelConfig, TaskConfig
-from iclab.models import build_model
 from iclab.probes import build_probe, probe_run
 from iclab.probes.heads import (
     head_scores,
@@ -29,7 +28,7 @@ from iclab.probes.patching import (
     position_masks,
     query_examples,
 )
-from iclab.training.trainer import train_run
+from iclab.run import train_run
 
 MQAR = {"name": "mqar", "n_points": 16, "vocab_size": 16, "n_pairs": 4, "n_queries": 4}
 
@@ -110,7 +109,7 @@ def test_vector_prefix_matching_targets_the_label_of_the_nearest_earlier_example
 def untrained(mixer: str = "softmax", task: dict | None = None, n_layers: int = 2):
     torch.manual_seed(0)
     task_config = TaskConfig(**(task or {"n_dims": 3, "n_points": 8}))
-    model = build_model(
+    model = model_for(
         ModelConfig(mixer=mixer, n_layers=n_layers, d_model=32, n_heads=2), task_config
     )
     return model.eval(), task_config.build()

@@ -130,7 +130,7 @@ def test_positions_outside_the_prompt_are_refused_by_name():
 
 def test_probe_run_on_a_trained_run_writes_a_row_per_target_layer_and_position(tmp_path):
     from conftest import tiny_config  # linear_probe is registered by the imports above
-    from iclab.training.trainer import train_run
+    from iclab.run import train_run
 
     config = tiny_config()  # 2 layers, 8 points in d = 3
     train_run(config, tmp_path / "run", show_progress=False)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from browser import missing_browser, open_headless
 from conftest import tiny_config
 from iclab.cli import app
-from iclab.config import ConfigError
+from iclab.errors import UserError
 from iclab.evaluation.curves import (
     PairedDifference,
     read_curves_csv,
@@ -23,10 +23,7 @@ from iclab.evaluation.curves import (
     write_curves_csv,
     write_differences_csv,
 )
-from iclab.evaluation.run_eval import evaluate_run
-from iclab.report.html import write_report
-from iclab.run import RunDir
-from iclab.training.trainer import train_run
+from iclab.run import RunDir, evaluate_run, train_run, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHIFT = "scale_inputs(factor=2)"
@@ -214,7 +211,7 @@ def test_an_untrained_run_gets_a_report_that_says_so(tmp_path):
 
 
 def test_a_directory_that_is_not_a_run_is_refused_with_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="not a run directory"):
+    with pytest.raises(UserError, match="not a run directory"):
         write_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
 

@@ -32,7 +32,7 @@ def test_split_keeps_commas_inside_parentheses():
 def test_built_algorithm_is_named_by_its_spec_and_gets_its_options():
     task = make_task("linear_regression", 3)
     ridge = build_algorithm("ridge(alpha = 2)", task)
-    assert ridge.name == "ridge(alpha=2)" and ridge.alpha == 2.0
+    assert ridge.name == "ridge(alpha=2)" and ridge.options.alpha == 2.0
 
 
 def test_unknown_option_lists_the_allowed_ones():

@@ -14,12 +14,10 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from iclab import catalog
 from iclab.cli import app
 from iclab.config import ConfigError
-from iclab.run import RunDir
+from iclab.run import RunDir, catalog, train_run
 from iclab.sweeps import TrialJob, expand_trials, load_sweep, run_sweep, run_trial
-from iclab.training.trainer import train_run
 
 runner = CliRunner()
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -172,8 +170,8 @@ def test_invalid_and_failing_trials_are_reported_and_the_others_run(local_ray, t
         "invalid",
     ]
     failed = table["trial-001-n_heads2-n_points40"]
-    assert failed["error"].startswith("ConfigError: ") and failed["metric"] == ""
-    assert "eval.n_points=40 is longer than the model can read" in failed["error"]
+    assert failed["error"].startswith("PromptTooLongError: ") and failed["metric"] == ""
+    assert "prompts of 40 examples are longer than this model can read" in failed["error"]
     invalid = table["trial-002-n_heads3-n_points8"]
     assert "d_model (32) must be a multiple of 3" in invalid["error"]
     assert not (directory / invalid["trial"]).exists()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import model_for
 from iclab.algorithms import build_algorithm
 from iclab.config import PRESETS_DIR, ModelConfig, TaskConfig, load_config
 from iclab.metrics import score, training_loss
-from iclab.models import build_model
 from iclab.seeding import generator_for
 from iclab.tasks import TASKS, make_task
 
@@ -78,7 +78,7 @@ def test_every_family_has_a_preset_that_trains_the_default_transformer():
     presets = preset_tasks()
     assert not set(FAMILIES) - set(presets), "families without a preset"
     for name in presets:
-        assert all(load_config(preset).model.mixer == "softmax" for preset in presets[name])
+        assert all(str(load_config(preset).model.mixer) == "softmax" for preset in presets[name])
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -95,7 +95,7 @@ def test_yardsticks_apply_predict_and_score_in_range(name):
     episode = sample(task)
     assert task.yardsticks, f"{name} has no yardsticks"
     for spec in task.yardsticks:
-        values = score(build_algorithm(spec, task).predict(episode), episode, task)
+        values = score(build_algorithm(spec, task).predict(episode), episode, task.target_scale)
         scored = values[~values.isnan()]
         assert scored.numel() > 0 and scored.isfinite().all(), spec
         if task.kind != "regression":
@@ -106,7 +106,7 @@ def test_yardsticks_apply_predict_and_score_in_range(name):
 def test_the_default_model_is_causal_and_trainable_on_every_family(name):
     torch.manual_seed(0)
     task_config = TaskConfig(name=name)
-    model = build_model(ModelConfig(n_layers=2, d_model=16, n_heads=2), task_config).eval()
+    model = model_for(ModelConfig(n_layers=2, d_model=16, n_heads=2), task_config).eval()
     task = make_task(name)
     episode = sample(task)
     prediction = model(episode)

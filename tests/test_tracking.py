@@ -13,9 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import tiny_config
 from iclab.config import ConfigError
-from iclab.run import RunDir
-from iclab.training.tracking import open_tracker
-from iclab.training.trainer import train_run
+from iclab.run import RunDir, train_run
+from iclab.run.tracking import open_tracker
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +125,7 @@ def test_a_config_without_logging_never_imports_mlflow(tmp_path):
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from conftest import tiny_config\n"
-        "from iclab.training.trainer import train_run\n"
+        "from iclab.run import train_run\n"
         f"train_run(tiny_config(train={{'steps': 2}}), {str(tmp_path / 'run')!r}, "
         "show_progress=False)\n"
         "assert 'mlflow' not in sys.modules, 'mlflow was imported'\n"

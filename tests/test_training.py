@@ -10,12 +10,11 @@ import time
 
 import pytest
 
-from conftest import tiny_config
+from conftest import model_for, tiny_config
 from iclab.config import build_config
-from iclab.run import RunDir
+from iclab.run import RunDir, train_run
 from iclab.training.checkpoint import list_checkpoints
 from iclab.training.schedule import curriculum_at, learning_rate
-from iclab.training.trainer import train_run
 
 
 class Crash(Exception):
@@ -162,10 +161,9 @@ def test_the_width_chosen_for_a_parameter_budget_is_printed_and_recorded(tmp_pat
 
 def test_weight_decay_spares_biases_norms_and_mambas_dynamics():
     from iclab.config import ModelConfig, TaskConfig
-    from iclab.models import build_model
     from iclab.training.trainer import parameter_groups
 
-    model = build_model(
+    model = model_for(
         ModelConfig(layers="mamba, softmax", d_model=16, n_heads=2), TaskConfig(n_dims=3)
     )
     decayed, spared = parameter_groups(model, 0.1)
@@ -183,7 +181,7 @@ def test_weight_decay_spares_biases_norms_and_mambas_dynamics():
 
 
 def test_a_run_that_fails_says_so_in_run_json_and_the_index(tmp_path, monkeypatch):
-    from iclab import catalog
+    from iclab.run import catalog
     from iclab.training.trainer import Trainer
 
     original = Trainer.train_step
@@ -204,7 +202,7 @@ def test_a_run_that_fails_says_so_in_run_json_and_the_index(tmp_path, monkeypatc
 def test_run_json_keeps_when_training_first_started_across_a_resume(tmp_path):
     from datetime import datetime
 
-    from iclab import catalog
+    from iclab.run import catalog
 
     train_run(tiny_config(train={"steps": 10}), tmp_path / "run", show_progress=False)
     created = RunDir(tmp_path / "run").read_info()["created"]

@@ -19,13 +19,18 @@ _EXPORTS = {
     "make_task": "iclab.tasks",
     "build_algorithm": "iclab.algorithms",
     "build_model": "iclab.models",
-    "train_run": "iclab.training.trainer",
+    "train_run": "iclab.run",
     "evaluate": "iclab.evaluation.curves",
-    "evaluate_run": "iclab.evaluation.run_eval",
-    "load_trained_model": "iclab.evaluation.run_eval",
+    "evaluate_run": "iclab.run",
+    "load_trained_model": "iclab.run",
+    "write_report": "iclab.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
 
 
 def __getattr__(name: str) -> Any:

@@ -1,25 +1,21 @@
-"""The ``iclab`` command line."""
+"""The ``iclab`` command line: each command parses its arguments, calls the library and prints
+what ``iclab.report.console`` renders."""
 
 from __future__ import annotations
 
 import functools
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
-from rich.table import Table
 
-from iclab.config import ConfigError, ModelConfig, RunConfig, load_config
-from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
-from iclab.evaluation.shifts import SHIFTS
-from iclab.registry import UnknownNameError
+from iclab.errors import ConfigError, UserError
 from iclab.specs import split_specs
-from iclab.training.checkpoint import CheckpointError
 
 app = typer.Typer(
     help="iclab: meta-train sequence models to learn in context, and measure them against the "
@@ -30,26 +26,33 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
-SHIFT_NAMES = SHIFTS.names()
-USER_ERRORS = (
-    ConfigError,
-    CheckpointError,
-    UnknownNameError,
-    FileExistsError,
-    FileNotFoundError,
-    ValueError,
-)
+DEBUG = {"tracebacks": False}  # set by --debug
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of every error, yours too.")
+    ] = False,
+) -> None:
+    """iclab: meta-train sequence models to learn in context, and measure them against the
+    optimal and classical learning algorithms."""
+    DEBUG["tracebacks"] = debug
 
 
 def user_errors_exit_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input prints one clear message and exits with status 2 instead of a traceback."""
+    """An error the user can fix (``UserError``) prints one clear message and exits with status
+    2; any other exception is a bug in iclab and shows its traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        show_warnings_briefly()
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False)
+        except UserError as error:
+            if DEBUG["tracebacks"]:
+                raise
+            errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -57,104 +60,13 @@ def user_errors_exit_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def show_warnings_briefly() -> None:
     warnings.showwarning = lambda message, category, *_: errors.print(
-        f"[yellow]warning:[/] {message}", highlight=False
+        f"[yellow]warning:[/] {escape(str(message))}", highlight=False
     )
 
 
-def print_evaluation(evaluation: Evaluation, config: RunConfig, run: Path | None) -> None:
-    """Every learner's metric at a few prefix lengths; under shifts, each shift at one k; the
-    paired difference of the first learner to the reference; then where the files are."""
-    from iclab.metrics import METRICS
-
-    metric = METRICS[config.task.build().kind]
-    unshifted = [p for p in evaluation.curves if p.shift == "none"]
-    ks = reported_ks(unshifted, config.task.n_dims)
-    console.print(curve_table(unshifted, ks, metric.label))
-    shifts = list(dict.fromkeys(p.shift for p in evaluation.curves))
-    if len(shifts) > 1:
-        console.print(shift_table(evaluation.curves, shifts, ks[-2] if len(ks) > 1 else ks[-1]))
-    if evaluation.differences:
-        console.print(difference_table(evaluation.differences, shifts, ks))
-    if run is not None:
-        console.print(
-            f"\nrun directory: [bold]{run}[/]\n"
-            f"  tables: {run / 'eval' / 'curves.csv'}, {run / 'eval' / 'differences.csv'}\n"
-            f"  plots:  {run / 'plots' / 'curves.png'}"
-            + (f" and {len(shifts) - 1} curves-SHIFT.png" if len(shifts) > 1 else ""),
-            soft_wrap=True,
-        )
-
-
-def curve_table(points: Sequence[CurvePoint], ks: Sequence[int], label: str) -> Table:
-    """One row per learner: its metric at each of ``ks`` with the 95% interval."""
-    table = Table(title=f"{escape(label)} after k in-context examples, ± 95% CI")
-    table.add_column("learner", no_wrap=True)
-    for k in ks:
-        table.add_column(f"k={k}", justify="right")
-    for learner in dict.fromkeys(p.learner for p in points):
-        by_k = {p.k: p for p in points if p.learner == learner}
-        table.add_row(learner, *(with_interval(by_k[k]) if k in by_k else "-" for k in ks))
-    return table
-
-
-def with_interval(row: CurvePoint | PairedDifference, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{row.mean:{sign}.3f}±{row.mean - row.ci_low:.3f}"
-
-
-def at_most(rows: Sequence[CurvePoint], k: int) -> int:
-    """The largest scored k up to ``k`` (shifts such as orthogonal_query stop early)."""
-    return max((p.k for p in rows if p.k <= k), default=min(p.k for p in rows))
-
-
-def compact(value: float) -> str:
-    """A mean in at most six characters: 0.093, 12.40, 122, 3.1e+04."""
-    if abs(value) < 10:
-        return f"{value:.3f}"
-    return f"{value:.2f}" if abs(value) < 100 else f"{value:.3g}"
-
-
-def shift_table(points: Sequence[CurvePoint], shifts: Sequence[str], k: int) -> Table:
-    """One row per shift: every learner's mean at ``k`` (or the last k the shift scores); the
-    intervals are in eval/curves.csv and the report."""
-    learners = list(dict.fromkeys(p.learner for p in points))
-    table = Table(title=f"mean under each shift at k={k}")
-    table.add_column("shift", no_wrap=True)
-    for learner in learners:
-        table.add_column(learner, justify="right", overflow="fold")
-    for shift in shifts:
-        rows = [p for p in points if p.shift == shift]
-        shown = at_most(rows, k)
-        cells = {p.learner: compact(p.mean) for p in rows if p.k == shown}
-        label = shift if shown == k else f"{shift} k={shown}"
-        table.add_row(label, *(cells.get(learner, "-") for learner in learners))
-    return table
-
-
-def difference_table(
-    differences: Sequence[PairedDifference], shifts: Sequence[str], ks: Sequence[int]
-) -> Table:
-    """The first learner minus the reference, prompt by prompt, per shift at the reported k
-    (k=1 left out when there are four, to fit 80 columns)."""
-    learner, reference = differences[0].learner, differences[0].reference
-    ks = ks[1:] if len(ks) > 3 else ks
-    table = Table(title=f"{learner} − {reference} on the same prompts, ± 95% CI (*: excludes 0)")
-    table.add_column("shift", no_wrap=True)
-    for k in ks:
-        table.add_column(f"k={k}", justify="right")
-    for shift in shifts:
-        rows = {p.k: p for p in differences if p.shift == shift and p.learner == learner}
-        if not rows:
-            continue
-        cells = []
-        for k in ks:
-            row = rows.get(k)
-            excludes_zero = row is not None and (row.ci_low > 0 or row.ci_high < 0)
-            cells.append(
-                "-" if row is None else with_interval(row, signed=True) + "*" * excludes_zero
-            )
-        table.add_row(shift, *cells)
-    return table
+def show(renderables: Iterable[RenderableType]) -> None:
+    for renderable in renderables:
+        console.print(renderable, highlight=False, soft_wrap=True)
 
 
 OverrideOption = Annotated[
@@ -169,6 +81,7 @@ ThreadsOption = Annotated[
         "trainings on a few cores, 1 avoids oversubscription.",
     ),
 ]
+ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
 def use_threads(threads: int | None) -> None:
@@ -190,27 +103,24 @@ def train(
         Path | None,
         typer.Option(help="Continue the run in this directory from its newest valid checkpoint."),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
     threads: ThreadsOption = None,
 ) -> None:
     """Meta-train a model on an in-context task; writes a run directory.
 
     Data-parallel on several GPUs or CPU processes: torchrun --nproc_per_node N -m iclab train
     CONFIG (the run's batch is split into train.batch_shards shards, by default N)."""
-    from iclab.run import RunDir
+    from iclab.config import build_config, load_config
+    from iclab.run import RunDir, train_run
     from iclab.training.distributed import leave_processes
-    from iclab.training.trainer import train_run
 
-    show_warnings_briefly()
     use_threads(threads)
     if resume is not None:
         if config is not None:
             raise ConfigError("give either CONFIG or --resume RUN_DIR, not both")
         run_config = RunDir(resume).load_config()
         if overrides:
-            from iclab.config import build_config
-
-            run_config = build_config(run_config.to_dict(), overrides, source=str(resume))
+            run_config = build_config(run_config.to_dict(), overrides, source=f"--resume {resume}")
         run_dir = resume
     else:
         if config is None:
@@ -222,7 +132,30 @@ def train(
     finally:
         leave_processes()  # under torchrun
     if trainer.processes.is_main:
-        console.print(f"run directory: [bold]{run_dir}[/]")
+        console.print(f"run directory: [bold]{escape(str(run_dir))}[/]")
+
+
+def eval_overrides(
+    overrides: list[str] | None,
+    algorithms: str | None,
+    shift: str | None,
+    n_points: int | None,
+    n_prompts: int | None,
+    reference: str | None,
+) -> list[str]:
+    """The eval command's flags as ``eval.*`` overrides, after the ``--set`` ones."""
+    changes = list(overrides or [])
+    if algorithms is not None:
+        changes.append(f"eval.algorithms={json.dumps(split_specs(algorithms))}")
+    if shift is not None:
+        changes.append(f"eval.shifts={json.dumps([] if shift == 'none' else split_specs(shift))}")
+    if n_points is not None:
+        changes.append(f"eval.n_points={n_points}")
+    if n_prompts is not None:
+        changes.append(f"eval.n_prompts={n_prompts}")
+    if reference is not None:
+        changes.append(f"eval.reference={json.dumps(reference)}")
+    return changes
 
 
 @app.command("eval")
@@ -242,9 +175,16 @@ def eval_command(
             "(default: the run's eval.algorithms, or the task's yardsticks)."
         ),
     ] = None,
-    overrides: OverrideOption = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help="Override an eval.* field, e.g. --set eval.seed=3 (with --task, task.* too).",
+        ),
+    ] = None,
     n_prompts: Annotated[
-        int | None, typer.Option(help="Prompts to sample (default: config).")
+        int | None, typer.Option(min=2, help="Prompts to sample (default: config).")
     ] = None,
     out: Annotated[
         Path | None,
@@ -254,16 +194,15 @@ def eval_command(
         str | None,
         typer.Option(
             help="Distribution shifts to evaluate besides the training distribution, e.g. "
-            "'skewed_covariance,scale_inputs(factor=2)', 'all', or 'none' to drop the run's "
-            "shifts; '+' composes two (skewed_covariance+noisy_targets). Shifts: "
-            + ", ".join(SHIFT_NAMES)
-            + "."
+            "'skewed_covariance,scale_inputs(factor=2)', 'all', or 'none'; '+' composes two "
+            "(skewed_covariance+noisy_targets); iclab shifts lists them."
         ),
     ] = None,
     n_points: Annotated[
         int | None,
         typer.Option(
-            help="Examples per prompt (default: as trained); more tests length generalisation."
+            min=1,
+            help="Examples per prompt (default: as trained); more tests length generalisation.",
         ),
     ] = None,
     reference: Annotated[
@@ -273,51 +212,48 @@ def eval_command(
             "algorithm)."
         ),
     ] = None,
+    progress: ProgressOption = True,
 ) -> None:
     """Evaluate a run and its algorithms on the same fresh prompts, or, with --task, the
     algorithms alone (the yardsticks a model will be measured against).
 
     Every learner sees the same prompts, so the differences to the reference learner are
-    paired: eval/differences.csv has their own confidence intervals."""
+    paired: eval/differences.csv has their own confidence intervals. Evaluating never changes
+    the run's config.yaml: what it used is written to eval/settings.yaml."""
     from iclab.config import build_config
-    from iclab.evaluation.run_eval import evaluate_learners, evaluate_run, write_evaluation
-    from iclab.run import RunDir
+    from iclab.report.console import evaluation_files, evaluation_tables
+    from iclab.run import (
+        RunDir,
+        evaluate_config,
+        evaluate_run,
+        with_eval_overrides,
+        write_evaluation,
+    )
 
-    show_warnings_briefly()
-    changes = list(overrides or [])
-    if algorithms is not None:
-        changes.append(f"eval.algorithms={json.dumps(split_specs(algorithms))}")
-    if shift is not None:
-        shifts = [] if shift == "none" else split_specs(shift)
-        changes.append(f"eval.shifts={json.dumps(shifts)}")
-    if n_points is not None:
-        changes.append(f"eval.n_points={n_points}")
-    if reference is not None:
-        changes.append(f"eval.reference={json.dumps(reference)}")
+    changes = eval_overrides(overrides, algorithms, shift, n_points, n_prompts, reference)
     if run is not None:
         if task is not None or out is not None:
             raise ConfigError("--task and --out are for evaluating algorithms without a RUN")
-        config = RunDir(run).load_config()
-        if changes:
-            config = build_config(config.to_dict(), changes, source=str(run))
-            RunDir(run).write_config(config)
+        config = with_eval_overrides(RunDir(run).load_config(), changes, f"iclab eval {run}")
         report_skipped_shifts(config)
-        evaluation = evaluate_run(run, n_prompts=n_prompts, show_progress=True)
-        print_evaluation(evaluation, config, run)
+        evaluation = evaluate_run(run, changes, show_progress=progress)
+        show([*evaluation_tables(evaluation, config), evaluation_files(run, evaluation)])
         return
     if task is None:
         raise ConfigError("give a RUN directory, or --task NAME to evaluate algorithms alone")
     data: dict[str, Any] = {"name": f"yardsticks-{task}", "task": {"name": task}}
     config = build_config(data, changes, source="--task/--set")
     report_skipped_shifts(config)
-    evaluation = evaluate_learners(config, n_prompts=n_prompts, show_progress=True)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_evaluation(evaluation, config, RunDir(out))
-    print_evaluation(evaluation, config, out)
+    evaluation = evaluate_config(config, show_progress=progress)
+    show(evaluation_tables(evaluation, config))
+    if out is None:
+        console.print("nothing written: give --out DIR to keep the tables and plots")
+        return
+    write_evaluation(evaluation, config, RunDir(out))
+    console.print(f"tables and plots: {escape(str(out / 'eval'))}, {escape(str(out / 'plots'))}")
 
 
-def report_skipped_shifts(config: RunConfig) -> None:
+def report_skipped_shifts(config: Any) -> None:
     """``--shift all`` leaves out the shifts a task does not allow: say which and why."""
     from iclab.evaluation.shifts import resolve_shifts
 
@@ -328,13 +264,22 @@ def report_skipped_shifts(config: RunConfig) -> None:
 
 @app.command()
 @user_errors_exit_cleanly
+def shifts() -> None:
+    """List the distribution shifts (iclab eval RUN --shift NAME) with their options."""
+    from iclab.evaluation.shifts import SHIFTS, STANDARD_SHIFTS
+    from iclab.report.console import shift_listing
+
+    show(shift_listing(SHIFTS, STANDARD_SHIFTS))
+
+
+@app.command()
+@user_errors_exit_cleanly
 def report(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
     """Write RUN/report.html: config, environment, training, evaluation and checkpoints on one
     self-contained page (images embedded, nothing fetched)."""
-    from iclab.report.html import write_report
+    from iclab.run import write_report
 
-    path = write_report(run)
-    console.print(f"report: [bold]{escape(str(path))}[/]", soft_wrap=True)
+    console.print(f"report: [bold]{escape(str(write_report(run)))}[/]", soft_wrap=True)
 
 
 @app.command()
@@ -355,36 +300,23 @@ def probe(
     as CSV, figures as PNG), which `iclab report` shows."""
     from iclab.probes import probe_run
     from iclab.probes.run_probe import probe_dir
+    from iclab.report.console import probe_table
     from iclab.run import RunDir
 
-    show_warnings_briefly()
     for spec in split_specs(probe):
         result = probe_run(run, spec)
-        table = Table(title=f"{escape(spec)} on {escape(str(run))}", show_header=False)
-        table.add_column("quantity", no_wrap=True)
-        table.add_column("value", justify="right", overflow="fold")
-        for key, value in result.summary.items():
-            table.add_row(escape(key), f"{value:.4g}" if isinstance(value, float) else str(value))
-        console.print(table)
+        console.print(probe_table(spec, run, result.summary))
         console.print(f"  files: {probe_dir(RunDir(run), spec)}", soft_wrap=True, markup=False)
 
 
 @app.command()
+@user_errors_exit_cleanly
 def probes() -> None:
     """List the probes with their options and papers."""
     from iclab.probes import PROBES
+    from iclab.report.console import probe_listing
 
-    console.print(
-        "[bold]probes[/] (iclab probe RUN --probe NAME; options as in gd_alignment(steps=2))\n"
-    )
-    for name, cls in PROBES:
-        console.print(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        console.print(f"    paper: {cls.paper}", highlight=False, markup=False)
-        for field, info in cls.Options.model_fields.items():
-            console.print(
-                f"    {field}={info.default!r}: {info.description}", highlight=False, markup=False
-            )
-        console.print()
+    show(probe_listing(PROBES))
 
 
 @app.command()
@@ -394,7 +326,11 @@ def reproduce(
         str, typer.Argument(help="A reproduction (iclab reproduce --list), or all.")
     ] = "all",
     scale: Annotated[
-        str, typer.Option(help="cpu: minutes on 2 CPU cores; paper: the paper's sizes (GPU).")
+        str,
+        typer.Option(
+            help="smoke: seconds, tiny runs that test the code (the verdict means nothing); "
+            "cpu: minutes on 2 CPU cores; paper: the paper's sizes (GPU)."
+        ),
     ] = "cpu",
     out: Annotated[Path, typer.Option(help="Directory of the reproductions.")] = Path(
         "runs/reproductions"
@@ -402,35 +338,25 @@ def reproduce(
     list_them: Annotated[
         bool, typer.Option("--list", help="List the reproductions and their claims.")
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOption = True,
     threads: ThreadsOption = None,
 ) -> None:
     """Reproduce a paper's headline claim: its runs, a figure like the paper's and a verdict
     (reproduced, not reproduced or inconclusive) in OUT/NAME/verdict.json."""
+    from iclab.report.console import reproduction_listing, verdict_table
     from iclab.reproductions import REPRODUCTIONS
     from iclab.reproductions import reproduce as run_reproduction
+    from iclab.reproductions.base import SCALES
 
     if list_them:
-        for entry, cls in REPRODUCTIONS:
-            console.print(
-                f"[bold]{entry}[/] ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale)"
-            )
-            console.print(f"    {cls.claim}\n", highlight=False, markup=False)
+        show(reproduction_listing(REPRODUCTIONS))
         return
-    if scale not in ("cpu", "paper"):
-        raise ConfigError(f"--scale must be cpu or paper, got {scale!r}")
+    if scale not in SCALES:
+        raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     names = REPRODUCTIONS.names() if name == "all" else [REPRODUCTIONS.get(name).name]
-    show_warnings_briefly()
     use_threads(threads)
-    table = Table(title=f"verdicts ({scale} scale)")
-    for column in ("reproduction", "verdict", "numbers"):
-        table.add_column(column, overflow="fold")
-    for entry in names:
-        verdict = run_reproduction(entry, out, scale, show_progress=progress)
-        numbers = ", ".join(f"{key}={value:g}" for key, value in verdict.numbers.items())
-        style = {"reproduced": "green", "not reproduced": "red"}.get(verdict.verdict, "yellow")
-        table.add_row(entry, f"[{style}]{verdict.verdict}[/]", escape(numbers))
-    console.print(table)
+    verdicts = [run_reproduction(entry, out, scale, show_progress=progress) for entry in names]
+    console.print(verdict_table(verdicts, scale))
     console.print(f"verdicts and figures: {out}/NAME/verdict.json, figure.png", soft_wrap=True)
 
 
@@ -449,18 +375,20 @@ def compare(
 ) -> None:
     """Overlay the curves of several evaluated runs and their algorithms, one figure per
     shift; the models are named after their runs."""
-    from iclab.metrics import METRICS
-    from iclab.report.compare import unique_label, write_comparison
+    from iclab.evaluation.curves import reported_ks
+    from iclab.kinds import kind_of
+    from iclab.report.compare import unique_label
+    from iclab.report.console import curve_table
     from iclab.run import RunDir
+    from iclab.run.compare import write_comparison
 
-    show_warnings_briefly()
     names = "-".join(unique_label(run, runs).replace("/", "_") for run in runs)
     out = out or Path("runs") / f"compare-{names}"
     specs = None if algorithms is None else split_specs(algorithms)
     points = write_comparison(runs, out, specs)
     task = RunDir(runs[0]).load_config().task
     unshifted = [p for p in points if p.shift == "none"]
-    label = METRICS[task.build().kind].label
+    label = kind_of(task.build().kind).metric.label
     console.print(curve_table(unshifted, reported_ks(unshifted, task.n_dims), label))
     figures = sorted(path.name for path in out.glob("curves*.png"))
     console.print(f"\ncomparison: [bold]{out}[/] (curves.csv, {', '.join(figures)})")
@@ -485,34 +413,19 @@ def sweep(
     Trials whose config does not validate are listed as invalid, trials that raise as failed;
     the others run. Reruns read completed trials back and resume the rest.
     """
+    from iclab.report.console import styled_status, sweep_table
     from iclab.sweeps import TrialRow, run_sweep, short_keys
-
-    show_warnings_briefly()
-    styles = {**STATUS_STYLES, "invalid": "yellow"}
 
     def announce(row: TrialRow) -> None:
         metric = "" if row.metric is None else f": {row.metric:.4g}"
-        console.print(f"[{styles[row.status]}]{row.status}[/] {escape(row.trial)}{metric}")
+        console.print(f"{styled_status(row.status)} {escape(row.trial)}{metric}")
 
     result = run_sweep(file, out, address, on_trial=announce)
-    keys = short_keys(list(result.spec.parameters))
-    table = Table(title=f"sweep {escape(result.spec.name)}: {escape(result.label)}, best first")
-    table.add_column("trial", no_wrap=True)
-    for key in keys.values():
-        table.add_column(escape(key), justify="right")
-    table.add_column(result.measure, justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    ranked = result.ranked()
-    for row in ranked:
-        cells = [escape(str(row.values.get(parameter))) for parameter in keys]
-        metric = "-" if row.metric is None else f"{row.metric:.4g}"
-        status = f"[{styles[row.status]}]{row.status}[/]"
-        table.add_row(escape(row.trial), *cells, metric, status)
-    console.print(table)
-    for row in ranked:
+    console.print(sweep_table(result, short_keys(list(result.spec.parameters))))
+    for row in result.ranked():
         if row.error is not None:
             console.print(
-                f"[{styles[row.status]}]{row.status}[/] {escape(row.trial)}: {escape(row.error)}",
+                f"{styled_status(row.status)} {escape(row.trial)}: {escape(row.error)}",
                 soft_wrap=True,
             )
     files = ", ".join(path.name for path in result.files)
@@ -535,126 +448,61 @@ def sweep(
 def quickstart(
     out: Annotated[Path, typer.Option(help="Run directory.")] = Path("runs/quickstart"),
     overrides: OverrideOption = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a small transformer on d=5 linear regression, evaluate it, print the results and
     write the HTML report.
 
     Reruns resume the existing run directory (nothing is trained twice).
     """
-    from iclab.evaluation.run_eval import evaluate_run
-    from iclab.report.html import write_report
-    from iclab.run import RunDir
-    from iclab.training.trainer import train_run
+    from iclab.config import load_config
+    from iclab.report.console import evaluation_files, evaluation_tables
+    from iclab.run import RunDir, evaluate_run, train_run, write_report
 
-    show_warnings_briefly()
+    use_threads(threads)
     config = load_config("quickstart", overrides or [])
     train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
     evaluation = evaluate_run(out, show_progress=progress)
-    print_evaluation(evaluation, config, out)
+    show([*evaluation_tables(evaluation, config), evaluation_files(out, evaluation)])
     console.print(f"  report: [bold]{escape(str(write_report(out)))}[/]", soft_wrap=True)
 
 
-def first_line(text: str | None) -> str:
-    """A docstring's summary: its first paragraph on one line."""
-    paragraph = (text or "").strip().split("\n\n")[0]
-    return " ".join(line.strip() for line in paragraph.splitlines())
-
-
 @app.command()
+@user_errors_exit_cleanly
 def tasks() -> None:
     """List the in-context task families with their options, defaults and papers."""
-    from iclab.tasks import TASKS
+    from iclab.report.console import task_listing
 
-    console.print("[bold]task families[/] (task.name), each with its defaults and options\n")
-    for name, family in TASKS:
-        sizes = (
-            f"n_points={family.default_n_points} (tokens)"
-            if family.kind == "tokens"
-            else f"n_dims={family.default_n_dims}, n_points={family.default_n_points}"
-        )
-        console.print(f"[bold]{name}[/] ({family.kind}): {escape(first_line(family.__doc__))}")
-        console.print(f"    paper: {family.paper}", highlight=False, markup=False)
-        console.print(f"    defaults: {sizes}", highlight=False, markup=False)
-        for field, info in family.Options.model_fields.items():
-            doc = f": {info.description}" if info.description else ""
-            console.print(f"    {field}={info.default!r}{doc}", highlight=False, markup=False)
-        console.print(
-            f"    yardsticks: {', '.join(family.yardsticks) or '-'}\n",
-            highlight=False,
-            markup=False,
-        )
+    show(task_listing())
 
 
 @app.command()
+@user_errors_exit_cleanly
 def models() -> None:
     """List the sequence mixers a model can be built from, with options and state sizes."""
-    import torch
+    from iclab.models import ModelConfig
+    from iclab.report.console import mixer_listing
 
-    from iclab.models.mixers import MIXERS
-
-    width, heads, lengths = 256, 8, (64, 1024)
-    console.print(
-        "[bold]mixers[/] (model.mixer, or one per block in model.layers; options as in "
-        "linear_attention(form=chunked))\n"
-        f"state: floats carried between tokens per layer and sequence, E = d_model, "
-        f"H = n_heads, t = tokens so far; the numbers are for E={width}, H={heads}\n",
-        highlight=False,
-    )
-    for name, cls in MIXERS:
-        with torch.device("meta"):
-            mixer = cls(width, heads)
-        sizes = ", ".join(f"t={t}: {mixer.state_size(t):,}" for t in lengths)
-        console.print(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        console.print(f"    paper: {cls.paper}", highlight=False, markup=False)
-        console.print(f"    forms: {', '.join(cls.forms)}", highlight=False, markup=False)
-        console.print(f"    state: {cls.state_formula} ({sizes})", highlight=False, markup=False)
-        for field, info in cls.Options.model_fields.items():
-            console.print(
-                f"    {field}={info.default!r}: {info.description}", highlight=False, markup=False
-            )
-        console.print()
-    console.print(
-        "[bold]around every mixer[/] (model.*): "
-        + "; ".join(
-            f"{field}: {ModelConfig.model_fields[field].description}"
-            for field in ("mlp_ratio", "norm", "target_params")
-        ),
-        highlight=False,
-    )
+    show(mixer_listing(ModelConfig.model_fields))
 
 
 @app.command()
+@user_errors_exit_cleanly
 def algorithms() -> None:
     """List the reference algorithms, their options, and the tasks they apply to."""
-    from iclab.algorithms import ALGORITHMS
-    from iclab.algorithms.base import algorithm_options, describe_applies_to
+    from iclab.report.console import algorithm_listing
 
-    console.print("[bold]algorithms[/] (eval.algorithms; options as in knn(k=5))\n")
-    for name, cls in ALGORITHMS:
-        console.print(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        console.print(f"    applies to: {describe_applies_to(cls)}", highlight=False, markup=False)
-        console.print(
-            f"    options: {algorithm_options(cls) or '-'}\n", highlight=False, markup=False
-        )
+    show(algorithm_listing())
 
 
 runs_app = typer.Typer(
     help="The runs under a runs directory, listed from its index (ROOT/index.sqlite, a cache of "
-    "the run directories that is brought up to date on every call).",
+    "the run directories that only these commands write, brought up to date on every call).",
     add_completion=False,
 )
 app.add_typer(runs_app, name="runs")
 RootOption = Annotated[Path, typer.Option(help="Directory that holds the run directories.")]
-STATUS_STYLES = {
-    "completed": "green",
-    "running": "yellow",
-    "interrupted": "yellow",
-    "stopped": "red",
-    "failed": "red",
-    "broken": "red",
-    "new": "dim",
-}
 
 
 @runs_app.callback(invoke_without_command=True)
@@ -692,11 +540,11 @@ def runs(
     ] = False,
 ) -> None:
     """List the runs under ROOT: task, model, parameters, steps, status and headline metric."""
-    from iclab import catalog
+    from iclab.report.console import runs_table
+    from iclab.run import catalog
 
     if context.invoked_subcommand is not None:
         return
-    show_warnings_briefly()
     if rebuild:
         catalog.rebuild(root)
     if descending is None:
@@ -706,30 +554,7 @@ def runs(
         filtered = any(value is not None for value in (task, model, status))
         console.print(f"no runs {'match' if filtered else 'yet'} in {root}", highlight=False)
         return
-    table = Table(
-        title=f"runs in {escape(str(root))}",
-        caption="headline: the model's error (err) or accuracy (acc) at the largest k on the "
-        "training distribution",
-    )
-    table.add_column("name", no_wrap=True)
-    for column in ("task", "model"):
-        table.add_column(column, overflow="fold")
-    for column in ("params", "steps"):
-        table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("headline", justify="right", no_wrap=True)
-    for entry in entries:
-        style = STATUS_STYLES.get(entry.status, "")
-        table.add_row(
-            escape(entry.name),
-            escape(entry.task_label),
-            escape(entry.model or "-"),
-            "-" if entry.n_params is None else f"{entry.n_params:,}",
-            "-" if entry.total_steps is None else f"{entry.steps}/{entry.total_steps}",
-            f"[{style}]{escape(entry.status)}[/]" if style else escape(entry.status),
-            "-" if entry.headline is None else f"{entry.headline:.3f} {entry.headline_metric[:3]}",
-        )
-    console.print(table)
+    console.print(runs_table(entries, root))
     for entry in entries:
         if entry.problem is not None:
             console.print(
@@ -744,25 +569,16 @@ def runs_show(
     root: RootOption = Path("runs"),
 ) -> None:
     """Everything the index knows about one run, its config, and where its results are."""
-    from dataclasses import asdict
-    from datetime import datetime
+    from iclab.report.console import run_details
+    from iclab.run import catalog
 
-    from iclab import catalog
-
-    show_warnings_briefly()
     entry = catalog.get_run(root, name)
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column(overflow="fold")
-    for field, value in asdict(entry).items():
-        if isinstance(value, datetime):
-            value = value.strftime("%Y-%m-%d %H:%M:%S %Z")
-        table.add_row(field, "-" if value is None else escape(str(value)))
-    console.print(table)
+    console.print(run_details(entry))
     config_path = entry.path / "config.yaml"
     console.print(f"\n[bold]config[/] ({escape(str(config_path))})")
     console.print(config_path.read_text(), markup=False, highlight=False, soft_wrap=True)
     results = [
+        entry.path / "eval" / "settings.yaml",
         entry.path / "eval" / "curves.csv",
         entry.path / "eval" / "differences.csv",
         *sorted((entry.path / "plots").glob("*.png")),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,10 +22,16 @@ from pydantic import (
     model_validator,
 )
 
-from iclab.errors import ConfigError
+from iclab.algorithms import ALGORITHM_SPEC, ALGORITHMS
+from iclab.algorithms.base import check_applies
+from iclab.errors import ConfigError, UserError
+from iclab.evaluation.shifts import build_shift, resolve_shifts
+from iclab.kinds import TaskIO
+from iclab.models import InContextModel, ModelConfig, build_model
+from iclab.specs import resolve_spec
+from iclab.tasks import TASKS, make_task
 
 PRESETS_DIR = Path(__file__).parent / "configs"
-
 
 
 class Strict(BaseModel):
@@ -49,16 +54,12 @@ class TaskConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _registered_task(cls, name: str) -> str:
-        from iclab.tasks import TASKS
-
         if name not in TASKS:
             raise ValueError(f"unknown task {name!r}; registered: {', '.join(TASKS.names())}")
         return name
 
     @model_validator(mode="after")
     def _check_family_options(self) -> TaskConfig:
-        from iclab.tasks import TASKS
-
         family = TASKS.get(self.name)
         try:
             family.Options.model_validate(self.model_extra or {})
@@ -72,116 +73,15 @@ class TaskConfig(BaseModel):
 
     def build(self):
         """The ``Task`` this config describes."""
-        from iclab.tasks import make_task
-
         return make_task(self.name, self.n_dims, self.options)
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
-
-class ModelConfig(Strict):
-    """A sequence model: codec + a stack of blocks around sequence mixers.
-
-    ``mixer`` names the mixer of every block by a spec (``linear_attention(form=chunked)``);
-    ``layers`` names one per block instead, for hybrids (``mamba,mamba,softmax,mamba``).
-    ``target_params`` chooses ``d_model`` so that the whole model lands within 5% of a parameter
-    budget, for comparisons of architectures at equal size.
-    """
-
-    mixer: str = Field("softmax", description="mixer spec for every block (iclab models)")
-    layers: list[str] | None = Field(
-        None, description="one mixer spec per block, for hybrids; sets n_layers"
-    )
-    n_layers: int = Field(12, ge=1)
-    d_model: int = Field(256, ge=8)
-    n_heads: int = Field(8, ge=1)
-    mlp_ratio: int = Field(4, ge=0, description="MLP width / d_model; 0: mixer-only blocks")
-    norm: Literal["layernorm", "none"] = Field(
-        "layernorm", description="pre-norm in every block and at the end, or none"
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    tokens: Literal["interleaved", "paired"] = Field(
-        "interleaved",
-        description="regression tokens: interleaved x and y tokens (Garg et al.), or paired: a "
-        "query token (x, 0) then (x, y) per example (von Oswald et al.)",
-    )
-    target_params: int | None = Field(
-        None,
-        ge=1000,
-        description="choose d_model (ignoring the one given) to land within 5% of this many "
-        "parameters; the chosen width is printed and recorded in run.json",
-    )
-
-    @field_validator("mixer")
-    @classmethod
-    def _known_mixer(cls, spec: str) -> str:
-        from iclab.models.mixers import resolve_mixer
-
-        try:
-            resolve_mixer(spec)
-        except KeyError as error:  # unknown name: a ValueError, so pydantic names the field
-            raise ValueError(str(error)) from None
-        return spec
-
-    @field_validator("layers", mode="before")
-    @classmethod
-    def _split_layer_string(cls, layers: Any) -> Any:
-        from iclab.specs import split_specs
-
-        return split_specs(layers) if isinstance(layers, str) else layers
-
-    @field_validator("layers")
-    @classmethod
-    def _known_layer_mixers(cls, layers: list[str] | None) -> list[str] | None:
-        from iclab.models.mixers import resolve_mixer
-
-        if layers is not None and not layers:
-            raise ValueError("layers must name at least one mixer")
-        for index, spec in enumerate(layers or []):
-            try:
-                resolve_mixer(spec)
-            except (KeyError, ValueError) as error:
-                raise ValueError(f"block {index}: {error}") from None
-        return layers
-
-    @model_validator(mode="after")
-    def _check_stack(self) -> ModelConfig:
-        if self.layers is not None:
-            if "n_layers" in self.model_fields_set and self.n_layers != len(self.layers):
-                raise ValueError(
-                    f"n_layers ({self.n_layers}) differs from the {len(self.layers)} mixers "
-                    "in layers; give one of them"
-                )
-            object.__setattr__(self, "n_layers", len(self.layers))
-        multiple = self.width_multiple()
-        if self.target_params is None and self.d_model % multiple:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be a multiple of {multiple} for these mixers "
-                f"with n_heads={self.n_heads}"
-            )
-        return self
-
-    @property
-    def layer_specs(self) -> list[str]:
-        """The mixer spec of every block, bottom to top."""
-        return list(self.layers) if self.layers is not None else [self.mixer] * self.n_layers
-
-    def width_multiple(self) -> int:
-        """What d_model must be a multiple of: heads must split it evenly (twice, for RoPE)."""
-        from iclab.models.mixers import resolve_mixer
-
-        multiple = 1
-        for spec in set(self.layer_specs):
-            cls, options = resolve_mixer(spec)
-            multiple = math.lcm(multiple, cls.width_multiple(self.n_heads, options))
-        return multiple
-
-    def describe(self) -> str:
-        """``4 × softmax`` or ``mamba, mamba, softmax, mamba``: the stack in a few words."""
-        specs = self.layer_specs
-        return f"{len(specs)} × {specs[0]}" if len(set(specs)) == 1 else ", ".join(specs)
+    def io(self) -> TaskIO:
+        """What a model needs to know of this task's examples."""
+        return self.build().io()
 
 
 class Ramp(Strict):
@@ -261,14 +161,14 @@ class EvalConfig(Strict):
         "for softmax attention): the same numbers, memory flat in context length for "
         "recurrent mixers",
     )
-    algorithms: list[str] | None = Field(
+    algorithms: list[ALGORITHM_SPEC] | None = Field(
         None,
         description="algorithm specs such as knn(k=5) (default: the task family's yardsticks)",
     )
     shifts: list[str] = Field(
         default_factory=list,
         description="distribution shifts evaluated besides the training distribution, e.g. "
-        "scale_inputs(factor=2), or all (iclab eval --help lists them)",
+        "scale_inputs(factor=2), or all (iclab shifts lists them)",
     )
     n_points: int | None = Field(
         None,
@@ -281,20 +181,28 @@ class EvalConfig(Strict):
         description="learner the others are compared with prompt by prompt (default: the first "
         "algorithm)",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where models and algorithms run (auto: the GPU when there is one)"
+    )
 
-    @field_validator("algorithms")
+    @field_validator("shifts")
     @classmethod
-    def _registered_algorithms(cls, specs: list[str] | None) -> list[str] | None:
-        from iclab.algorithms import ALGORITHMS
-        from iclab.specs import parse_spec
+    def _canonical_shifts(cls, specs: list[str]) -> list[str]:
+        """Each shift in its canonical text (``all`` stays: which of them apply depends on the
+        task, checked with it)."""
+        return [spec if spec == "all" else build_shift(spec).spec for spec in specs]
 
-        for spec in specs or []:
-            name, _ = parse_spec(spec)
-            if name not in ALGORITHMS:
-                raise ValueError(
-                    f"unknown algorithm {name!r}; registered: {', '.join(ALGORITHMS.names())}"
-                )
-        return specs
+    @model_validator(mode="after")
+    def _canonical_reference(self) -> EvalConfig:
+        """A reference written as an algorithm spec, in the canonical text its learner is named
+        by (``ridge(alpha=2.0)`` is ``ridge(alpha=2)``); other names (``model``) as given."""
+        if self.reference is not None and self.reference not in ("model",):
+            try:
+                canonical = str(resolve_spec(self.reference, ALGORITHMS, "algorithm"))
+            except UserError:
+                return self
+            object.__setattr__(self, "reference", canonical)
+        return self
 
 
 class MlflowConfig(Strict):
@@ -338,29 +246,25 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _shifts_fit_task(self) -> RunConfig:
-        from iclab.evaluation.shifts import resolve_shifts
-
+    def _evaluation_fits_task(self) -> RunConfig:
+        """The shifts and algorithms apply to the task (default algorithms: its yardsticks)."""
+        task = self.task.build()
         try:
-            resolve_shifts(self.eval.shifts, self.task.build())
-        except (ValueError, KeyError) as error:
+            resolve_shifts(self.eval.shifts, task)
+        except UserError as error:
             raise ValueError(f"eval.shifts: {error}") from None
-        return self
-
-    @model_validator(mode="after")
-    def _algorithms_fit_task(self) -> RunConfig:
-        from iclab.algorithms.base import check_applies
-        from iclab.tasks import TASKS
-
         if self.eval.algorithms is None:
             self.eval.algorithms = list(TASKS.get(self.task.name).yardsticks)
-        task = self.task.build()
         for spec in self.eval.algorithms:
             try:
                 check_applies(spec, task)
-            except ValueError as error:
+            except UserError as error:
                 raise ValueError(f"eval.algorithms: {error}") from None
         return self
+
+    def build_model(self, name: str = "model") -> InContextModel:
+        """The (freshly initialised) model this config trains, sized for its task."""
+        return build_model(self.model, self.task.io(), self.task.n_points, name=name)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -430,7 +334,9 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
         got = "" if problem["type"] == "missing" else f" (got {problem['input']!r})"
-        if problem["type"] in ("extra_forbidden",) or isinstance(problem["input"], dict):
+        if problem["type"] == "extra_forbidden" or isinstance(problem["input"], dict):
+            got = ""
+        if repr(problem.get("input")) in message:  # a spec's message quotes it already
             got = ""
         lines.append(f"{source}: {where}: {message}{got}")
     return "\n".join(lines)

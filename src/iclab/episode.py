@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-EpisodeKind = Literal["regression", "classification", "tokens"]
+EpisodeKind = str  # a kind of iclab.kinds: "regression", "classification" or "tokens"
 
 
 @dataclass

@@ -17,13 +17,18 @@ import yaml
 from pydantic import BaseModel, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema
 
 from iclab.errors import ConfigError
-from iclab.registry import Registry
+from iclab.registry import Registry, UnknownNameError
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*$")
 
 
 class SpecError(ConfigError):
     """A spec that does not parse, names nothing registered, or has a bad option."""
+
+
+class UnknownSpecError(SpecError, UnknownNameError):
+    """A spec naming nothing registered: a ``ValueError`` (so pydantic names the field) and an
+    ``UnknownNameError`` like any unknown name."""
 
 
 class Spec(NamedTuple):
@@ -104,13 +109,16 @@ def resolve_spec(text: str | Spec, registry: Registry, what: str) -> Spec:
     """``"name(option=value)"`` → ``Spec`` of the class registered as ``name`` with validated
     ``Options``; errors name the spec, the option and what is allowed."""
     if isinstance(text, Spec):
-        if registry.get(text.name) is not text.cls:
+        if text.name not in registry or registry.get(text.name) is not text.cls:
             raise SpecError(f"{what} {text}: not a registered {registry.kind}")
         return text
     if not isinstance(text, str):
         raise SpecError(f"{what} must be a spec such as name(option=value), got {text!r}")
     name, raw_options = parse_spec(text, what)
-    cls = registry.get(name)
+    try:
+        cls = registry.get(name)
+    except UnknownNameError as error:  # a ValueError too, so pydantic names the field
+        raise UnknownSpecError(str(error)) from None
     try:
         return Spec(cls, cls.Options.model_validate(raw_options))
     except ValidationError as error:

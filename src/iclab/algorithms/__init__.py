@@ -8,6 +8,20 @@ from iclab.algorithms import (  # noqa: F401  (each module registers its learner
     regression,
     tokens,
 )
-from iclab.algorithms.base import ALGORITHMS, Algorithm, build_algorithm, register_algorithm
+from iclab.algorithms.base import (
+    ALGORITHM_SPEC,
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmOptions,
+    build_algorithm,
+    register_algorithm,
+)
 
-__all__ = ["ALGORITHMS", "Algorithm", "build_algorithm", "register_algorithm"]
+__all__ = [
+    "ALGORITHMS",
+    "ALGORITHM_SPEC",
+    "Algorithm",
+    "AlgorithmOptions",
+    "build_algorithm",
+    "register_algorithm",
+]

@@ -12,10 +12,13 @@ position ``i`` uses ``inputs[:, : i + 1]`` and ``targets[:, :i]`` only.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, register_algorithm
+from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.episode import Episode
 from iclab.tasks.base import Task
 
@@ -132,37 +135,28 @@ def prefix_gf2_elimination(inputs: Tensor, targets: Tensor) -> Tensor:
     return (inputs & subsets).sum(-1) % 2 == 1
 
 
-def _check_family(cls: type[Algorithm], task: Task) -> None:
-    if task.name not in cls.applies_to:
-        raise ValueError(
-            f"algorithm {cls.name!r} applies to {', '.join(cls.applies_to)}, "
-            f"not to task {task.name!r}"
-        )
+class EliminationOptions(AlgorithmOptions):
+    form: Literal["conjunction", "disjunction"] | None = Field(
+        None,
+        description="formula to build; null: the task's (disjunction for disjunction and "
+        "sparse_disjunction, conjunction for conjunction)",
+    )
 
 
 @register_algorithm("elimination")
 class Elimination(Algorithm):
     """Elimination algorithm (Valiant 1984): the most specific conjunction (disjunction) fitting.
 
-    Every prefix at once with cumulative ORs over the examples. ``form`` is read from the task
-    (``conjunction`` for conjunctions, ``disjunction`` for disjunctions and sparse
-    disjunctions); passing it explicitly overrides that.
+    Every prefix at once with cumulative ORs over the examples.
     """
 
+    Options = EliminationOptions
+    options: EliminationOptions
     applies_to = tuple(ELIMINATION_FORM)
 
-    def __init__(self, form: str = "conjunction") -> None:
-        if form not in ("conjunction", "disjunction"):
-            raise ValueError(
-                f"elimination option form must be 'conjunction' or 'disjunction', got {form!r}"
-            )
-        self.form = form
-
-    @classmethod
-    def for_task(cls, task: Task, **options) -> Elimination:
-        _check_family(cls, task)
-        options.setdefault("form", ELIMINATION_FORM[task.name])
-        return cls(**options)
+    def __init__(self, task: Task, options: EliminationOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.form = self.options.form or ELIMINATION_FORM[task.name]
 
     def predict(self, episode: Episode) -> Tensor:
         inputs, targets = check_bit_episode(episode)
@@ -178,11 +172,6 @@ class GF2Elimination(Algorithm):
     """
 
     applies_to = ("sparse_parity", "parity")
-
-    @classmethod
-    def for_task(cls, task: Task, **options) -> GF2Elimination:
-        _check_family(cls, task)
-        return cls(**options)
 
     def predict(self, episode: Episode) -> Tensor:
         inputs, targets = check_bit_episode(episode)

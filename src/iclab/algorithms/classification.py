@@ -14,13 +14,13 @@ regression``) dispatches to it on classification episodes.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, positive_option, register_algorithm
+from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
 from iclab.tasks.base import Task
@@ -262,49 +262,36 @@ class _LogisticProblems:
 
 
 class ClassificationAlgorithm(Algorithm):
-    """A learner for classification episodes: ``for_task`` records the task's class count."""
+    """A learner for classification episodes, scoring every class of the task it is built for."""
 
     applies_to = ("classification",)
-    n_classes: int | None = None
 
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> ClassificationAlgorithm:
-        algorithm = cls(**options)
-        algorithm.n_classes = task.n_classes
-        return algorithm
-
-    def class_count(self) -> int:
-        return require_n_classes(self.n_classes, self.name)
+    def __init__(self, task: Task, options: AlgorithmOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.n_classes: int = task.n_classes
 
 
-def require_n_classes(n_classes: int | None, name: str) -> int:
-    """The class count an algorithm was built with; a clear error if it was built without a
-    task (the scores need one column per class, which the labels seen so far cannot tell)."""
-    if n_classes is None:
-        raise ValueError(
-            f"{name} needs the task's number of classes: build it with "
-            "iclab.algorithms.build_algorithm(spec, task)"
-        )
-    return n_classes
+class LogisticRegressionOptions(AlgorithmOptions):
+    alpha: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="L2 penalty on the weights (sklearn's C = 1 / alpha; intercepts are not "
+        "penalised)",
+    )
 
 
 @register_algorithm("logistic_regression")
 class LogisticRegression(ClassificationAlgorithm):
-    """Multinomial logistic regression with an L2 penalty, fitted on every prefix.
+    """Multinomial logistic regression with an L2 penalty, fitted on every prefix."""
 
-    Parameters
-    ----------
-    alpha:
-        L2 penalty on the weights, finite and > 0 (sklearn's ``C = 1 / alpha``; intercepts
-        are not penalised).
-    """
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = positive_option("logistic_regression", "alpha", alpha)
+    Options = LogisticRegressionOptions
+    options: LogisticRegressionOptions
 
     def predict(self, episode: Episode) -> Tensor:
-        n_classes = self.class_count()
-        return prefix_logistic_regression(episode.inputs, episode.targets, n_classes, self.alpha)
+        return prefix_logistic_regression(
+            episode.inputs, episode.targets, self.n_classes, self.options.alpha
+        )
 
 
 @register_algorithm("nearest_class_mean")
@@ -312,8 +299,7 @@ class NearestClassMean(ClassificationAlgorithm):
     """The class whose mean of the exemplars seen so far is nearest (unseen classes excluded)."""
 
     def predict(self, episode: Episode) -> Tensor:
-        n_classes = self.class_count()
-        return prefix_nearest_class_mean(episode.inputs, episode.targets, n_classes)
+        return prefix_nearest_class_mean(episode.inputs, episode.targets, self.n_classes)
 
 
 @register_algorithm("majority_label")
@@ -321,9 +307,8 @@ class MajorityLabel(ClassificationAlgorithm):
     """The most frequent label so far (ties: the label seen first); ignores the inputs."""
 
     def predict(self, episode: Episode) -> Tensor:
-        n_classes = self.class_count()
-        check_classification_episode(episode.inputs, episode.targets, n_classes)
-        return prefix_majority(episode.targets, n_classes)
+        check_classification_episode(episode.inputs, episode.targets, self.n_classes)
+        return prefix_majority(episode.targets, self.n_classes)
 
 
 @register_algorithm("copy_exemplar")
@@ -337,5 +322,4 @@ class CopyExemplar(ClassificationAlgorithm):
     applies_to = ("bursty_classification",)
 
     def predict(self, episode: Episode) -> Tensor:
-        n_classes = self.class_count()
-        return prefix_knn_vote(episode.inputs, episode.targets, 1, n_classes)
+        return prefix_knn_vote(episode.inputs, episode.targets, 1, self.n_classes)

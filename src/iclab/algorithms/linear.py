@@ -11,18 +11,12 @@ dtype of ``targets``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from iclab.algorithms.base import (
-    Algorithm,
-    integer_option,
-    positive_option,
-    register_algorithm,
-    reject_options,
-)
+from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.algorithms.regression import (
     _check_shapes,
     _exclusive_cumsum,
@@ -30,6 +24,7 @@ from iclab.algorithms.regression import (
     prefix_ridge,
 )
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.seeding import generator_for
 from iclab.tasks.base import Task
 from iclab.tasks.regression import (
@@ -134,48 +129,48 @@ def tune_learning_rates(
     return torch.tensor(_LR_GRID, dtype=torch.float64)[best]
 
 
+class GradientDescentOptions(AlgorithmOptions):
+    steps: int = Field(1, ge=1, description="GD steps from w = 0")
+    lr: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="step size; null: one per prefix length, tuned on held-out prompts of the task",
+    )
+
+
 @register_algorithm("gd")
 class GradientDescent(Algorithm):
     """k steps of gradient descent on the in-context squared loss from w = 0 (von Oswald et al.).
 
     The loss of prefix i is ‖X_{<i} w − y_{<i}‖² / (2i) (von Oswald et al. 2023, arXiv
     2212.07677; Akyürek et al. 2022, arXiv 2211.15661): one step from 0 is what their one-layer
-    linear attention implements. With ``lr`` null, ``for_task`` picks one step size per prefix
-    length from a grid, by the error on held-out prompts of the task (``tune_learning_rates``);
-    prompts longer than the tuned ones reuse the last rate.
-
-    Parameters
-    ----------
-    steps:
-        Number of GD steps, an integer >= 1.
-    lr:
-        Step size, > 0, or null to tune it for the task (needs ``for_task``; 1.0 otherwise).
+    linear attention implements. With ``lr`` null, one step size per prefix length is picked
+    from a grid when the algorithm is built, by the error on held-out prompts of the task
+    (``tune_learning_rates``); prompts longer than the tuned ones reuse the last rate.
     """
 
-    def __init__(self, steps: int = 1, lr: float | None = None) -> None:
-        self.steps = integer_option(self.name, "steps", steps)
-        self.lr: float | Tensor | None = positive_option(self.name, "lr", lr, allow_none=True)
+    Options = GradientDescentOptions
+    options: GradientDescentOptions
 
-    def preconditioner(self) -> Tensor | None:
+    def __init__(self, task: Task, options: GradientDescentOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.preconditioner = self.preconditioner_for(task)
+        self.lr: float | Tensor  # one step size, or one per prefix length
+        if self.options.lr is not None:
+            self.lr = self.options.lr
+        else:
+            steps = self.options.steps
+            self.lr = tune_learning_rates(task, type(self).name, steps, self.preconditioner)
+
+    def preconditioner_for(self, task: Task) -> Tensor | None:
+        """The matrix applied to every gradient (None, the identity, for plain GD)."""
         return None
-
-    def read_task(self, task: Task) -> None:
-        """What the algorithm takes from the task before tuning (nothing for plain GD)."""
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> GradientDescent:
-        algorithm = cls(**options)
-        algorithm.read_task(task)
-        if algorithm.lr is None:
-            algorithm.lr = tune_learning_rates(
-                task, cls.name, algorithm.steps, algorithm.preconditioner()
-            )
-        return algorithm
 
     def step_sizes(self, n_points: int) -> float | Tensor:
         """The step size of every prefix length of an ``n_points`` prompt."""
         if not isinstance(self.lr, Tensor):
-            return 1.0 if self.lr is None else self.lr
+            return self.lr
         padding = self.lr[-1:].expand(max(0, n_points - len(self.lr)))
         return torch.cat([self.lr, padding])[:n_points]
 
@@ -183,9 +178,9 @@ class GradientDescent(Algorithm):
         return prefix_gradient_descent(
             episode.inputs,
             episode.targets,
-            self.steps,
+            self.options.steps,
             self.step_sizes(episode.n_points),
-            self.preconditioner(),
+            self.preconditioner,
         )
 
 
@@ -198,28 +193,11 @@ class PreconditionedGradientDescent(GradientDescent):
     N(0, Σ) implements one such step, with a preconditioner adapted to Σ. ``Σ`` is the task's
     ``input_covariance`` (the population one, not the ill-conditioned empirical one of a short
     prefix); identity, i.e. plain ``gd``, for tasks without one.
-
-    Parameters
-    ----------
-    steps:
-        Number of GD steps, an integer >= 1.
-    lr:
-        Step size, > 0, or null to tune it for the task.
     """
 
-    def __init__(
-        self, steps: int = 1, lr: float | None = None, *, inverse_covariance: Tensor | None = None
-    ) -> None:
-        super().__init__(steps, lr)
-        self.inverse_covariance = inverse_covariance
-
-    def preconditioner(self) -> Tensor | None:
-        return self.inverse_covariance
-
-    def read_task(self, task: Task) -> None:
+    def preconditioner_for(self, task: Task) -> Tensor | None:
         covariance = getattr(task, "input_covariance", None)
-        if covariance is not None:
-            self.inverse_covariance = torch.linalg.inv(covariance.double())
+        return None if covariance is None else torch.linalg.inv(covariance.double())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,6 +293,10 @@ def prefix_orthogonal_matching_pursuit(inputs: Tensor, targets: Tensor, n_nonzer
     return _predict_with(weights, inputs, targets)
 
 
+class LassoOptions(AlgorithmOptions):
+    alpha: float = Field(0.01, gt=0, allow_inf_nan=False, description="L1 penalty")
+
+
 @register_algorithm("lasso")
 class Lasso(Algorithm):
     """Lasso (L1-penalised least squares, scikit-learn's objective), the sparse yardstick.
@@ -323,52 +305,43 @@ class Lasso(Algorithm):
     (their code, dtsip/in-context-learning, ``get_relevant_baselines``; the search did not find
     which one the paper's figure shows); the default is 0.01, the middle of that grid. Costs about
     10 s per 256 prompts of d = 20, 41 points on one CPU thread (``prefix_lasso``).
-
-    Parameters
-    ----------
-    alpha:
-        L1 penalty, finite and > 0.
     """
 
-    def __init__(self, alpha: float = 0.01) -> None:
-        self.alpha = positive_option("lasso", "alpha", alpha, allow_none=False)
+    Options = LassoOptions
+    options: LassoOptions
 
     def predict(self, episode: Episode) -> Tensor:
-        return prefix_lasso(episode.inputs, episode.targets, self.alpha)
+        return prefix_lasso(episode.inputs, episode.targets, self.options.alpha)
+
+
+class OrthogonalMatchingPursuitOptions(AlgorithmOptions):
+    n_nonzero: int | None = Field(
+        None,
+        ge=1,
+        description="size of the support; null: the task's sparsity (sparse_linear_regression)",
+    )
 
 
 @register_algorithm("omp")
 class OrthogonalMatchingPursuit(Algorithm):
-    """Orthogonal matching pursuit: greedily pick n_nonzero coordinates, least squares on them.
+    """Orthogonal matching pursuit: greedily pick n_nonzero coordinates, least squares on them."""
 
-    Parameters
-    ----------
-    n_nonzero:
-        Size of the support, an integer >= 1; null takes the task's ``sparsity``
-        (``sparse_linear_regression``).
-    """
+    Options = OrthogonalMatchingPursuitOptions
+    options: OrthogonalMatchingPursuitOptions
 
-    def __init__(self, n_nonzero: int | None = None) -> None:
-        if n_nonzero is not None:
-            integer_option("omp", "n_nonzero", n_nonzero)
-        self.n_nonzero = n_nonzero
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> OrthogonalMatchingPursuit:
-        algorithm = cls(**options)
-        if algorithm.n_nonzero is None:
-            sparsity = getattr(task, "sparsity", None)
-            if sparsity is None:
-                raise ValueError(
-                    f"omp needs option n_nonzero for task {task.name!r}, which has no sparsity "
-                    "to take it from (only sparse_linear_regression has one)"
-                )
-            algorithm.n_nonzero = sparsity
-        return algorithm
+    def __init__(self, task: Task, options: OrthogonalMatchingPursuitOptions | None = None) -> None:
+        super().__init__(task, options)
+        n_nonzero = self.options.n_nonzero
+        if n_nonzero is None:
+            n_nonzero = getattr(task, "sparsity", None)
+        if n_nonzero is None:
+            raise ConfigError(
+                f"omp needs option n_nonzero for task {task.name!r}, which has no sparsity "
+                "to take it from (only sparse_linear_regression has one)"
+            )
+        self.n_nonzero: int = n_nonzero
 
     def predict(self, episode: Episode) -> Tensor:
-        if self.n_nonzero is None:
-            raise ValueError("omp without n_nonzero must be built with for_task from a task")
         return prefix_orthogonal_matching_pursuit(episode.inputs, episode.targets, self.n_nonzero)
 
 
@@ -462,21 +435,11 @@ class PoolPosterior(Algorithm):
 
     applies_to = ("finite_pool_regression",)
 
-    def __init__(self, *, pool: Tensor | None, noise_std: float, weight_std: float) -> None:
-        self.pool = pool
-        self.noise_std = noise_std
-        self.weight_std = weight_std
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> PoolPosterior:
-        if not isinstance(task, FinitePoolRegression):
-            raise ValueError(
-                f"dmmse needs a finite_pool_regression task (it reads the pool), not {task.name!r}"
-            )
-        reject_options("dmmse", options, "the pool and the noise")
-        return cls(
-            pool=task.pool, noise_std=task.options.noise_std, weight_std=task.options.weight_std
-        )
+    def __init__(self, task: FinitePoolRegression, options: AlgorithmOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.pool = task.pool
+        self.noise_std = task.options.noise_std
+        self.weight_std = task.options.weight_std
 
     def predict(self, episode: Episode) -> Tensor:
         if self.pool is None:
@@ -487,40 +450,39 @@ class PoolPosterior(Algorithm):
         return predictions.to(episode.targets.dtype)
 
 
+class RidgeOnFeaturesOptions(AlgorithmOptions):
+    alpha: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="L2 penalty; null: the Bayes-optimal σ²/τ² of the task (least squares when "
+        "σ = 0)",
+    )
+
+
 @register_algorithm("ridge_features")
 class RidgeOnFeatures(Algorithm):
     """Ridge regression on the task's fixed representation Φ(x) (Bayes-optimal by default).
 
     For ``representation_regression`` (Guo et al. 2023) with w ~ N(0, τ² I) and noise σ the
     posterior mean is ridge on Φ(x) with α = σ²/τ² (least squares when σ = 0).
-
-    Parameters
-    ----------
-    alpha:
-        L2 penalty, > 0, or null for the Bayes-optimal σ²/τ² of the task.
     """
 
+    Options = RidgeOnFeaturesOptions
+    options: RidgeOnFeaturesOptions
     applies_to = ("representation_regression",)
 
-    def __init__(self, alpha: float | None = None, *, features=None) -> None:
-        self.alpha = positive_option("ridge_features", "alpha", alpha, allow_none=True)
-        self.features = features
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> RidgeOnFeatures:
-        if not isinstance(task, RepresentationRegression):
-            raise ValueError(
-                "ridge_features needs a representation_regression task (it reads the "
-                f"representation Φ), not {task.name!r}"
-            )
-        algorithm = cls(**options, features=task.features)
-        if algorithm.alpha is None and task.options.noise_std > 0:
-            algorithm.alpha = (task.options.noise_std / task.options.weight_std) ** 2
-        return algorithm
+    def __init__(
+        self, task: RepresentationRegression, options: RidgeOnFeaturesOptions | None = None
+    ) -> None:
+        super().__init__(task, options)
+        self.features = task.features
+        noise_std, weight_std = task.options.noise_std, task.options.weight_std
+        bayes_alpha = (noise_std / weight_std) ** 2 if noise_std > 0 else None
+        alpha = self.options.alpha
+        self.alpha = alpha if alpha is not None else bayes_alpha  # None: least squares
 
     def predict(self, episode: Episode) -> Tensor:
-        if self.features is None:
-            raise ValueError("ridge_features must be built with for_task from its task")
         features = self.features(episode.inputs)
         if self.alpha is None:
             return prefix_least_squares(features, episode.targets)
@@ -555,27 +517,21 @@ class MixturePosterior(Algorithm):
 
     applies_to = ("mixture",)
 
-    def __init__(self, *, components: list[Task], log_weights: Tensor) -> None:
-        self.components = components
-        self.log_weights = log_weights
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> MixturePosterior:
-        if not isinstance(task, Mixture):
-            raise ValueError(f"mixture_posterior needs a mixture task, not {task.name!r}")
-        reject_options("mixture_posterior", options, "the components and their weights")
+    def __init__(self, task: Mixture, options: AlgorithmOptions | None = None) -> None:
+        super().__init__(task, options)
         for component in task.components:
             is_gaussian = isinstance(component, LinearRegression)
             is_pool = isinstance(component, FinitePoolRegression) and (
                 component.options.sample_from == "pool" or component.pool is None
             )
             if not (is_gaussian or is_pool):
-                raise ValueError(
+                raise ConfigError(
                     "mixture_posterior needs components with a Gaussian or finite-pool prior "
                     "(linear_regression, noisy_linear_regression, finite_pool_regression with "
                     f"sample_from: pool), not {component.name!r}; set eval.algorithms without it"
                 )
-        return cls(components=task.components, log_weights=task.probabilities.log())
+        self.components = task.components
+        self.log_weights = task.probabilities.log()
 
     def predict(self, episode: Episode) -> Tensor:
         means, evidences = zip(

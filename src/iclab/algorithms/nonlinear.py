@@ -18,16 +18,18 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import joblib
 import numpy as np
 import sklearn
 import torch
+from pydantic import AfterValidator, Field
 from rich.progress import Progress
 from sklearn.tree import DecisionTreeRegressor
 from torch import Tensor
 
-from iclab.algorithms.base import Algorithm, integer_option, positive_option, register_algorithm
+from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.episode import Episode
 
 # A prediction function fitted on (train_x (i, d), train_y (i,)) and evaluated at query_x (1, d).
@@ -40,13 +42,18 @@ _PROMPTS_PER_BLOCK = 8
 _FITS_FOR_PROGRESS = 20_000
 
 
-def _check_n_jobs(algorithm: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value == 0:
-        raise ValueError(
-            f"{algorithm} option n_jobs must be a nonzero integer (-1: all cores, 1: no worker "
-            f"threads), got {value!r}"
-        )
-    return value
+def _check_n_jobs(n_jobs: int) -> int:
+    if n_jobs == 0:
+        raise ValueError("must not be 0 (-1: all cores, 1: no worker threads)")
+    return n_jobs
+
+
+# joblib's worker threads over blocks of prompts, an option of the learners that fit each prefix.
+NJobs = Annotated[
+    int,
+    AfterValidator(_check_n_jobs),
+    Field(description="joblib worker threads over blocks of prompts; -1: all cores, 1: none"),
+]
 
 
 def _check_episode(episode: Episode) -> None:
@@ -130,6 +137,16 @@ def fit_tree(
     return float(tree.predict(query_x, check_input=False)[0])
 
 
+class DecisionTreeOptions(AlgorithmOptions):
+    max_depth: int | None = Field(
+        4, ge=1, description="depth limit of each fitted tree; null: grow until leaves are pure"
+    )
+    seed: int = Field(
+        0, ge=0, description="random state of every fit (tie-breaking between splits)"
+    )
+    n_jobs: NJobs = -1
+
+
 @register_algorithm("decision_tree")
 class GreedyDecisionTree(Algorithm):
     """Greedy regression tree (sklearn CART) fitted to every prefix (Garg et al. 2022).
@@ -142,33 +159,15 @@ class GreedyDecisionTree(Algorithm):
     Cost: about 0.5-0.7 ms per fit, so 1280 prompts of 101 points (128,000 fits) take about
     85 CPU-seconds (measured: 2.1 s for 32 prompts on this project's busy 2-core machine);
     ``n_jobs`` worker threads divide that.
-
-    Parameters
-    ----------
-    max_depth:
-        Depth limit of each fitted tree, an integer >= 1, or null (``None``) to grow until
-        leaves are pure.
-    seed:
-        Random state of every fit (tie-breaking between splits).
-    n_jobs:
-        joblib worker threads over blocks of prompts; -1 uses all cores, 1 none.
     """
 
-    def __init__(self, max_depth: int | None = 4, seed: int = 0, n_jobs: int = -1) -> None:
-        if max_depth is not None and (
-            isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1
-        ):
-            raise ValueError(
-                "decision_tree option max_depth must be an integer >= 1 or null (no limit), "
-                f"got {max_depth!r}"
-            )
-        self.max_depth = max_depth
-        self.seed = integer_option("decision_tree", "seed", seed, minimum=0)
-        self.n_jobs = _check_n_jobs("decision_tree", n_jobs)
+    Options = DecisionTreeOptions
+    options: DecisionTreeOptions
 
     def predict(self, episode: Episode) -> Tensor:
-        fit = functools.partial(fit_tree, max_depth=self.max_depth)
-        return predict_every_prefix(episode, fit, self.seed, self.n_jobs, "decision trees")
+        fit = functools.partial(fit_tree, max_depth=self.options.max_depth)
+        seed, n_jobs = self.options.seed, self.options.n_jobs
+        return predict_every_prefix(episode, fit, seed, n_jobs, "decision trees")
 
 
 def lightgbm_params(learning_rate: float, max_depth: int, seed: int) -> dict:
@@ -215,6 +214,20 @@ def fit_boosting(
     return float(booster.predict(query_x, num_threads=1)[0])
 
 
+class GradientBoostingOptions(AlgorithmOptions):
+    n_rounds: int = Field(100, ge=1, description="boosting rounds (trees)")
+    learning_rate: float = Field(
+        0.3, gt=0, allow_inf_nan=False, description="shrinkage of each tree"
+    )
+    max_depth: int = Field(
+        6, ge=1, le=16, description="depth of each tree (num_leaves is 2**max_depth)"
+    )
+    seed: int = Field(
+        0, ge=0, description="LightGBM's seed (it draws nothing random with these settings)"
+    )
+    n_jobs: NJobs = -1
+
+
 @register_algorithm("gradient_boosting")
 class GradientBoosting(Algorithm):
     """Gradient-boosted trees (LightGBM, XGBoost's default settings) fitted to every prefix.
@@ -230,39 +243,16 @@ class GradientBoosting(Algorithm):
     Cost: about 45 ms per fit, so 1280 prompts of 101 points take about 1.6 core-hours
     (measured on this project's 2-core machine): it is not in any family's default yardsticks.
     Every prefix is fitted (skipping some would leave gaps in the error curve).
-
-    Parameters
-    ----------
-    n_rounds:
-        Boosting rounds (trees), an integer >= 1.
-    learning_rate:
-        Shrinkage of each tree, > 0.
-    max_depth:
-        Depth of each tree, an integer from 1 to 16 (``num_leaves`` is 2**max_depth).
-    seed:
-        LightGBM's seed (it draws nothing random with these settings).
-    n_jobs:
-        joblib worker threads over blocks of prompts; -1 uses all cores, 1 none.
     """
 
-    def __init__(
-        self,
-        n_rounds: int = 100,
-        learning_rate: float = 0.3,
-        max_depth: int = 6,
-        seed: int = 0,
-        n_jobs: int = -1,
-    ) -> None:
-        self.n_rounds = integer_option("gradient_boosting", "n_rounds", n_rounds, minimum=1)
-        self.learning_rate = positive_option("gradient_boosting", "learning_rate", learning_rate)
-        self.max_depth = integer_option("gradient_boosting", "max_depth", max_depth, 1, maximum=16)
-        self.seed = integer_option("gradient_boosting", "seed", seed, minimum=0)
-        self.n_jobs = _check_n_jobs("gradient_boosting", n_jobs)
+    Options = GradientBoostingOptions
+    options: GradientBoostingOptions
 
     def predict(self, episode: Episode) -> Tensor:
-        params = lightgbm_params(self.learning_rate, self.max_depth, self.seed)
-        fit = functools.partial(fit_boosting, params=params, n_rounds=self.n_rounds)
-        return predict_every_prefix(episode, fit, self.seed, self.n_jobs, "gradient boosting")
+        options = self.options
+        params = lightgbm_params(options.learning_rate, options.max_depth, options.seed)
+        fit = functools.partial(fit_boosting, params=params, n_rounds=options.n_rounds)
+        return predict_every_prefix(episode, fit, options.seed, options.n_jobs, "gradient boosting")
 
 
 def prefix_models(batch_size: int, n_points: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -333,6 +323,14 @@ def train_networks(
         optimizer.step()
 
 
+class TwoLayerNetworkOptions(AlgorithmOptions):
+    hidden: int = Field(100, ge=1, description="hidden units")
+    steps: int = Field(100, ge=1, description="Adam steps")
+    lr: float = Field(5e-3, gt=0, allow_inf_nan=False, description="Adam's learning rate")
+    seed: int = Field(0, ge=0, description="seed of the initial weights")
+    chunk_size: int = Field(512, ge=1, description="networks trained together")
+
+
 @register_algorithm("two_layer_nn")
 class TwoLayerNetwork(Algorithm):
     """Two-layer ReLU network trained by Adam on each prefix's examples (Garg et al. 2022).
@@ -356,34 +354,10 @@ class TwoLayerNetwork(Algorithm):
     of 101 points (128,000 networks, 100 steps) take about 30 CPU-minutes (measured: 24 s for
     16 prompts on this project's busy 2-core machine). It is the paper's yardstick for ReLU
     networks, so ``relu_network`` lists it anyway; on a GPU it is a matter of seconds.
-
-    Parameters
-    ----------
-    hidden:
-        Hidden units, an integer >= 1.
-    steps:
-        Adam steps, an integer >= 1.
-    lr:
-        Adam's learning rate, > 0.
-    seed:
-        Seed of the initial weights.
-    chunk_size:
-        Networks trained together, an integer >= 1.
     """
 
-    def __init__(
-        self,
-        hidden: int = 100,
-        steps: int = 100,
-        lr: float = 5e-3,
-        seed: int = 0,
-        chunk_size: int = 512,
-    ) -> None:
-        self.hidden = integer_option("two_layer_nn", "hidden", hidden, minimum=1)
-        self.steps = integer_option("two_layer_nn", "steps", steps, minimum=1)
-        self.lr = positive_option("two_layer_nn", "lr", lr)
-        self.seed = integer_option("two_layer_nn", "seed", seed, minimum=0)
-        self.chunk_size = integer_option("two_layer_nn", "chunk_size", chunk_size, minimum=1)
+    Options = TwoLayerNetworkOptions
+    options: TwoLayerNetworkOptions
 
     def predict(self, episode: Episode) -> Tensor:
         _check_episode(episode)
@@ -391,12 +365,13 @@ class TwoLayerNetwork(Algorithm):
         batch, n, d = x.shape
         predictions = torch.zeros(batch, n, device=x.device)
         prompt, prefix = prefix_models(batch, n, x.device)
-        generator = torch.Generator().manual_seed(self.seed)
-        starts = range(0, prompt.numel(), self.chunk_size)
+        hidden, chunk_size = self.options.hidden, self.options.chunk_size
+        generator = torch.Generator().manual_seed(self.options.seed)
+        starts = range(0, prompt.numel(), chunk_size)
         with _progress_bar("two-layer networks", len(starts), len(starts) > 1) as advance:
             for start in starts:
-                chunk = slice(start, start + self.chunk_size)
-                networks = BatchedNetworks(prompt[chunk].numel(), d, self.hidden, generator)
+                chunk = slice(start, start + chunk_size)
+                networks = BatchedNetworks(prompt[chunk].numel(), d, hidden, generator)
                 predictions[prompt[chunk], prefix[chunk]] = self._fit_chunk(
                     networks.to(x.device), x, y, prompt[chunk], prefix[chunk]
                 )
@@ -413,7 +388,12 @@ class TwoLayerNetwork(Algorithm):
         is_example = positions < prefix[:, None]  # (M, L)
         with torch.enable_grad():
             train_networks(
-                networks, x[prompt, :length], y[prompt, :length], is_example, self.steps, self.lr
+                networks,
+                x[prompt, :length],
+                y[prompt, :length],
+                is_example,
+                self.options.steps,
+                self.options.lr,
             )
         with torch.no_grad():
             return networks(x[prompt, prefix][:, None, :]).squeeze(1)

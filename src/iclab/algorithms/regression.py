@@ -13,19 +13,13 @@ The classes at the bottom wrap these functions as registered ``Algorithm`` s.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from iclab.algorithms.base import (
-    Algorithm,
-    integer_option,
-    positive_option,
-    register_algorithm,
-    reject_options,
-)
-from iclab.algorithms.classification import prefix_knn_vote, require_n_classes
+from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
+from iclab.algorithms.classification import prefix_knn_vote
 from iclab.algorithms.neighbours import earlier_neighbours
 from iclab.episode import Episode
 from iclab.tasks.base import Task
@@ -248,37 +242,38 @@ class Averaging(Algorithm):
         return prefix_averaging(episode.inputs, episode.targets)
 
 
+class NearestNeighboursOptions(AlgorithmOptions):
+    k: int = Field(
+        3, ge=1, description="neighbours; fewer are used while fewer earlier points exist"
+    )
+
+
 @register_algorithm("knn")
 class NearestNeighbours(Algorithm):
     """k nearest earlier inputs (Euclidean): mean target (regression) or majority vote (classes).
 
     On classification episodes the scores are log vote shares, ties going to the class of the
-    nearest neighbour among the tied ones (``iclab.algorithms.classification.prefix_knn_vote``);
-    ``for_task`` records the task's number of classes for them.
-
-    Parameters
-    ----------
-    k:
-        Number of neighbours, at least 1; fewer are used while fewer earlier points exist.
+    nearest neighbour among the tied ones (``iclab.algorithms.classification.prefix_knn_vote``),
+    one per class of the task it was built for.
     """
 
+    Options = NearestNeighboursOptions
+    options: NearestNeighboursOptions
     applies_to = ("regression", "classification")
-    n_classes: int | None = None
 
-    def __init__(self, k: int = 3) -> None:
-        self.k = integer_option("knn", "k", k)
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> NearestNeighbours:
-        algorithm = cls(**options)
-        algorithm.n_classes = task.n_classes
-        return algorithm
+    def __init__(self, task: Task, options: NearestNeighboursOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.n_classes = task.n_classes
 
     def predict(self, episode: Episode) -> Tensor:
-        if episode.kind == "classification":
-            n_classes = require_n_classes(self.n_classes, "knn")
-            return prefix_knn_vote(episode.inputs, episode.targets, self.k, n_classes)
-        return prefix_knn(episode.inputs, episode.targets, self.k)
+        if episode.kind != "classification":
+            return prefix_knn(episode.inputs, episode.targets, self.options.k)
+        if self.n_classes is None:
+            raise ValueError(
+                "knn was built for a regression task, so it has no number of classes to score "
+                "a classification episode with; build it for the episode's task"
+            )
+        return prefix_knn_vote(episode.inputs, episode.targets, self.options.k, self.n_classes)
 
 
 @register_algorithm("least_squares")
@@ -289,21 +284,24 @@ class LeastSquares(Algorithm):
         return prefix_least_squares(episode.inputs, episode.targets)
 
 
+class RidgeOptions(AlgorithmOptions):
+    alpha: float = Field(
+        0.1,
+        gt=0,
+        allow_inf_nan=False,
+        description="L2 penalty (alpha -> 0 is least_squares)",
+    )
+
+
 @register_algorithm("ridge")
 class Ridge(Algorithm):
-    """Ridge regression (X^T X + alpha I)^{-1} X^T y.
+    """Ridge regression (X^T X + alpha I)^{-1} X^T y."""
 
-    Parameters
-    ----------
-    alpha:
-        L2 penalty, finite and > 0 (``alpha -> 0`` is ``least_squares``).
-    """
-
-    def __init__(self, alpha: float = 0.1) -> None:
-        self.alpha = positive_option("ridge", "alpha", alpha)
+    Options = RidgeOptions
+    options: RidgeOptions
 
     def predict(self, episode: Episode) -> Tensor:
-        return prefix_ridge(episode.inputs, episode.targets, self.alpha)
+        return prefix_ridge(episode.inputs, episode.targets, self.options.alpha)
 
 
 @register_algorithm("bayes_optimal")
@@ -311,42 +309,15 @@ class BayesOptimalLinearRegression(Algorithm):
     """Posterior mean for linear regression with w ~ N(0, τ² I) and noise N(0, σ²).
 
     That is ridge with ``alpha = σ²/τ²`` when ``σ > 0``, and its limit, min-norm least squares,
-    when ``σ = 0``. ``for_task`` reads σ and τ from a ``LinearRegression`` task.
-
-    Parameters
-    ----------
-    noise_std:
-        σ, at least 0.
-    weight_std:
-        τ, greater than 0.
+    when ``σ = 0``. σ and τ are the task's ``noise_std`` and ``weight_std``, so it takes no
+    options (``ridge`` takes another penalty).
     """
 
     applies_to = ("linear_regression", "noisy_linear_regression")
 
-    def __init__(self, noise_std: float = 0.0, weight_std: float = 1.0) -> None:
-        if not (0 <= noise_std < math.inf):
-            raise ValueError(f"bayes_optimal option noise_std must be >= 0, got {noise_std!r}")
-        if not (0 < weight_std < math.inf):
-            raise ValueError(f"bayes_optimal option weight_std must be > 0, got {weight_std!r}")
-        self.noise_std = float(noise_std)
-        self.weight_std = float(weight_std)
-
-    @property
-    def alpha(self) -> float:
-        """The equivalent ridge penalty σ²/τ² (0 means min-norm least squares)."""
-        return (self.noise_std / self.weight_std) ** 2
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> BayesOptimalLinearRegression:
-        if not isinstance(task, LinearRegression):
-            raise ValueError(
-                "bayes_optimal needs a LinearRegression task (it reads the task's noise_std and "
-                f"weight_std), not {type(task).__name__}"
-            )
-        reject_options(
-            "bayes_optimal", options, "noise_std and weight_std", "use ridge for another penalty"
-        )
-        return cls(noise_std=task.options.noise_std, weight_std=task.options.weight_std)
+    def __init__(self, task: LinearRegression, options: AlgorithmOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.alpha = (task.options.noise_std / task.options.weight_std) ** 2
 
     def predict(self, episode: Episode) -> Tensor:
         if self.alpha == 0:

@@ -11,40 +11,31 @@ log-probabilities on the episode's device; ``argmax`` breaks ties towards the lo
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
-from iclab.algorithms.base import (
-    Algorithm,
-    integer_option,
-    positive_option,
-    register_algorithm,
-    reject_options,
-)
+from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.episode import Episode
 from iclab.tasks.base import Task
-from iclab.tasks.recall import MultiQueryRecall
+
+# The log-probability of a token a learner is sure will not come: the lowest finite float32 (as
+# for the Boolean learners), not -inf, so that sums and differences of scores stay defined.
+_IMPOSSIBLE = torch.finfo(torch.float32).min
 
 
-def _check_tokens(episode: Episode, vocab_size: int | None, learner: str) -> int:
-    """The vocabulary size, after checking that the episode holds token ids below it."""
+def _check_tokens(episode: Episode, vocab_size: int, learner: str) -> None:
+    """A clear error unless the episode holds (B, T) token ids below ``vocab_size``."""
     if episode.kind != "tokens" or episode.inputs.ndim != 2:
         raise ValueError(
             f"{learner} needs a token episode with (B, T) inputs, got a {episode.kind} episode "
             f"with inputs of shape {tuple(episode.inputs.shape)}"
         )
-    if vocab_size is None:
-        raise ValueError(
-            f"{learner} needs the vocabulary size: build it with build_algorithm(spec, task) "
-            "or pass vocab_size"
-        )
     largest = max(int(episode.inputs.max()), int(episode.targets.max()))
     if largest >= vocab_size:
         raise ValueError(f"{learner}: token id {largest} is outside the vocabulary of {vocab_size}")
-    return vocab_size
 
 
 def context_ids(inputs: Tensor, order: int) -> Tensor:
@@ -117,6 +108,36 @@ def prefix_ngram_log_probs(
     return log_probs
 
 
+def prefix_recall(inputs: Tensor, targets: Tensor, vocab_size: int) -> Tensor:
+    """(B, T, V) log-probabilities: 0 for the token that followed the last earlier occurrence of
+    the current token, ``_IMPOSSIBLE`` for the others; uniform where the current token is new."""
+    permutation, group_start = _group_by_context(inputs)
+    index = torch.arange(permutation.shape[1], device=permutation.device)
+    has_earlier = index > group_start  # the previous member of the group is earlier
+    previous = torch.where(has_earlier, permutation.roll(1, dims=1), -1)
+    previous = _unsort(previous, permutation)  # (B, T): last earlier position, or -1
+    recalled = F.one_hot(targets.gather(1, previous.clamp(min=0)), vocab_size).bool()
+    sure = torch.where(recalled, 0.0, _IMPOSSIBLE)  # (B, T, V)
+    uniform = torch.full_like(sure, -math.log(vocab_size))
+    return torch.where((previous >= 0)[..., None], sure, uniform)
+
+
+class NGramOptions(AlgorithmOptions):
+    n: int = Field(2, ge=1, description="order: 1 unigram frequencies, 2 bigram, 3 trigram")
+    alpha: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="add-alpha smoothing; changes the log-probabilities, never the argmax of one "
+        "order",
+    )
+    backoff: bool = Field(
+        True,
+        description="where the context of order n has not occurred yet, use order n - 1, and so "
+        "on (true), or predict uniformly there (false)",
+    )
+
+
 @register_algorithm("ngram")
 class NGram(Algorithm):
     """In-context n-gram model with add-alpha smoothing and backoff (Akyürek et al. 2024).
@@ -124,45 +145,23 @@ class NGram(Algorithm):
     Counts, in the prompt so far, which tokens followed each earlier occurrence of the last
     ``n - 1`` tokens, and predicts the most frequent (ties: lowest token id). Akyürek et al. 2024
     (arXiv 2401.12973) find such in-context n-gram models strong baselines for in-context
-    language learning; on ``mqar`` the bigram is exact (a key is followed by its value).
-
-    Parameters
-    ----------
-    n:
-        Order, an integer >= 1 (1: unigram frequencies, 2: bigram, 3: trigram).
-    alpha:
-        Add-alpha smoothing, a finite number > 0; it changes the log-probabilities, never the
-        argmax of one order.
-    backoff:
-        Where the context of order n has not occurred yet, use order n - 1, and so on (True);
-        or predict uniformly there (False).
-    vocab_size:
-        Set by ``for_task`` from the task's vocabulary; not an option.
+    language learning; on ``mqar`` the bigram is exact (a key is followed by its value). The
+    vocabulary is the task's.
     """
 
+    Options = NGramOptions
+    options: NGramOptions
     applies_to = ("tokens",)
 
-    def __init__(
-        self, n: int = 2, alpha: float = 1.0, backoff: bool = True, *, vocab_size: int | None = None
-    ) -> None:
-        integer_option("ngram", "n", n)
-        alpha = positive_option("ngram", "alpha", alpha)
-        if not isinstance(backoff, bool):
-            raise ValueError(f"ngram option backoff must be true or false, got {backoff!r}")
-        self.n, self.alpha, self.backoff, self.vocab_size = n, float(alpha), backoff, vocab_size
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> NGram:
-        if task.kind != "tokens":
-            raise ValueError(f"ngram needs a token task, not {task.name!r} ({task.kind})")
-        if "vocab_size" in options:
-            raise ValueError("ngram takes vocab_size from the task; it is not an option")
-        return cls(**options, vocab_size=task.n_classes)
+    def __init__(self, task: Task, options: NGramOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.vocab_size: int = task.n_classes
 
     def predict(self, episode: Episode) -> Tensor:
-        vocab_size = _check_tokens(episode, self.vocab_size, "ngram")
+        _check_tokens(episode, self.vocab_size, "ngram")
+        n, alpha, backoff = self.options.n, self.options.alpha, self.options.backoff
         return prefix_ngram_log_probs(
-            episode.inputs, episode.targets, self.n, vocab_size, self.alpha, self.backoff
+            episode.inputs, episode.targets, n, self.vocab_size, alpha, backoff
         )
 
 
@@ -170,37 +169,17 @@ class NGram(Algorithm):
 class RecallLookup(Algorithm):
     """Exact recall: the token that followed the last earlier occurrence of the current token.
 
-    100% at mqar queries. Log-probabilities 0 for that token and -inf for the others; uniform
-    where the current token has not occurred before.
-
-    Parameters
-    ----------
-    vocab_size:
-        Set by ``for_task`` from the task's vocabulary; not an option.
+    100% at mqar queries. Log-probabilities 0 for that token and the lowest float32 for the
+    others; uniform where the current token has not occurred before (``prefix_recall``). The
+    vocabulary is the task's.
     """
 
     applies_to = ("mqar",)
 
-    def __init__(self, *, vocab_size: int | None = None) -> None:
-        self.vocab_size = vocab_size
-
-    @classmethod
-    def for_task(cls, task: Task, **options: Any) -> RecallLookup:
-        if not isinstance(task, MultiQueryRecall):
-            raise ValueError(
-                f"mqar_lookup needs an mqar task (keys followed by values), not {task.name!r}"
-            )
-        reject_options("mqar_lookup", options, "the vocabulary")
-        return cls(vocab_size=task.n_classes)
+    def __init__(self, task: Task, options: AlgorithmOptions | None = None) -> None:
+        super().__init__(task, options)
+        self.vocab_size: int = task.n_classes
 
     def predict(self, episode: Episode) -> Tensor:
-        vocab_size = _check_tokens(episode, self.vocab_size, "mqar_lookup")
-        permutation, group_start = _group_by_context(episode.inputs)
-        index = torch.arange(permutation.shape[1], device=permutation.device)
-        has_earlier = index > group_start  # the previous member of the group is earlier
-        previous = torch.where(has_earlier, permutation.roll(1, dims=1), -1)
-        previous = _unsort(previous, permutation)  # (B, T): last earlier position, or -1
-        recalled = episode.targets.gather(1, previous.clamp(min=0))  # (B, T)
-        log_probs = F.one_hot(recalled, vocab_size).float().log()
-        uniform = torch.full_like(log_probs, -math.log(vocab_size))
-        return torch.where((previous >= 0)[..., None], log_probs, uniform)
+        _check_tokens(episode, self.vocab_size, "mqar_lookup")
+        return prefix_recall(episode.inputs, episode.targets, self.vocab_size)

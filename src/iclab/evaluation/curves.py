@@ -18,6 +18,7 @@ from rich.progress import Progress
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.evaluation.shifts import Shift
 from iclab.io import atomic_write_text
 from iclab.learner import InContextLearner
@@ -114,9 +115,9 @@ def evaluate(
     """
     names = [learner.name for learner in learners]
     if len(set(names)) != len(names):
-        raise ValueError(f"learner names must be unique, got {names}")
+        raise ConfigError(f"learner names must be unique, got {names}")
     if reference is not None and reference not in names:
-        raise ValueError(f"reference learner {reference!r} is not evaluated; learners: {names}")
+        raise ConfigError(f"reference learner {reference!r} is not evaluated; learners: {names}")
     conditions: list[tuple[str, Shift | None, float]] = [("none", None, task.target_scale)]
     for shift in shifts:
         scale = shifted_target_scale(shift, task, n_points, seed, device)
@@ -158,7 +159,7 @@ def score_views(
     n_points = max(view.n_points for view in views)
     total = torch.full((views[0].batch_size, n_points), torch.nan, dtype=torch.float64)
     for view in views:
-        values = score(learner.predict(view), view, task, target_scale).cpu()
+        values = score(learner.predict(view), view, target_scale).cpu()
         scored = ~values.isnan()
         total[:, : view.n_points][scored] = values[scored]
     return total

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.registry import Registry
 from iclab.specs import resolve_spec, split_specs
 from iclab.tasks.base import Task
@@ -65,11 +66,11 @@ class Shift(ABC):
     def check_applies(self, task: Task) -> None:
         """A ValueError saying why the shift cannot be applied to ``task``, if it cannot."""
         if self.regression_only and task.kind != "regression":
-            raise ValueError(f"shift {self.spec} changes targets: regression tasks only")
+            raise ConfigError(f"shift {self.spec} changes targets: regression tasks only")
         if self.needs_continuous_inputs and not task.continuous_inputs:
-            raise ValueError(f"shift {self.spec} needs real-valued Gaussian inputs")
+            raise ConfigError(f"shift {self.spec} needs real-valued Gaussian inputs")
         if self.moves_inputs and type(task).label is Task.label:
-            raise ValueError(f"shift {self.spec} needs a task that can label new inputs")
+            raise ConfigError(f"shift {self.spec} needs a task that can label new inputs")
 
     @abstractmethod
     def views(self, episode: Episode, task: Task, generator: torch.Generator) -> list[Episode]:
@@ -286,7 +287,7 @@ class ComposedShift(Shift):
         self.query_shift = parts[-1].query_shift
         for part in parts[:-1]:
             if part.query_shift:
-                raise ValueError(
+                raise ConfigError(
                     f"shift {self.spec}: {part.spec} gives one prompt per query, so it can only "
                     "come last"
                 )
@@ -336,7 +337,7 @@ def resolve_shifts(specs: str | list[str], task: Task) -> tuple[list[Shift], lis
         try:
             shift.check_applies(task)
         except ValueError as reason:
-            raise ValueError(f"{reason}; task {task.name} is {task.kind}") from None
+            raise ConfigError(f"{reason}; task {task.name} is {task.kind}") from None
         shifts.append(shift)
     unique = {shift.spec: shift for shift in shifts}
     return list(unique.values()), skipped

@@ -1,5 +1,6 @@
-"""Sequence models: codecs, backbones and mixers."""
+"""Sequence models: backbones over sequence mixers, with the codec of the task's kind."""
 
-from iclab.models.model import InContextModel, build_model
+from iclab.models.config import ModelConfig
+from iclab.models.model import InContextModel, PromptTooLongError, build_model
 
-__all__ = ["InContextModel", "build_model"]
+__all__ = ["InContextModel", "ModelConfig", "PromptTooLongError", "build_model"]

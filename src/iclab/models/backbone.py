@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from iclab.models.mixers import Mixer, resolve_mixer
+from iclab.models.mixers import Mixer
+from iclab.specs import Spec
 
 
 class MLP(nn.Module):
@@ -62,12 +63,14 @@ class Backbone(nn.Module):
 
     A learned position table of ``n_positions`` entries is added at the input only when a mixer
     asks for one (softmax attention with ``positions=learned``, the default); other mixers know
-    order from causality, rotary phases or recurrence, and take prompts of any length.
+    order from causality, rotary phases or recurrence, and take sequences of any length
+    (``max_length`` is None). Lengths are checked by ``InContextModel``, which can say so in
+    examples rather than tokens.
     """
 
     def __init__(
         self,
-        layers: list[str],
+        layers: list[Spec],
         d_model: int,
         n_heads: int,
         n_positions: int,
@@ -76,10 +79,7 @@ class Backbone(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        mixers = []
-        for spec in layers:
-            cls, options = resolve_mixer(spec)
-            mixers.append(cls(d_model, n_heads, options, dropout))
+        mixers = [cls(d_model, n_heads, options) for cls, options in layers]
         self.d_model = d_model
         self.n_positions = n_positions
         if any(mixer.uses_learned_positions for mixer in mixers):
@@ -114,13 +114,10 @@ class Backbone(nn.Module):
         for block in self.blocks:
             block.mixer.reset_special_parameters()
 
-    def _check_length(self, length: int) -> None:
-        if self.position is not None and length > self.n_positions:
-            raise ValueError(
-                f"sequence of {length} tokens is longer than the {self.n_positions} learned "
-                "positions this model was built with (mixers with rotary, alibi or no "
-                "positions, and recurrent mixers, take longer prompts)"
-            )
+    @property
+    def max_length(self) -> int | None:
+        """The longest sequence the learned position table covers; None without one."""
+        return None if self.position is None else self.n_positions
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
         return self.ln_final(self.hidden_states(x)[-1])
@@ -129,7 +126,6 @@ class Backbone(nn.Module):
         """The residual stream before the first block and after each block (before the final
         norm): n_layers + 1 tensors (B, T, E), what probes read."""
         length = x.shape[1]
-        self._check_length(length)
         if self.position is not None:
             x = x + self.position(torch.arange(length, device=x.device))
         states = [self.dropout(x)]
@@ -141,7 +137,6 @@ class Backbone(nn.Module):
         """The forward pass token by token through every mixer's ``step``: the same outputs,
         with memory that stays flat in the context length for recurrent mixers."""
         batch, length, _ = x.shape
-        self._check_length(length)
         states = [block.mixer.init_state(batch, x.device, x.dtype) for block in self.blocks]
         outputs = []
         for t in range(length):

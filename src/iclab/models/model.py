@@ -1,4 +1,8 @@
-"""A trainable in-context learner: codec + backbone, with the ``InContextLearner`` interface."""
+"""A trainable in-context learner: codec + backbone, with the ``InContextLearner`` interface.
+
+A model is built from its own options (``ModelConfig``) and what the task tells it about its
+examples (``TaskIO``), nothing else: this package knows neither tasks nor run configs.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from iclab.config import ModelConfig, TaskConfig
 from iclab.episode import Episode
+from iclab.errors import ConfigError
+from iclab.kinds import Codec, TaskIO, kind_of
 from iclab.models.backbone import Backbone
-from iclab.models.codec import Codec, codec_for
+from iclab.models.config import ModelConfig
+
+
+class PromptTooLongError(ConfigError):
+    """Prompts longer than a model's learned position table covers."""
 
 
 class InContextModel(nn.Module):
@@ -25,9 +34,30 @@ class InContextModel(nn.Module):
         self.name = name
         self.streaming = streaming  # the default of predict(streaming=...)
 
+    @property
+    def max_points(self) -> int | None:
+        """The most examples a prompt may have (the learned positions' reach); None: any."""
+        length = self.backbone.max_length
+        return None if length is None else length // self.codec.tokens_per_example
+
+    def check_points(self, n_points: int) -> None:
+        """A clear error when prompts of ``n_points`` examples are longer than the model reads:
+        the one length check, made before every pass and by evaluation before it starts."""
+        if self.max_points is not None and n_points > self.max_points:
+            raise PromptTooLongError(
+                f"prompts of {n_points} examples are longer than this model can read: its "
+                f"learned position table covers {self.max_points} examples, the prompts it was "
+                "built for. Mixers that continue past their training length: "
+                "softmax(positions=rotary|alibi|none) and the recurrent ones (iclab models)"
+            )
+
+    def encode(self, episode: Episode) -> Tensor:
+        """The prompt as the backbone's input tokens (B, T, E), after the length check."""
+        self.check_points(episode.n_points)
+        return self.codec.encode(episode.inputs, episode.targets)
+
     def forward(self, episode: Episode) -> Tensor:
-        tokens = self.codec.encode(episode.inputs, episode.targets)
-        return self.codec.decode(self.backbone(tokens))
+        return self.codec.decode(self.backbone(self.encode(episode)))
 
     @torch.no_grad()
     def predict(self, episode: Episode, streaming: bool | None = None) -> Tensor:
@@ -39,15 +69,14 @@ class InContextModel(nn.Module):
         try:
             if not (self.streaming if streaming is None else streaming):
                 return self(episode)
-            tokens = self.codec.encode(episode.inputs, episode.targets)
-            return self.codec.decode(self.backbone.stream(tokens))
+            return self.codec.decode(self.backbone.stream(self.encode(episode)))
         finally:
             self.train(was_training)
 
     def hidden_states(self, episode: Episode) -> list[Tensor]:
         """The residual stream of the prompt's tokens before the first block and after each
         block: n_layers + 1 tensors (B, T, E)."""
-        return self.backbone.hidden_states(self.codec.encode(episode.inputs, episode.targets))
+        return self.backbone.hidden_states(self.encode(episode))
 
     def read_out(self, hidden: Tensor) -> Tensor:
         """The prediction the model would make from a residual stream (B, T, E), e.g. an
@@ -67,20 +96,23 @@ class InContextModel(nn.Module):
         return sum(parameter.numel() for parameter in self.parameters())
 
 
-def build_model(model: ModelConfig, task: TaskConfig, name: str = "model") -> InContextModel:
-    """The model a config describes, sized for the task's inputs, outputs and prompt length
-    (and, with ``model.target_params``, for a parameter budget: see ``fit_width``)."""
-    if model.target_params is not None:
-        model = model.model_copy(update={"d_model": fit_width(model, task)})
-    codec = codec_for(task.build(), model.d_model, model.tokens)
+def build_model(
+    config: ModelConfig, io: TaskIO, n_points: int, name: str = "model"
+) -> InContextModel:
+    """The model ``config`` describes for a task's examples (``io``) and prompts of up to
+    ``n_points`` examples (what a learned position table covers); with
+    ``config.target_params``, at the width that meets the parameter budget (``fit_width``)."""
+    if config.target_params is not None:
+        config = config.model_copy(update={"d_model": fit_width(config, io, n_points)})
+    codec = kind_of(io.kind).build_codec(io, config.d_model, config.tokens)
     backbone = Backbone(
-        layers=model.layer_specs,
-        d_model=model.d_model,
-        n_heads=model.n_heads,
-        n_positions=codec.tokens_per_example * task.n_points,
-        mlp_ratio=model.mlp_ratio,
-        norm=model.norm,
-        dropout=model.dropout,
+        layers=config.layer_specs,
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        n_positions=codec.tokens_per_example * n_points,
+        mlp_ratio=config.mlp_ratio,
+        norm=config.norm,
+        dropout=config.dropout,
     )
     return InContextModel(codec, backbone, name=name)
 
@@ -88,21 +120,21 @@ def build_model(model: ModelConfig, task: TaskConfig, name: str = "model") -> In
 PARAMETER_TOLERANCE = 0.05
 
 
-def count_params(model: ModelConfig, task: TaskConfig, d_model: int) -> int:
+def count_params(config: ModelConfig, io: TaskIO, n_points: int, d_model: int) -> int:
     """Parameters of the model at width ``d_model``, counted on the meta device (no memory)."""
-    sized = model.model_copy(update={"d_model": d_model, "target_params": None})
+    sized = config.model_copy(update={"d_model": d_model, "target_params": None})
     with torch.device("meta"):
-        return build_model(sized, task).n_params()
+        return build_model(sized, io, n_points).n_params()
 
 
-def fit_width(model: ModelConfig, task: TaskConfig) -> int:
+def fit_width(config: ModelConfig, io: TaskIO, n_points: int) -> int:
     """The width (a multiple of what the mixers need) whose parameter count is nearest
-    ``model.target_params``; a ValueError when even that is more than 5% away."""
-    target, multiple = model.target_params, model.width_multiple()
+    ``config.target_params``; a ConfigError when even that is more than 5% away."""
+    target, multiple = config.target_params, config.width_multiple()
 
     @functools.cache
     def params_at(j: int) -> int:  # parameters at width j · multiple
-        return count_params(model, task, j * multiple)
+        return count_params(config, io, n_points, j * multiple)
 
     low = max(1, -(-8 // multiple))  # widths are at least 8
     if params_at(low) >= target:
@@ -120,7 +152,7 @@ def fit_width(model: ModelConfig, task: TaskConfig) -> int:
         best = min(low, high, key=lambda j: abs(params_at(j) - target))
     width, n_params = best * multiple, params_at(best)
     if abs(n_params - target) > PARAMETER_TOLERANCE * target:
-        raise ValueError(
+        raise ConfigError(
             f"model.target_params={target:,}: the nearest width d_model={width} gives "
             f"{n_params:,} parameters, more than 5% away (widths step by {multiple}); "
             "change the budget, n_layers or n_heads"

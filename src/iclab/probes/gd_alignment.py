@@ -20,6 +20,7 @@ from torch import Tensor
 
 from iclab.algorithms.linear import gradient_descent_weights, prefix_moments
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.models import InContextModel
 from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
 from iclab.tasks.base import Task
@@ -58,14 +59,14 @@ class GDAlignment(Probe):
 
     def check_applies(self, model: InContextModel, task: Task) -> None:
         if task.kind != "regression":
-            raise ValueError(
+            raise ConfigError(
                 f"probe gd_alignment needs a regression task (GD on squared loss), not "
                 f"{task.name!r} of kind {task.kind!r}"
             )
         episode = task.sample(64, 4, torch.Generator().manual_seed(0))
         weights = episode.meta.get("w")
         if weights is None or weights.shape != (64, task.n_dims):
-            raise ValueError(
+            raise ConfigError(
                 f"probe gd_alignment needs a task with linear weights meta['w'] of shape (B, "
                 f"n_dims={task.n_dims}); task {task.name!r} has "
                 f"{'none' if weights is None else tuple(weights.shape)}"
@@ -73,7 +74,7 @@ class GDAlignment(Probe):
         linear = torch.einsum("bnd,bd->bn", episode.inputs, weights)
         residual = (episode.targets - linear).pow(2).mean() / episode.targets.pow(2).mean()
         if residual > _LINEARITY_TOLERANCE:
-            raise ValueError(
+            raise ConfigError(
                 f"probe gd_alignment needs targets linear in x; task {task.name!r} has weights "
                 f"meta['w'] but its targets are not x · w (residual {residual:.2f} of E[y²])"
             )
@@ -113,11 +114,11 @@ class GDAlignment(Probe):
 
     def summary_k(self, task: Task, n_points: int) -> int:
         if n_points < 2:
-            raise ValueError(f"probe gd_alignment needs n_points >= 2 (a context), got {n_points}")
+            raise ConfigError(f"probe gd_alignment needs n_points >= 2 (a context), got {n_points}")
         if self.options.k is None:
             return min(task.n_dims, n_points - 1)
         if self.options.k > n_points - 1:
-            raise ValueError(
+            raise ConfigError(
                 f"probe gd_alignment: option k={self.options.k} must be at most n_points − 1 = "
                 f"{n_points - 1} (the run's prompts have {n_points} points)"
             )

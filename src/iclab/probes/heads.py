@@ -34,6 +34,7 @@ from pydantic import Field
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.models import InContextModel
 from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
 from iclab.tasks.base import Task
@@ -159,7 +160,7 @@ class AttentionHeads(Probe):
         mixers = [block.mixer for block in model.backbone.blocks]
         if not any(hasattr(mixer, "attention_weights") for mixer in mixers):
             names = ", ".join(mixer.name for mixer in mixers)
-            raise ValueError(
+            raise ConfigError(
                 f"attention_heads needs softmax attention; this model's mixers are {names}"
             )
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from iclab.algorithms.linear import prefix_moments
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.models import InContextModel
 from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
 from iclab.seeding import generator_for
@@ -74,19 +75,19 @@ class LinearProbe(Probe):
 
     def check_applies(self, model: InContextModel, task: Task) -> None:
         if task.kind != "regression":
-            raise ValueError(
+            raise ConfigError(
                 f"linear_probe needs a vector regression task with true weights meta['w'] "
                 f"(e.g. linear_regression); task {task.name} is a {task.kind} task"
             )
         episode = task.sample(2, 2, generator_for(0, "linear-probe-check"))
         if "w" not in episode.meta:
-            raise ValueError(
+            raise ConfigError(
                 f"linear_probe needs true weights meta['w'] (linear regression families); "
                 f"task {task.name} records {sorted(episode.meta) or 'none'}"
             )
         n_features = task_features(task, episode.inputs).shape[-1]
         if episode.meta["w"].shape[-1] != n_features:
-            raise ValueError(
+            raise ConfigError(
                 f"linear_probe: task {task.name}'s weights have {episode.meta['w'].shape[-1]} "
                 f"coordinates but its features have {n_features}"
             )
@@ -98,7 +99,7 @@ class LinearProbe(Probe):
         positions = list(options.positions or range(n_points))
         bad = [k for k in positions if not 0 <= k < n_points]
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"linear_probe option positions: {bad} outside the prompt's examples "
                 f"0..{n_points - 1}"
             )

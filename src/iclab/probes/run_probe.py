@@ -6,13 +6,11 @@ import json
 import re
 from pathlib import Path
 
-import torch
-
-from iclab.evaluation.run_eval import load_trained_model
+from iclab.devices import resolve_device
 from iclab.io import atomic_write_text
 from iclab.probes.base import ProbeResult, build_probe
 from iclab.report.plots import save_figure
-from iclab.run import RunDir
+from iclab.run import RunDir, load_trained_model
 from iclab.seeding import generator_for
 
 
@@ -21,12 +19,14 @@ def probe_dir(run: RunDir, spec: str) -> Path:
     return run.path / "probes" / re.sub(r"[^A-Za-z0-9._]+", "-", spec).strip("-")
 
 
-def probe_run(run_dir: Path, spec: str, device: torch.device | str = "cpu") -> ProbeResult:
+def probe_run(run_dir: Path, spec: str) -> ProbeResult:
     """Probe the newest valid checkpoint of a run on fresh prompts (the ``(eval.seed, "probe",
-    spec)`` stream) and write summary.json, the tables (CSV) and the figures (PNG)."""
+    spec)`` stream), on the run's ``eval.device``, and write summary.json, the tables (CSV) and
+    the figures (PNG)."""
     run = RunDir(Path(run_dir))
     config = run.load_config()
     probe = build_probe(spec)
+    device = resolve_device(config.eval.device)
     model = load_trained_model(run.path, device)
     task = config.task.build()
     probe.check_applies(model, task)

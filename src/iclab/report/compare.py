@@ -4,50 +4,49 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from iclab.config import ConfigError
-from iclab.evaluation.curves import CurvePoint, read_curves_csv, write_curves_csv
-from iclab.evaluation.run_eval import plot_name
-from iclab.metrics import METRICS
-from iclab.report.plots import plot_curves
-from iclab.run import RunDir
+from iclab.config import RunConfig
+from iclab.errors import ConfigError
+from iclab.evaluation.curves import CurvePoint
+
+
+@dataclass(frozen=True)
+class EvaluatedRun:
+    """A run's label (its directory name), config and evaluated curves."""
+
+    label: str
+    config: RunConfig
+    curves: list[CurvePoint]
 
 
 def comparison_curves(
-    runs: Sequence[Path], algorithms: Sequence[str] | None = None
+    runs: Sequence[EvaluatedRun], algorithms: Sequence[str] | None = None
 ) -> list[CurvePoint]:
     """Every run's model curves, renamed after the run, then the algorithms' curves (each
     algorithm once per shift, from the first run that evaluated it so; only ``algorithms`` when
     given).
 
-    Runs must have been evaluated and must score the same metric; runs of different tasks are
-    compared with a warning, since their curves then measure different things.
+    Runs must score the same metric; runs of different tasks are compared with a warning,
+    since their curves then measure different things.
     """
     if not runs:
         raise ConfigError("give at least one RUN directory to compare")
     models: list[CurvePoint] = []
-    baselines: dict[tuple[str, str], tuple[Path, list[CurvePoint]]] = {}  # from the first run
+    baselines: dict[tuple[str, str], tuple[str, list[CurvePoint]]] = {}  # from the first run
     tasks, metrics = {}, set()
-    for path in runs:
-        run = RunDir(path)
-        config = run.load_config()
-        table = run.eval_dir / "curves.csv"
-        if not table.exists():
-            raise ConfigError(f"{path} has not been evaluated: run `iclab eval {path}` first")
-        points = read_curves_csv(table)
-        label = unique_label(path, runs)
-        tasks[label] = (config.task.name, config.task.n_dims)
+    for run in runs:
+        points = run.curves
+        tasks[run.label] = (run.config.task.name, run.config.task.n_dims)
         metrics |= {p.metric for p in points}
-        run_learners = list(dict.fromkeys(p.learner for p in points))
-        model = run_learners[0]  # a run's table lists its model first
-        models += [replace(p, learner=label) for p in points if p.learner == model]
+        model = points[0].learner  # a run's table lists its model first
+        models += [replace(p, learner=run.label) for p in points if p.learner == model]
         for point in points:
             if point.learner == model or (algorithms and point.learner not in algorithms):
                 continue
-            source, rows = baselines.setdefault((point.learner, point.shift), (path, []))
-            if source == path:
+            source, rows = baselines.setdefault((point.learner, point.shift), (run.label, []))
+            if source == run.label:
                 rows.append(point)
     if len(metrics) > 1:
         raise ConfigError(f"the runs score different metrics ({', '.join(sorted(metrics))})")
@@ -64,21 +63,3 @@ def unique_label(path: Path, runs: Sequence[Path]) -> str:
     """A run's directory name, or its path when two compared runs share a name."""
     names = [Path(run).name for run in runs]
     return Path(path).name if names.count(Path(path).name) == 1 else str(path)
-
-
-def write_comparison(
-    runs: Sequence[Path], out: Path, algorithms: Sequence[str] | None = None
-) -> list[CurvePoint]:
-    """``OUT/curves.csv`` and one figure per shift (``OUT/curves.png``, ``curves-SHIFT.png``)."""
-    points = comparison_curves(runs, algorithms)
-    out.mkdir(parents=True, exist_ok=True)
-    write_curves_csv(points, out / "curves.csv")
-    first = RunDir(runs[0]).load_config().task
-    label = METRICS[first.build().kind].label
-    marker = first.n_dims if points[0].metric == "error" else None
-    names = ", ".join(unique_label(run, runs) for run in runs)
-    for shift in dict.fromkeys(p.shift for p in points):
-        title = f"{names}: {first.name}" + ("" if shift == "none" else f"\nshift: {shift}")
-        shifted = [p for p in points if p.shift == shift]
-        plot_curves(shifted, out / plot_name(shift), title, label, marker)
-    return points

@@ -1,4 +1,5 @@
-"""``iclab report RUN``: the whole run on one self-contained HTML page, ``RUN/report.html``.
+"""The whole run on one self-contained HTML page (``iclab report RUN`` writes it as
+``RUN/report.html``, through the run layer).
 
 Figures are embedded as PNG ``data:`` URIs and the style is inline, so the file can be mailed,
 archived or opened offline and still show everything. A Content-Security-Policy forbids every
@@ -9,34 +10,23 @@ quietly leaking a request. Every string from the run is escaped.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from matplotlib.figure import Figure
 
 from iclab import __version__
 from iclab.config import RunConfig
-from iclab.evaluation.curves import (
-    CurvePoint,
-    PairedDifference,
-    read_curves_csv,
-    read_differences_csv,
-    reported_ks,
-)
-from iclab.evaluation.run_eval import evaluation_points
-from iclab.io import atomic_write_text
-from iclab.metrics import METRICS, Metric
+from iclab.evaluation.curves import CurvePoint, PairedDifference, reported_ks
+from iclab.kinds import Kind, Metric, kind_of
+from iclab.report.pivot import TRAINING_SHIFT, by_shift, excludes_zero, pivot
 from iclab.report.plots import curves_figure, png_bytes, training_figure
-from iclab.run import RunDir
-from iclab.training.checkpoint import META_FILE, MODEL_FILE, list_checkpoints
 
-REPORT_FILE = "report.html"
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-TRAINING_SHIFT = "none"
 
 STYLE = """
 :root { color-scheme: light; --ink: #1f2328; --muted: #656d76; --line: #d8dee4;
@@ -89,35 +79,59 @@ footer { margin-top: 40px; padding-top: 12px; border-top: 1px solid var(--line);
 """
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write ``RUN/report.html`` (atomically) and return its path."""
-    run = RunDir(Path(run_dir))
-    path = run.path / REPORT_FILE
-    atomic_write_text(path, render_report(run))
-    return path
+@dataclass(frozen=True)
+class ProbeRecord:
+    """What ``iclab probe`` wrote for one probe: its spec, headline numbers and figures."""
+
+    spec: str
+    summary: dict[str, Any]
+    figures: list[tuple[str, bytes]]  # (name, PNG bytes)
 
 
-def render_report(run: RunDir) -> str:
+@dataclass(frozen=True)
+class CheckpointRecord:
+    name: str
+    step: int
+    size_bytes: int
+    has_model: bool
+    has_meta: bool
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything a run's report shows, read from its directory by the run layer
+    (``iclab.run.report``); the renderer reads no files."""
+
+    path: Path
+    config: RunConfig
+    config_text: str
+    info: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    curves: list[CurvePoint]
+    differences: list[PairedDifference]
+    eval_settings: dict[str, Any] | None
+    probes: list[ProbeRecord]
+    checkpoints: list[CheckpointRecord]
+    created: float  # seconds since the epoch
+    updated: float
+
+
+def render_report(report: RunReport) -> str:
     """The page as text; a run not yet trained or evaluated gets sections that say so."""
-    config = run.load_config()
-    info = run.read_info()
-    kind = config.task.build().kind
-    metric = METRICS[kind]
-    curves_path = run.eval_dir / "curves.csv"
-    differences_path = run.eval_dir / "differences.csv"
-    points = read_curves_csv(curves_path) if curves_path.exists() else []
-    differences = read_differences_csv(differences_path) if differences_path.exists() else []
+    config, info, points = report.config, report.info, report.curves
+    kind = kind_of(config.task.build().kind)
     ks = {shift: reported_ks(rows, config.task.n_dims) for shift, rows in by_shift(points).items()}
+    n_points = (report.eval_settings or {}).get("eval", {}).get("n_points")
     body = "\n".join(
         [
-            header_section(run, config, info, kind),
-            config_section(run, info),
+            header_section(report, kind),
+            config_section(report),
             environment_section(info),
-            training_section(run, config),
-            evaluation_section(points, ks, config, metric),
-            differences_section(differences, ks, metric, evaluated=bool(points)),
-            probes_section(run),
-            checkpoints_section(run),
+            training_section(report),
+            evaluation_section(points, ks, config, kind, n_points or config.task.n_points),
+            differences_section(report.differences, ks, kind.metric, evaluated=bool(points)),
+            probes_section(report.probes),
+            checkpoints_section(report.checkpoints),
             f'<footer class="note">Written by iclab {escape(__version__)} on '
             f"{timestamp(datetime.now().timestamp())}.</footer>",
         ]
@@ -135,40 +149,31 @@ def render_report(run: RunDir) -> str:
 # --- sections -------------------------------------------------------------------------------------
 
 
-def header_section(run: RunDir, config: RunConfig, info: dict[str, Any], kind: str) -> str:
+def header_section(report: RunReport, kind: Kind) -> str:
+    config, info = report.config, report.info
     task, status = config.task, info.get("status", "not trained")
-    sizes = (
-        f"{task.n_points} tokens"
-        if kind == "tokens"
-        else f"d={task.n_dims}, {task.n_points} points"
-    )
     n_params = info.get("n_params")
     d_model = info.get("d_model", config.model.d_model)
     facts = {
-        "task": f"{task.name} ({sizes})",
+        "task": f"{task.name} ({kind.describe_sizes(task.n_dims, task.n_points)})",
         "model": f"{config.model.describe()}, d_model={d_model}",
         "parameters": "–" if n_params is None else f"{n_params:,}",
         "steps": f"{info.get('steps', 0):,} of {config.train.steps:,}",
-        "metric": METRICS[kind].label,
-        # run.json records when training first started; before that, config.yaml's time
-        "created": timestamp(
-            datetime.fromisoformat(info["created"]).timestamp()
-            if "created" in info
-            else run.config_path.stat().st_mtime
-        ),
-        "updated": timestamp(newest_change(run)),
+        "metric": kind.metric.label,
+        "created": timestamp(report.created),
+        "updated": timestamp(report.updated),
     }
     return (
         f'<header>\n<h1>{escape(config.name)}<span class="status {escape(status)}">'
         f"{escape(status)}</span></h1>\n"
-        f'<p class="subtitle">iclab run report for <code>{escape(str(run.path))}</code></p>\n'
+        f'<p class="subtitle">iclab run report for <code>{escape(str(report.path))}</code></p>\n'
         f"{fact_list(facts)}\n</header>"
     )
 
 
-def config_section(run: RunDir, info: dict[str, Any]) -> str:
-    text = run.config_path.read_text()
-    digest = info.get("config_hash", "not recorded")
+def config_section(report: RunReport) -> str:
+    text = report.config_text
+    digest = report.info.get("config_hash", "not recorded")
     return (
         "<section>\n<h2>Config</h2>\n"
         f'<p class="note">The resolved config: the only input needed to rerun '
@@ -191,8 +196,8 @@ def environment_section(info: dict[str, Any]) -> str:
     return section("Environment", fact_list(facts))
 
 
-def training_section(run: RunDir, config: RunConfig) -> str:
-    metrics = run.read_metrics()
+def training_section(report: RunReport) -> str:
+    metrics, config = report.metrics, report.config
     if not metrics:
         return section("Training", empty("Not trained yet: metrics.jsonl is missing or empty."))
     last = metrics[-1]
@@ -205,7 +210,11 @@ def training_section(run: RunDir, config: RunConfig) -> str:
 
 
 def evaluation_section(
-    points: Sequence[CurvePoint], ks: dict[str, list[int]], config: RunConfig, metric: Metric
+    points: Sequence[CurvePoint],
+    ks: dict[str, list[int]],
+    config: RunConfig,
+    kind: Kind,
+    n_points: int,
 ) -> str:
     if not points:
         return section(
@@ -215,10 +224,9 @@ def evaluation_section(
                 "the model and its yardstick algorithms."
             ),
         )
-    groups = by_shift(points)
-    marker = config.task.n_dims if metric.name == "error" else None
-    longer = evaluation_points(config) > config.task.n_points
-    trained = config.task.n_points - 1 if longer else None
+    groups, metric = by_shift(points), kind.metric
+    marker = kind.reference_k(config.task.n_dims)
+    trained = config.task.n_points - 1 if n_points > config.task.n_points else None
     figures = "\n".join(
         image(
             curves_figure(rows, shift_title(shift), metric.label, marker, trained),
@@ -262,47 +270,39 @@ def differences_section(
     return section("Paired differences", f"{note}\n{tables}")
 
 
-def probes_section(run: RunDir) -> str:
-    """What ``iclab probe`` wrote (RUN/probes/<spec>/): each probe's headline numbers and
-    figures; no section for a run never probed."""
-    summaries = sorted((run.path / "probes").glob("*/summary.json"))
-    if not summaries:
+def probes_section(probes: Sequence[ProbeRecord]) -> str:
+    """What ``iclab probe`` wrote: each probe's headline numbers and figures; no section for a
+    run never probed."""
+    if not probes:
         return ""
     parts = []
-    for path in summaries:
-        summary = json.loads(path.read_text())
-        spec = str(summary.pop("probe", path.parent.name))
+    for probe in probes:
         facts = {
             key: f"{value:.4g}" if isinstance(value, float) else str(value)
-            for key, value in summary.items()
+            for key, value in probe.summary.items()
         }
-        images = "\n".join(
-            png_image(png.read_bytes(), f"{spec}: {png.stem}")
-            for png in sorted(path.parent.glob("*.png"))
-        )
-        parts.append(
-            f'<h3>{escape(spec)}</h3>\n{fact_list(facts)}\n<div class="figures">{images}</div>'
-        )
+        images = "\n".join(png_image(png, f"{probe.spec}: {name}") for name, png in probe.figures)
+        figures = f'<div class="figures">{images}</div>'
+        parts.append(f"<h3>{escape(probe.spec)}</h3>\n{fact_list(facts)}\n{figures}")
     note = '<p class="note">Tables: <code>probes/&lt;probe&gt;/*.csv</code> in the run.</p>'
     return section("Probes", "\n".join(parts) + note)
 
 
-def checkpoints_section(run: RunDir) -> str:
-    checkpoints = list_checkpoints(run.checkpoints)
+def checkpoints_section(checkpoints: Sequence[CheckpointRecord]) -> str:
     if not checkpoints:
         return section("Checkpoints", empty("No checkpoints in checkpoints/."))
     rows = "\n".join(
         "<tr>"
-        f"<td>{escape(checkpoint.path.name)}</td><td>{checkpoint.step:,}</td>"
-        f"<td>{directory_bytes(checkpoint.path) / 1e6:.2f}</td>"
-        f"<td>{present(checkpoint.path / MODEL_FILE)}</td>"
-        f"<td>{present(checkpoint.path / META_FILE)}</td>"
+        f"<td>{escape(checkpoint.name)}</td><td>{checkpoint.step:,}</td>"
+        f"<td>{checkpoint.size_bytes / 1e6:.2f}</td>"
+        f"<td>{'yes' if checkpoint.has_model else 'missing'}</td>"
+        f"<td>{'yes' if checkpoint.has_meta else 'missing'}</td>"
         "</tr>"
         for checkpoint in checkpoints
     )
     head = (
-        f"<tr><th>directory</th><th>step</th><th>size (MB)</th><th>{MODEL_FILE}</th>"
-        f"<th>{META_FILE}</th></tr>"
+        "<tr><th>directory</th><th>step</th><th>size (MB)</th><th>model.safetensors</th>"
+        "<th>meta.json</th></tr>"
     )
     return section("Checkpoints", f"<table>\n{head}\n{rows}\n</table>")
 
@@ -314,8 +314,7 @@ def curve_table(points: Sequence[CurvePoint], ks: Sequence[int]) -> str:
     """Learners × k, cells ``mean ± half-width``."""
     head = "<tr><th>learner</th>" + "".join(f"<th>k={k}</th>" for k in ks) + "</tr>"
     rows = []
-    for learner in dict.fromkeys(point.learner for point in points):
-        by_k = {point.k: point for point in points if point.learner == learner}
+    for learner, by_k in pivot(points).items():
         cells = "".join(
             f"<td>{by_k[k].mean:.3f} ± {(by_k[k].ci_high - by_k[k].ci_low) / 2:.3f}</td>"
             if k in by_k
@@ -332,11 +331,9 @@ def difference_table(
     """Pairs × k, cells ``mean [ci_low, ci_high]``; CIs that exclude 0 are coloured and starred."""
     head = "<tr><th>learner − reference</th>" + "".join(f"<th>k={k}</th>" for k in ks) + "</tr>"
     rows = []
-    for learner, reference in dict.fromkeys((row.learner, row.reference) for row in differences):
-        pair = [row for row in differences if (row.learner, row.reference) == (learner, reference)]
-        by_k = {row.k: row for row in pair}
+    for pair, by_k in pivot(differences).items():
         cells = "".join(difference_cell(by_k.get(k), metric) for k in ks)
-        rows.append(f"<tr><td>{escape(learner)} − {escape(reference)}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{escape(pair)}</td>{cells}</tr>")
     return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
 
 
@@ -346,7 +343,7 @@ def difference_cell(difference: PairedDifference | None, metric: Metric) -> str:
     if difference is None:
         return "<td>–</td>"
     interval = f'<span class="ci">[{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]</span>'
-    if difference.ci_low <= 0 <= difference.ci_high:
+    if not excludes_zero(difference):
         return f"<td>{difference.mean:+.3f} {interval}</td>"
     verdict = "better" if (difference.mean > 0) == metric.higher_is_better else "worse"
     return (
@@ -373,17 +370,6 @@ def png_image(png: bytes, alt: str) -> str:
     return f'<figure><img src="data:image/png;base64,{data}" alt="{escape(alt)}"></figure>'
 
 
-Row = TypeVar("Row", CurvePoint, PairedDifference)
-
-
-def by_shift(rows: Iterable[Row]) -> dict[str, list[Row]]:
-    """Rows grouped by shift: the training distribution first, then in order of appearance."""
-    groups: dict[str, list[Row]] = {}
-    for row in sorted(rows, key=lambda row: row.shift != TRAINING_SHIFT):
-        groups.setdefault(row.shift, []).append(row)
-    return groups
-
-
 def shift_title(shift: str) -> str:
     return "training distribution" if shift == TRAINING_SHIFT else shift
 
@@ -402,20 +388,6 @@ def fact_list(facts: dict[str, str]) -> str:
         for name, value in facts.items()
     )
     return f'<dl class="facts">{items}</dl>'
-
-
-def present(path: Path) -> str:
-    return "yes" if path.is_file() else "missing"
-
-
-def directory_bytes(path: Path) -> int:
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
-
-
-def newest_change(run: RunDir) -> float:
-    """The last time any file of the run changed (the report itself aside)."""
-    files = (path for path in run.path.rglob("*") if path.is_file() and path.name != REPORT_FILE)
-    return max((path.stat().st_mtime for path in files), default=run.config_path.stat().st_mtime)
 
 
 def timestamp(seconds: float) -> str:

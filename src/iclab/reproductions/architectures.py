@@ -5,34 +5,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
 
-from iclab.config import RunConfig, load_config
-from iclab.evaluation.curves import (
-    CurvePoint,
-    PairedDifference,
-    read_curves_csv,
-    read_differences_csv,
-    write_curves_csv,
-    write_differences_csv,
-)
-from iclab.evaluation.run_eval import evaluate_learners, load_trained_model
+from iclab.config import RunConfig
+from iclab.evaluation.curves import CurvePoint, PairedDifference
 from iclab.metrics import METRICS
 from iclab.models.mixers import resolve_mixer
 from iclab.report.plots import curves_figure, save_figure
 from iclab.reproductions.base import (
+    SMOKE_EVAL,
+    SMOKE_TRAIN,
+    Outcome,
+    PresetChanges,
     Reproduction,
     Scale,
     Verdict,
+    compared,
     curve,
     evaluated,
     late_average,
     register_reproduction,
     trained,
 )
-from iclab.run import RunDir
 
 
 def state_size(config: RunConfig, d_model: int, length: int) -> int:
@@ -60,56 +57,76 @@ def pooled(points: dict[int, CurvePoint]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class RecallSetting:
-    """The runs of one scale: every mixer at every pair count (``pairs``: n_points per count)."""
+    """The runs of one scale: every mixer (its model section) at every pair count (``pairs``:
+    n_points per count), each from ``runs``."""
 
+    runs: PresetChanges
     pairs: dict[int, int]
-    mixers: dict[str, list[str]]
-    common: list[str]
+    mixers: dict[str, dict[str, Any]]
 
 
 ATTENTION = "softmax"
-RECALL = {
+RECALL: dict[Scale, RecallSetting] = {
+    # A vocabulary of 16, 2 and 4 pairs in 12 and 16 tokens, one layer, a few steps.
+    "smoke": RecallSetting(
+        runs=PresetChanges(
+            "mqar",
+            {
+                "task": {"vocab_size": 16},
+                "model": {"n_layers": 1},
+                "train": SMOKE_TRAIN,
+                "eval": {**SMOKE_EVAL, "algorithms": ["mqar_lookup"]},
+            },
+        ),
+        pairs={2: 12, 4: 16},
+        mixers={
+            "softmax": {"mixer": "softmax", "d_model": 16, "n_heads": 2},
+            "linear_attention": {"mixer": "linear_attention", "d_model": 8, "n_heads": 1},
+        },
+    ),
     # Vocabulary 64 (32 keys: more than a width-16 model can keep orthogonal), 2 to 8 pairs all
     # queried, 36 tokens, 300 steps; attention at width 32, the small-state mixers at width 16.
     "cpu": RecallSetting(
+        runs=PresetChanges(
+            "mqar",
+            {
+                "task": {"vocab_size": 64},
+                "train": {
+                    "steps": 300,
+                    "warmup_steps": 30,
+                    "log_every": 50,
+                    "checkpoint_every": 300,
+                },
+                "eval": {"n_prompts": 256, "algorithms": ["mqar_lookup"]},
+            },
+        ),
         pairs={2: 36, 4: 36, 8: 36},
         mixers={
-            "softmax": ["model.mixer=softmax", "model.d_model=32", "model.n_heads=2"],
-            "linear_attention": [
-                "model.mixer=linear_attention",
-                "model.d_model=16",
-                "model.n_heads=1",
-            ],
-            "gla": ["model.mixer=gla", "model.d_model=16", "model.n_heads=1"],
+            "softmax": {"mixer": "softmax", "d_model": 32, "n_heads": 2},
+            "linear_attention": {"mixer": "linear_attention", "d_model": 16, "n_heads": 1},
+            "gla": {"mixer": "gla", "d_model": 16, "n_heads": 1},
         },
-        common=[
-            "task.vocab_size=64",
-            "train.steps=300",
-            "train.warmup_steps=30",
-            "train.log_every=50",
-            "train.checkpoint_every=300",
-            "eval.n_prompts=256",
-            "eval.algorithms=[mqar_lookup]",
-        ],
     ),
     # Zoology's grid: vocabulary 8192, (tokens, pairs) = (64, 4), (128, 8), (256, 16).
     "paper": RecallSetting(
+        runs=PresetChanges(
+            "mqar",
+            {
+                "task": {"vocab_size": 8192},
+                "train": {"steps": 20000, "batch_size": 64, "lr": 1.0e-3},
+                "eval": {"algorithms": ["mqar_lookup"]},
+            },
+        ),
         pairs={4: 64, 8: 128, 16: 256},
         mixers={
-            "softmax": ["model.mixer=softmax", "model.d_model=128", "model.n_heads=2"],
-            "linear_attention": ["model.mixer=linear_attention", "model.d_model=64"],
-            "gla": ["model.mixer=gla", "model.d_model=64"],
-            "mamba": ["model.mixer=mamba", "model.d_model=64"],
+            "softmax": {"mixer": "softmax", "d_model": 128, "n_heads": 2},
+            "linear_attention": {"mixer": "linear_attention", "d_model": 64},
+            "gla": {"mixer": "gla", "d_model": 64},
+            "mamba": {"mixer": "mamba", "d_model": 64},
         },
-        common=[
-            "task.vocab_size=8192",
-            "train.steps=20000",
-            "train.batch_size=64",
-            "train.lr=1.0e-3",
-            "eval.algorithms=[mqar_lookup]",
-        ],
     ),
 }
+# Decided before the CPU run.
 SOLVES = 0.9  # query accuracy attention must reach at every pair count
 FALLS_OFF = 0.2  # drop, fewest → most pairs, of the best small-state mixer that counts
 HOLDS_UP = 0.05  # a drop this small (from an accuracy ≥ LEARNED) means it does not fall off
@@ -128,21 +145,27 @@ class RecallState(Reproduction):
     )
     cpu_minutes = 18.0  # measured with the machine's 2 cores shared by about 5 busy processes
 
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        attention = numbers["attention_min"]
+        start, drop = numbers["best_small_state_fewest_pairs"], numbers["best_small_state_drop"]
+        if attention >= SOLVES and drop >= FALLS_OFF:
+            return "reproduced"
+        if attention >= SOLVES and start >= LEARNED and drop < HOLDS_UP:
+            return "not reproduced"
+        return "inconclusive"
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         setting = RECALL[scale]
         accuracy: dict[tuple[str, int], tuple[float, float]] = {}
         states: dict[tuple[str, int], int] = {}
-        for mixer, mixer_overrides in setting.mixers.items():
+        for mixer, model in setting.mixers.items():
             for pairs, n_points in setting.pairs.items():
-                overrides = [
-                    f"name=mqar-{mixer}-{pairs}",
-                    f"task.n_pairs={pairs}",
-                    f"task.n_queries={pairs}",
-                    f"task.n_points={n_points}",
-                    *setting.common,
-                    *mixer_overrides,
-                ]
-                config = load_config("mqar", overrides)
+                config = setting.runs.config(
+                    name=f"mqar-{mixer}-{pairs}",
+                    task={"n_pairs": pairs, "n_queries": pairs, "n_points": n_points},
+                    model=model,
+                )
                 run = trained(config, out / f"{mixer}-pairs{pairs}", show_progress)
                 accuracy[mixer, pairs] = pooled(curve(evaluated(run), "model"))
                 d_model = run.read_info().get("d_model", config.model.d_model)
@@ -150,37 +173,27 @@ class RecallState(Reproduction):
         fewest, most = min(setting.pairs), max(setting.pairs)
         small = [mixer for mixer in setting.mixers if mixer != ATTENTION]
         best = max(small, key=lambda mixer: accuracy[mixer, most][0])
-        attention = min(accuracy[ATTENTION, pairs][0] for pairs in setting.pairs)
         start, end = accuracy[best, fewest][0], accuracy[best, most][0]
-        drop = start - end
         save_figure(recall_figure(accuracy, states, scale), out / "figure.png")
-        if attention >= SOLVES and drop >= FALLS_OFF:
-            outcome = "reproduced"
-        elif attention >= SOLVES and start >= LEARNED and drop < HOLDS_UP:
-            outcome = "not reproduced"
-        else:
-            outcome = "inconclusive"
-        numbers = {f"{m}_pairs{p}": round(a, 4) for (m, p), (a, _) in accuracy.items()}
-        numbers |= {f"{m}_pairs{p}_ci": round(h, 4) for (m, p), (_, h) in accuracy.items()}
+        numbers = {f"{m}_pairs{p}": a for (m, p), (a, _) in accuracy.items()}
+        numbers |= {f"{m}_pairs{p}_ci": h for (m, p), (_, h) in accuracy.items()}
         numbers |= {f"{m}_state": float(states[m, most]) for m in setting.mixers}
         numbers |= {
-            "attention_min": round(attention, 4),
-            "best_small_state_drop": round(drop, 4),
+            "attention_min": min(accuracy[ATTENTION, pairs][0] for pairs in setting.pairs),
+            "best_small_state_fewest_pairs": start,
+            "best_small_state_drop": start - end,
             "best_small_state_is_" + best: 1.0,
         }
-        return Verdict(
-            reproduction=self.name,
-            paper=self.paper,
-            claim=self.claim,
+        return self.judged(
+            numbers,
+            scale,
             quantity="query accuracy over all queries of the evaluation prompts, per mixer and "
-            f"pair count; the best small-state mixer is the most accurate at {most} pairs",
+            f"pair count; the best small-state mixer is the most accurate at {most} pairs, its "
+            f"drop is its accuracy at {fewest} pairs minus that at {most}",
             threshold=f"reproduced when attention ≥ {SOLVES} at every pair count and the best "
             f"small-state mixer drops by ≥ {FALLS_OFF} from {fewest} to {most} pairs; not "
             f"reproduced when attention ≥ {SOLVES} and that mixer drops by < {HOLDS_UP} from "
             f"≥ {LEARNED}; inconclusive otherwise (attention did not learn, or in between)",
-            verdict=outcome,
-            numbers=numbers,
-            scale=scale,
         )
 
 
@@ -230,52 +243,64 @@ def recall_figure(
 
 @dataclass(frozen=True)
 class LanguageSetting:
-    """Every architecture (name: mixer overrides) at one parameter budget on one task setting."""
+    """Every architecture (name: its model section) at one parameter budget, each from
+    ``runs``."""
 
-    architectures: dict[str, list[str]]
-    common: list[str]
+    runs: PresetChanges
+    architectures: dict[str, dict[str, Any]]
 
 
 REFERENCE = "transformer"
-LANGUAGE = {
+ARCHITECTURES = {
+    "transformer": {"mixer": "softmax"},
+    "linear_attention": {"mixer": "linear_attention"},
+    "mamba": {"mixer": "mamba"},
+    "lstm": {"mixer": "lstm"},
+}
+LANGUAGE: dict[Scale, LanguageSetting] = {
+    # 12 tokens, one layer of about 6k parameters, the transformer against an LSTM, a few steps.
+    "smoke": LanguageSetting(
+        runs=PresetChanges(
+            "icll",
+            {
+                "task": {"n_points": 12},
+                "model": {"n_layers": 1, "n_heads": 1, "target_params": 6000},
+                "train": SMOKE_TRAIN,
+                "eval": {**SMOKE_EVAL, "algorithms": ["ngram(n=1)", "ngram(n=2)"]},
+            },
+        ),
+        architectures={name: ARCHITECTURES[name] for name in ("transformer", "lstm")},
+    ),
     # 32 tokens instead of 512, 2 layers (2 heads) of about 28k parameters, 300 steps, 256 prompts.
     "cpu": LanguageSetting(
-        architectures={
-            "transformer": ["model.mixer=softmax"],
-            "linear_attention": ["model.mixer=linear_attention"],
-            "mamba": ["model.mixer=mamba"],
-            "lstm": ["model.mixer=lstm"],
-        },
-        common=[
-            "task.n_points=32",
-            "model.n_layers=2",
-            "model.n_heads=2",
-            "model.target_params=28000",
-            "train.steps=300",
-            "train.log_every=50",
-            "train.checkpoint_every=300",
-            "eval.n_prompts=256",
-        ],
+        runs=PresetChanges(
+            "icll",
+            {
+                "task": {"n_points": 32},
+                "model": {"n_layers": 2, "n_heads": 2, "target_params": 28000},
+                "train": {"steps": 300, "log_every": 50, "checkpoint_every": 300},
+                "eval": {"n_prompts": 256},
+            },
+        ),
+        architectures=ARCHITECTURES,
     ),
     # REGBENCH's 512-token prompts; the paper's models are larger (here 4 layers, ~2M parameters).
     "paper": LanguageSetting(
-        architectures={
-            "transformer": ["model.mixer=softmax"],
-            "linear_attention": ["model.mixer=linear_attention"],
-            "mamba": ["model.mixer=mamba"],
-            "lstm": ["model.mixer=lstm"],
-        },
-        common=[
-            "task.n_points=512",
-            "model.n_layers=4",
-            "model.target_params=2000000",
-            "train.steps=20000",
-            "train.lr=3.0e-4",
-            "eval.n_prompts=1280",
-        ],
+        runs=PresetChanges(
+            "icll",
+            {
+                "task": {"n_points": 512},
+                "model": {"n_layers": 4, "target_params": 2000000},
+                "train": {"steps": 20000, "lr": 3.0e-4},
+                "eval": {"n_prompts": 1280},
+            },
+        ),
+        architectures=ARCHITECTURES,
     ),
 }
+# Decided before the CPU run.
 MARGIN = 0.0  # the transformer wins when its paired late-k difference's 95% interval is above this
+BEATEN = 0.0  # another architecture beats the transformer when the interval lies below this
 
 
 @register_reproduction("icll-architectures")
@@ -291,24 +316,34 @@ class LanguageArchitectures(Reproduction):
     )
     cpu_minutes = 15.0  # measured with the machine's 2 cores shared by about 5 busy processes
 
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        prefix = f"{REFERENCE}_minus_"
+        others = [
+            key.removesuffix("_ci_low")
+            for key in numbers
+            if key.startswith(prefix) and key.endswith("_ci_low")
+        ]
+        if not others:
+            raise ValueError(f"no architecture was compared with the {REFERENCE}")
+        if all(numbers[f"{key}_ci_low"] > MARGIN for key in others):
+            return "reproduced"
+        if any(numbers[f"{key}_ci_high"] < BEATEN for key in others):
+            return "not reproduced"
+        return "inconclusive"
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         setting = LANGUAGE[scale]
         runs, params = {}, {}
-        for name, overrides in setting.architectures.items():
-            config = load_config("icll", [f"name=icll-{name}", *setting.common, *overrides])
+        for name, model in setting.architectures.items():
+            config = setting.runs.config(name=f"icll-{name}", model=model)
             runs[name] = trained(config, out / name, show_progress)
             params[name] = runs[name].read_info()["n_params"]
-        evaluation = load_config("icll", [*setting.common, f"eval.reference={REFERENCE}"])
+        evaluation = setting.runs.config(eval={"reference": REFERENCE})
         points, differences = compared(runs, evaluation, out)
         n_points = evaluation.task.n_points
         late = n_points // 2
         learners = list(dict.fromkeys(p.learner for p in points))
-        accuracy = {name: late_mean(curve(points, name), late) for name in learners}
-        gaps = {
-            name: late_difference(differences, name, late)
-            for name in setting.architectures
-            if name != REFERENCE
-        }
         figure = curves_figure(
             [p for p in points if p.shift == "none"],
             f"ICLL ({scale} scale): random DFA languages, equal parameter counts",
@@ -316,57 +351,28 @@ class LanguageArchitectures(Reproduction):
         )
         figure.axes[0].set_xlabel("position in the prompt (tokens)")
         save_figure(figure, out / "figure.png")
-        if all(low > MARGIN for _, low, _ in gaps.values()):
-            outcome = "reproduced"
-        elif any(high < 0 for _, _, high in gaps.values()):
-            outcome = "not reproduced"
-        else:
-            outcome = "inconclusive"
-        numbers = {f"{name}_late_accuracy": round(value, 4) for name, value in accuracy.items()}
-        for name, (mean, low, high) in gaps.items():
-            numbers |= {
-                f"transformer_minus_{name}": round(mean, 4),
-                f"transformer_minus_{name}_ci_low": round(low, 4),
-                f"transformer_minus_{name}_ci_high": round(high, 4),
-            }
+        numbers = {
+            f"{name}_late_accuracy": late_mean(curve(points, name), late) for name in learners
+        }
+        for name in setting.architectures:
+            if name != REFERENCE:
+                mean, low, high = late_difference(differences, name, late)
+                numbers |= {
+                    f"{REFERENCE}_minus_{name}": mean,
+                    f"{REFERENCE}_minus_{name}_ci_low": low,
+                    f"{REFERENCE}_minus_{name}_ci_high": high,
+                }
         numbers |= {f"{name}_params": float(count) for name, count in params.items()}
-        return Verdict(
-            reproduction=self.name,
-            paper=self.paper,
-            claim=self.claim,
-            quantity=f"late-k accuracy (mean over positions k ≥ {n_points // 2}); paired "
-            "difference transformer − each other architecture on the same prompts, its 95% "
-            "interval the mean of the per-k intervals (conservative)",
+        return self.judged(
+            numbers,
+            scale,
+            quantity=f"late-k accuracy (mean over positions k ≥ {late}); paired difference "
+            f"{REFERENCE} − each other architecture on the same prompts, its 95% interval the "
+            "mean of the per-k intervals (conservative)",
             threshold=f"reproduced when every difference's interval lies above {MARGIN}; not "
-            "reproduced when some architecture's interval lies below 0 (it beats the "
-            "transformer); inconclusive otherwise",
-            verdict=outcome,
-            numbers=numbers,
-            scale=scale,
+            f"reproduced when some architecture's interval lies below {BEATEN} (it beats the "
+            f"{REFERENCE}); inconclusive otherwise",
         )
-
-
-def compared(
-    runs: dict[str, RunDir], config: RunConfig, out: Path
-) -> tuple[list[CurvePoint], list[PairedDifference]]:
-    """Every trained architecture and the config's n-gram baselines on the same prompts, with
-    differences to the reference architecture: read back from ``out`` when newer than every
-    run's checkpoints."""
-    table, paired = out / "curves.csv", out / "differences.csv"
-    checkpoints = [
-        p.stat().st_mtime for r in runs.values() for p in r.checkpoints.glob("*/meta.json")
-    ]
-    if paired.exists() and paired.stat().st_mtime >= max(checkpoints, default=0.0):
-        return read_curves_csv(table), read_differences_csv(paired)
-    models = []
-    for name, run in runs.items():
-        model = load_trained_model(run.path)
-        model.name = name
-        models.append(model)
-    evaluation = evaluate_learners(config, models)
-    write_curves_csv(evaluation.curves, table)
-    write_differences_csv(evaluation.differences, paired)
-    return evaluation.curves, evaluation.differences
 
 
 def late_mean(points: dict[int, CurvePoint], late: int) -> float:

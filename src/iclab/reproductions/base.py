@@ -1,10 +1,18 @@
-"""What every reproduction provides: a paper's headline claim, the runs that test it at a CPU or a
-paper scale, a figure like the paper's, and an honest verdict.
+"""What every reproduction provides: a paper's headline claim, the runs that test it at a smoke,
+a CPU or a paper scale, a figure like the paper's, and an honest verdict.
 
-``iclab reproduce NAME --scale cpu|paper`` writes ``OUT/NAME/``: the runs (normal run
+``iclab reproduce NAME --scale smoke|cpu|paper`` writes ``OUT/NAME/``: the runs (normal run
 directories, resumed after a crash and not retrained when complete), ``figure.png`` and
 ``verdict.json`` (the claim in one sentence, the measured quantity, the threshold that decides,
 ``reproduced | not reproduced | inconclusive`` and the numbers).
+
+A reproduction's runs produce numbers; its verdict is ``decide(numbers)``, a pure function of
+the numbers verdict.json records, with thresholds fixed before any run (tested from tables of
+cases in tests/test_reproduction_decisions.py). The smoke scale runs the same code in seconds
+(a few training steps of tiny models): it tests the plumbing, and its verdict means nothing.
+
+Everything a reproduction needs from the run layer (training, evaluation, models) goes through
+the helpers at the end of this module.
 """
 
 from __future__ import annotations
@@ -15,19 +23,44 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
+
+import torch
 
 from iclab import __version__
-from iclab.config import RunConfig
-from iclab.evaluation.curves import CurvePoint, PairedDifference, read_curves_csv
-from iclab.evaluation.run_eval import evaluate_run
+from iclab.config import RunConfig, load_config, merged
+from iclab.errors import ConfigError
+from iclab.evaluation.curves import (
+    CurvePoint,
+    PairedDifference,
+    read_curves_csv,
+    read_differences_csv,
+    write_curves_csv,
+    write_differences_csv,
+)
 from iclab.io import atomic_write_text
+from iclab.models import InContextModel
 from iclab.registry import Registry
-from iclab.run import RunDir
-from iclab.training.trainer import train_run
+from iclab.run import RunDir, evaluate_config, evaluate_run, load_trained_model, train_run
 
-Scale = Literal["cpu", "paper"]
+Scale = Literal["smoke", "cpu", "paper"]
+SCALES: tuple[Scale, ...] = get_args(Scale)
 Outcome = Literal["reproduced", "not reproduced", "inconclusive"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+DIGITS = 4  # verdict.json records the numbers to this many decimals, and decide reads those
+
+# The smoke scale's common sections: a few steps of a one-layer width-16 model, no curriculum,
+# a handful of evaluation prompts.
+SMOKE_MODEL = {"n_layers": 1, "d_model": 16, "n_heads": 2}
+SMOKE_TRAIN = {
+    "steps": 4,
+    "batch_size": 8,
+    "warmup_steps": 0,
+    "log_every": 2,
+    "checkpoint_every": 4,
+    "curriculum": {"dims": None, "points": None},
+}
+SMOKE_EVAL = {"n_prompts": 32, "batch_size": 32}
 
 
 @dataclass(frozen=True)
@@ -44,48 +77,75 @@ class Verdict:
     scale: str = "cpu"
 
 
+@dataclass(frozen=True)
+class PresetChanges:
+    """A run's config as data: a preset (or YAML file) and the sections that change, written
+    as a config file would write them (``{"train": {"steps": 6000}}``)."""
+
+    preset: str
+    changes: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, **more: Any) -> RunConfig:
+        """The preset with ``changes`` and then ``more`` merged in, validated."""
+        return load_config(self.preset).updated(**merged(self.changes, more))
+
+
 class Reproduction(ABC):
-    """One paper's claim. Subclasses set the class attributes and implement ``run``, which
-    trains and evaluates what it needs under ``out`` (with ``trained`` / ``evaluated``, so a rerun
-    resumes), saves ``out/figure.png`` and returns the verdict."""
+    """One paper's claim. Subclasses set the class attributes, implement ``decide`` (pure: the
+    outcome from the numbers alone) and ``run``, which trains and evaluates what it needs under
+    ``out`` (with ``trained`` / ``evaluated``, so a rerun resumes), saves ``out/figure.png``
+    and returns ``self.judged(numbers, ...)``."""
 
     name: ClassVar[str] = "unregistered"  # set by @register_reproduction
     paper: ClassVar[str]
     claim: ClassVar[str]
     cpu_minutes: ClassVar[float]  # measured on the 2-core dev machine, for `iclab reproductions`
 
+    @staticmethod
+    @abstractmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        """The outcome from the numbers ``run`` records, by the thresholds fixed before any run:
+        a pure function, so anyone can re-decide a verdict.json and the rule is tested from a
+        table of cases."""
+
     @abstractmethod
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        """Train, evaluate, draw the figure and decide."""
+        """Train, evaluate, draw the figure and return ``judged`` numbers."""
+
+    def judged(
+        self, numbers: dict[str, float], scale: Scale, quantity: str, threshold: str
+    ) -> Verdict:
+        """The verdict on ``numbers`` as verdict.json records them (``recorded``), decided on
+        exactly those."""
+        numbers = recorded(numbers)
+        return Verdict(
+            reproduction=self.name,
+            paper=self.paper,
+            claim=self.claim,
+            quantity=quantity,
+            threshold=threshold,
+            verdict=self.decide(numbers),
+            numbers=numbers,
+            scale=scale,
+        )
+
+
+def recorded(numbers: dict[str, float]) -> dict[str, float]:
+    """``numbers`` as verdict.json records them: floats rounded to ``DIGITS`` decimals."""
+    return {
+        key: round(value, DIGITS) if isinstance(value, float) else value
+        for key, value in numbers.items()
+    }
 
 
 REPRODUCTIONS: Registry[type[Reproduction]] = Registry("reproduction")
 register_reproduction = REPRODUCTIONS.register
 
 
-def trained(config: RunConfig, run_dir: Path, show_progress: bool = True) -> RunDir:
-    """The run of ``config`` in ``run_dir``: trained, continued after a crash, or, when it is
-    already complete, left as it is."""
-    run = RunDir(run_dir)
-    info = run.read_info()
-    if info.get("status") == "completed" and info.get("steps") == config.train.steps:
-        return run
-    train_run(config, run.path, resume=run.exists(), show_progress=show_progress)
-    return run
-
-
-def evaluated(run: RunDir, n_prompts: int | None = None) -> list[CurvePoint]:
-    """The run's curves: read back when eval/curves.csv is newer than its last checkpoint,
-    evaluated otherwise."""
-    table = run.eval_dir / "curves.csv"
-    checkpoints = [path.stat().st_mtime for path in run.checkpoints.glob("*/meta.json")]
-    if table.exists() and table.stat().st_mtime >= max(checkpoints, default=0.0):
-        return read_curves_csv(table)
-    return evaluate_run(run.path, n_prompts=n_prompts).curves
-
-
 def reproduce(name: str, out: Path, scale: Scale = "cpu", show_progress: bool = True) -> Verdict:
     """Run reproduction ``name`` in ``out/name`` and write its ``verdict.json``."""
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     reproduction = REPRODUCTIONS.get(name)()
     directory = Path(out) / name
     directory.mkdir(parents=True, exist_ok=True)
@@ -117,3 +177,64 @@ def late_average(
         sum(getattr(row, end) for row in late) / len(late) for end in ("mean", "ci_low", "ci_high")
     )
     return mean, low, high
+
+
+# --- the run layer: training, evaluation and models ---------------------------------------------
+
+
+def trained(config: RunConfig, run_dir: Path, show_progress: bool = True) -> RunDir:
+    """The run of ``config`` in ``run_dir``: trained, continued after a crash, or, when it is
+    already complete, left as it is."""
+    run = RunDir(run_dir)
+    info = run.read_info()
+    if info.get("status") == "completed" and info.get("steps") == config.train.steps:
+        return run
+    train_run(config, run.path, resume=run.exists(), show_progress=show_progress)
+    return run
+
+
+def newer_than_checkpoints(table: Path, runs: Iterable[RunDir]) -> bool:
+    """Whether ``table`` exists and was written after every checkpoint of ``runs``."""
+    checkpoints = [p.stat().st_mtime for run in runs for p in run.checkpoints.glob("*/meta.json")]
+    return table.exists() and table.stat().st_mtime >= max(checkpoints, default=0.0)
+
+
+def evaluated(run: RunDir) -> list[CurvePoint]:
+    """The run's curves: read back when eval/curves.csv is newer than its last checkpoint,
+    evaluated otherwise."""
+    table = run.eval_dir / "curves.csv"
+    if newer_than_checkpoints(table, [run]):
+        return read_curves_csv(table)
+    return evaluate_run(run.path).curves
+
+
+def compared(
+    runs: dict[str, RunDir], config: RunConfig, directory: Path
+) -> tuple[list[CurvePoint], list[PairedDifference]]:
+    """The trained models of ``runs`` (each named by its key) and ``config``'s algorithms on
+    the same prompts of ``config``'s task, with the paired differences to ``eval.reference``:
+    written to ``directory`` (curves.csv, differences.csv) and read back from there while they
+    are newer than every run's checkpoints."""
+    curves_path, differences_path = directory / "curves.csv", directory / "differences.csv"
+    if newer_than_checkpoints(differences_path, runs.values()):
+        return read_curves_csv(curves_path), read_differences_csv(differences_path)
+    models = []
+    for name, run in runs.items():
+        model = trained_model(run)
+        model.name = name
+        models.append(model)
+    evaluation = evaluate_config(config, models)
+    write_curves_csv(evaluation.curves, curves_path)
+    write_differences_csv(evaluation.differences, differences_path)
+    return evaluation.curves, evaluation.differences
+
+
+def trained_model(run: RunDir) -> InContextModel:
+    """The model of the run's newest valid checkpoint, in eval mode."""
+    return load_trained_model(run.path)
+
+
+def untrained_model(config: RunConfig, seed: int = 0) -> InContextModel:
+    """The model ``config`` trains, as initialised from torch seed ``seed``."""
+    torch.manual_seed(seed)
+    return config.build_model()

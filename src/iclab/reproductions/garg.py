@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iclab.config import load_config
+from iclab.config import RunConfig
 from iclab.metrics import METRICS
 from iclab.report.plots import plot_curves
 from iclab.reproductions.base import (
+    SMOKE_EVAL,
+    SMOKE_MODEL,
+    SMOKE_TRAIN,
+    Outcome,
+    PresetChanges,
     Reproduction,
     Scale,
     Verdict,
@@ -17,17 +22,27 @@ from iclab.reproductions.base import (
     trained,
 )
 
-# The quickstart model and task (d = 5, 21 points) trained 2.4 times longer; the paper's own
-# model and schedule (d = 20, 41 points, 500k steps) on a GPU.
-CONFIGS = {
-    "cpu": ("quickstart", ["name=garg-linear", "train.steps=6000", "train.log_every=100"]),
-    "paper": (
-        "garg_linear_regression",
-        ["name=garg-linear", "eval.algorithms=[least_squares, averaging, knn]"],
+# cpu: the quickstart model and task (d = 5, 21 points) trained 2.4 times longer; paper: the
+# paper's own model and schedule (d = 20, 41 points, 500k steps) on a GPU; smoke: the quickstart
+# task with a tiny model trained a few steps.
+SETTINGS: dict[Scale, PresetChanges] = {
+    "smoke": PresetChanges(
+        "quickstart", {"model": SMOKE_MODEL, "train": SMOKE_TRAIN, "eval": SMOKE_EVAL}
+    ),
+    "cpu": PresetChanges("quickstart", {"train": {"steps": 6000, "log_every": 100}}),
+    "paper": PresetChanges(
+        "garg_linear_regression", {"eval": {"algorithms": ["least_squares", "averaging", "knn"]}}
     ),
 }
+BASELINES = ("averaging", "knn")  # the model must beat both at every k ≥ d
+# Decided before the CPU run.
 TRACKING = 0.05  # largest mean error gap to least squares for k ≥ 2d that counts as tracking
 FAILING = 0.2  # a gap this large means the model does not track least squares
+BEATS = 0.0  # the model beats the baselines when its largest lead over them stays below this
+
+
+def run_config(scale: Scale) -> RunConfig:
+    return SETTINGS[scale].config(name="garg-linear")
 
 
 @register_reproduction("garg-linear")
@@ -42,51 +57,51 @@ class GargLinear(Reproduction):
     )
     cpu_minutes = 7.5
 
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        gap = numbers["gap_k_ge_2d"]
+        beats = numbers["model_minus_baselines_max_k_ge_d"] < BEATS
+        if gap <= TRACKING and beats:
+            return "reproduced"
+        if gap > FAILING or not beats:
+            return "not reproduced"
+        return "inconclusive"
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        preset, overrides = CONFIGS[scale]
-        config = load_config(preset, overrides)
+        config = run_config(scale)
         run = trained(config, out / "run", show_progress)
         points = evaluated(run)
         d = config.task.n_dims
         model, least_squares = curve(points, "model"), curve(points, "least_squares")
-        baselines = [curve(points, name) for name in ("averaging", "knn")]
+        baselines = [curve(points, name) for name in BASELINES]
         late = [k for k in model if k >= 2 * d]
         gap = sum(model[k].mean - least_squares[k].mean for k in late) / len(late)
-        beats = all(model[k].mean < other[k].mean for k in model if k >= d for other in baselines)
-        title = f"{config.name} ({scale} scale): linear regression, d={d}"
+        lead = max(model[k].mean - other[k].mean for k in model if k >= d for other in baselines)
         plot_curves(
             [
                 p
                 for p in points
-                if p.shift == "none" and p.learner in ("model", "least_squares", "averaging", "knn")
+                if p.shift == "none" and p.learner in ("model", "least_squares", *BASELINES)
             ],
             out / "figure.png",
-            title,
+            f"{config.name} ({scale} scale): linear regression, d={d}",
             METRICS["regression"].label,
             d,
         )
-        if gap <= TRACKING and beats:
-            outcome = "reproduced"
-        elif gap > FAILING or not beats:
-            outcome = "not reproduced"
-        else:
-            outcome = "inconclusive"
-        return Verdict(
-            reproduction=self.name,
-            paper=self.paper,
-            claim=self.claim,
-            quantity="mean over k ≥ 2d of (model − least squares) error / E[y²]; model below "
-            "averaging and knn at every k ≥ d",
-            threshold=f"reproduced when the gap ≤ {TRACKING} and the model beats both; not "
-            f"reproduced when the gap > {FAILING} or it does not",
-            verdict=outcome,
-            numbers={
-                "gap_k_ge_2d": round(gap, 4),
-                "model_error_at_2d": round(model[2 * d].mean, 4),
-                "least_squares_error_at_2d": round(least_squares[2 * d].mean, 4),
-                "model_error_at_d": round(model[d].mean, 4),
-                "beats_averaging_and_knn": float(beats),
-                "steps": config.train.steps,
-            },
-            scale=scale,
+        numbers = {
+            "gap_k_ge_2d": gap,
+            "model_minus_baselines_max_k_ge_d": lead,
+            "model_error_at_2d": model[2 * d].mean,
+            "least_squares_error_at_2d": least_squares[2 * d].mean,
+            "model_error_at_d": model[d].mean,
+            "steps": config.train.steps,
+        }
+        return self.judged(
+            numbers,
+            scale,
+            quantity="gap: mean over k ≥ 2d of (model − least squares) error / E[y²]; lead: the "
+            "largest model − averaging or knn error over k ≥ d (below 0: the model beats both "
+            "at every k ≥ d)",
+            threshold=f"reproduced when the gap ≤ {TRACKING} and the lead < {BEATS}; not "
+            f"reproduced when the gap > {FAILING} or the lead ≥ {BEATS}; inconclusive otherwise",
         )

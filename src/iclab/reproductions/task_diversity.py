@@ -4,54 +4,73 @@ the Gaussian prior, also on tasks it has never seen."""
 
 from __future__ import annotations
 
-import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import matplotlib.pyplot as plt
 
-from iclab.config import RunConfig, load_config
-from iclab.evaluation.curves import (
-    CurvePoint,
-    PairedDifference,
-    read_curves_csv,
-    read_differences_csv,
-    write_curves_csv,
-    write_differences_csv,
-)
-from iclab.evaluation.run_eval import evaluate_learners, load_trained_model
+from iclab.config import RunConfig
+from iclab.evaluation.curves import CurvePoint, PairedDifference
 from iclab.metrics import METRICS
 from iclab.report.plots import save_figure
 from iclab.reproductions.base import (
+    SMOKE_EVAL,
+    SMOKE_MODEL,
+    SMOKE_TRAIN,
     Outcome,
+    PresetChanges,
     Reproduction,
     Scale,
     Verdict,
+    compared,
     evaluated,
     late_average,
+    recorded,
     register_reproduction,
     trained,
 )
-from iclab.run import RunDir
 
 RIDGE = "ridge(alpha=0.25)"  # λ = σ²/τ² at σ = 0.5, τ = 1: Bayes-optimal for the Gaussian prior
-# The preset (d = 4, 16 points, σ = 0.5, with its curriculum) with a 2-layer model, one run per
-# pool size M (None: a fresh w per prompt, M = ∞). The paper: d = 8, 16 points, 8 layers of
-# width 128, 2 heads, batch 256, M = 2^0 … 2^20; 100k steps is our choice (not checked against
-# the paper).
-CONFIGS: dict[Scale, tuple[str, list[str], tuple[int | None, ...]]] = {
-    "cpu": ("finite_pool_regression", ["model.n_layers=2"], (1, 16, 256, None)),
-    "paper": (
-        "finite_pool_regression",
-        [
-            "task.n_dims=8",
-            "train.curriculum.dims.end=8",
-            "model.n_layers=8",
-            "model.d_model=128",
-            "model.n_heads=2",
-            "train.batch_size=256",
-            "train.steps=100000",
-            "train.checkpoint_every=5000",
-        ],
+
+
+@dataclass(frozen=True)
+class DiversitySetting:
+    """One run per pool size M (None: a fresh w per prompt, M = ∞), each from ``runs``."""
+
+    runs: PresetChanges
+    pool_sizes: tuple[int | None, ...]
+
+
+# cpu: the preset (d = 4, 16 points, σ = 0.5, with its curriculum) with a 2-layer model. paper:
+# d = 8, 16 points, 8 layers of width 128, 2 heads, batch 256, M = 2^0 … 2^20 in the paper; 100k
+# steps is our choice (not checked against the paper). smoke: a tiny model, M = 1 and M = ∞.
+SETTINGS: dict[Scale, DiversitySetting] = {
+    "smoke": DiversitySetting(
+        PresetChanges(
+            "finite_pool_regression",
+            {"model": SMOKE_MODEL, "train": SMOKE_TRAIN, "eval": SMOKE_EVAL},
+        ),
+        (1, None),
+    ),
+    "cpu": DiversitySetting(
+        PresetChanges("finite_pool_regression", {"model": {"n_layers": 2}}), (1, 16, 256, None)
+    ),
+    "paper": DiversitySetting(
+        PresetChanges(
+            "finite_pool_regression",
+            {
+                "task": {"n_dims": 8},
+                "model": {"n_layers": 8, "d_model": 128, "n_heads": 2},
+                "train": {
+                    "batch_size": 256,
+                    "steps": 100000,
+                    "checkpoint_every": 5000,
+                    "curriculum": {"dims": {"end": 8}},
+                },
+            },
+        ),
         (1, 16, 256, 4096, 65536, None),
     ),
 }
@@ -59,6 +78,7 @@ CONFIGS: dict[Scale, tuple[str, list[str], tuple[int | None, ...]]] = {
 # closer to ridge when (model − ridge) < ½ (dMMSE − ridge), closer to dMMSE when it is above; each
 # side must hold with the 95% intervals of both paired differences (to ridge, prompt by prompt).
 MIDPOINT = 0.5
+Side = Literal["ridge", "dmmse", "unclear"]
 
 
 def pool_label(pool_size: int | None) -> str:
@@ -67,38 +87,15 @@ def pool_label(pool_size: int | None) -> str:
 
 def run_config(scale: Scale, pool_size: int | None, unseen: bool = False) -> RunConfig:
     """The run of pool size M; ``unseen``: the same run evaluated on w drawn from the prior."""
-    preset, overrides, _ = CONFIGS[scale]
-    size = "null" if pool_size is None else pool_size
-    extra = ["task.sample_from=prior", f"eval.reference={RIDGE}"] if unseen else []
-    return load_config(
-        preset,
-        [
-            f"name=task-diversity-M{pool_label(pool_size)}",
-            *overrides,
-            f"task.pool_size={size}",
-            f"eval.algorithms=[dmmse, {RIDGE}]",
-            *extra,
-        ],
-    )
-
-
-def evaluated_unseen(
-    run: RunDir, config: RunConfig
-) -> tuple[list[CurvePoint], list[PairedDifference]]:
-    """The model, dMMSE (its own pool) and ridge on prompts whose w comes from the Gaussian
-    prior, with the paired differences to ridge, in ``eval-unseen/`` (read back when newer than
-    the last checkpoint)."""
-    directory = run.path / "eval-unseen"
-    curves_path, differences_path = directory / "curves.csv", directory / "differences.csv"
-    checkpoints = [path.stat().st_mtime for path in run.checkpoints.glob("*/meta.json")]
-    if differences_path.exists() and differences_path.stat().st_mtime >= max(
-        checkpoints, default=0.0
-    ):
-        return read_curves_csv(curves_path), read_differences_csv(differences_path)
-    evaluation = evaluate_learners(config, [load_trained_model(run.path)])
-    write_curves_csv(evaluation.curves, curves_path)
-    write_differences_csv(evaluation.differences, differences_path)
-    return evaluation.curves, evaluation.differences
+    changes = {
+        "name": f"task-diversity-M{pool_label(pool_size)}",
+        "task": {"pool_size": pool_size},
+        "eval": {"algorithms": ["dmmse", RIDGE]},
+    }
+    if unseen:
+        changes["task"]["sample_from"] = "prior"
+        changes["eval"]["reference"] = RIDGE
+    return SETTINGS[scale].runs.config(**changes)
 
 
 def late_mean(rows: list[CurvePoint] | list[PairedDifference], learner: str, first_k: int):
@@ -106,7 +103,7 @@ def late_mean(rows: list[CurvePoint] | list[PairedDifference], learner: str, fir
     return late_average((row for row in rows if row.learner == learner), first_k)
 
 
-def side(model_gap: tuple[float, ...], dmmse_gap: tuple[float, ...]) -> str:
+def side(model_gap: tuple[float, ...], dmmse_gap: tuple[float, ...]) -> Side:
     """``ridge``, ``dmmse`` or ``unclear``: which yardstick the model's error is nearer, from the
     (mean, ci_low, ci_high) of model − ridge and dMMSE − ridge."""
     if model_gap[2] < MIDPOINT * dmmse_gap[1]:
@@ -116,9 +113,26 @@ def side(model_gap: tuple[float, ...], dmmse_gap: tuple[float, ...]) -> str:
     return "unclear"
 
 
-def outcome_of(order: list[str]) -> Outcome:
+def sides(numbers: dict[str, float]) -> dict[int, Side]:
+    """Each finite M's side, in increasing M, from the numbers ``run`` records."""
+    finite = sorted(
+        int(match[1])
+        for key in numbers
+        if (match := re.fullmatch(r"M(\d+)_model_minus_ridge", key))
+    )
+
+    def gap(m: int, learner: str) -> tuple[float, float, float]:
+        key = f"M{m}_{learner}_minus_ridge"
+        return numbers[key], numbers[f"{key}_ci_low"], numbers[f"{key}_ci_high"]
+
+    return {m: side(gap(m, "model"), gap(m, "dmmse")) for m in finite}
+
+
+def outcome_of(order: list[Side]) -> Outcome:
     """The verdict from each finite M's side, in increasing M: dMMSE first, ridge last and no
     return to dMMSE after ridge."""
+    if not order:
+        raise ValueError("no finite pool size M was evaluated")
     back_to_dmmse = "ridge" in order and "dmmse" in order[order.index("ridge") :]
     if order[0] == "dmmse" and order[-1] == "ridge" and not back_to_dmmse:
         return "reproduced"
@@ -139,54 +153,59 @@ class TaskDiversity(Reproduction):
     )
     cpu_minutes = 9.5  # wall time on the shared 2-core machine, one torch thread
 
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        return outcome_of(list(sides(numbers).values()))
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        pool_sizes = CONFIGS[scale][2]
-        unseen, seen, sides, numbers = {}, {}, {}, {}
+        pool_sizes = SETTINGS[scale].pool_sizes
+        unseen, seen, numbers = {}, {}, {}
         for pool_size in pool_sizes:
             label = pool_label(pool_size)
             config = run_config(scale, pool_size)
             run = trained(config, out / f"M{label}", show_progress)
             seen[pool_size] = evaluated(run)
-            curves, differences = evaluated_unseen(run, run_config(scale, pool_size, unseen=True))
+            # The model, dMMSE (its own pool) and ridge on prompts whose w comes from the prior,
+            # beside the run (only the run layer writes into a run directory).
+            curves, differences = compared(
+                {"model": run}, run_config(scale, pool_size, unseen=True), out / f"M{label}-unseen"
+            )
             first_k = config.task.n_points // 2
             unseen[pool_size] = {
                 learner: late_mean(curves, learner, first_k)
                 for learner in ("model", "dmmse", RIDGE)
             }
-            model_gap = late_mean(differences, "model", first_k)
-            dmmse_gap = late_mean(differences, "dmmse", first_k)
-            numbers[f"M{label}_unseen_model"] = round(unseen[pool_size]["model"][0], 4)
-            numbers[f"M{label}_unseen_dmmse"] = round(unseen[pool_size]["dmmse"][0], 4)
-            numbers[f"M{label}_model_minus_ridge"] = round(model_gap[0], 4)
-            if pool_size is not None:
-                sides[pool_size] = side(model_gap, dmmse_gap)
-                position = model_gap[0] / dmmse_gap[0]  # 0: ridge, 1: dMMSE
-                numbers[f"M{label}_position_0ridge_1dmmse"] = round(position, 4)
-        numbers["unseen_ridge"] = round(unseen[pool_sizes[0]][RIDGE][0], 4)
+            numbers[f"M{label}_unseen_model"] = unseen[pool_size]["model"][0]
+            numbers[f"M{label}_unseen_dmmse"] = unseen[pool_size]["dmmse"][0]
+            for learner in ("model", "dmmse"):
+                mean, low, high = late_mean(differences, learner, first_k)
+                numbers[f"M{label}_{learner}_minus_ridge"] = mean
+                numbers[f"M{label}_{learner}_minus_ridge_ci_low"] = low
+                numbers[f"M{label}_{learner}_minus_ridge_ci_high"] = high
+            if pool_size is not None:  # at M = ∞ dMMSE is ridge: no position between them
+                position = (  # 0: ridge, 1: dMMSE
+                    numbers[f"M{label}_model_minus_ridge"] / numbers[f"M{label}_dmmse_minus_ridge"]
+                )
+                numbers[f"M{label}_position_0ridge_1dmmse"] = position
+        numbers["unseen_ridge"] = unseen[pool_sizes[0]][RIDGE][0]
         numbers["steps"] = config.train.steps
-
-        finite = sorted(sides)
-        order = [sides[m] for m in finite]
-        transition = next((m for m in finite if sides[m] == "ridge"), None)
-        numbers["transition_M"] = float(transition) if transition is not None else math.inf
-        outcome = outcome_of(order)
         self.draw(unseen, seen, config, out / "figure.png", scale)
-        return Verdict(
-            reproduction=self.name,
-            paper=self.paper,
-            claim=self.claim,
+
+        order = sides(recorded(numbers))
+        transition = next((f"M={m}" for m, where in order.items() if where == "ridge"), "none")
+        return self.judged(
+            numbers,
+            scale,
             quantity="per pool size M, on unseen tasks (w from the prior) over k ≥ n_points/2: "
-            "model − ridge against half of dMMSE − ridge (paired differences); the transition "
-            "M is the smallest M whose model is closer to ridge. Side per M: "
-            + ", ".join(f"M={m}: {sides[m]}" for m in finite),
+            "model − ridge against half of dMMSE − ridge (paired differences, mean and 95% CI "
+            "ends). Side per M: "
+            + ", ".join(f"M={m}: {where}" for m, where in order.items())
+            + f"; the transition M (the smallest M closer to ridge): {transition}",
             threshold="a model is closer to ridge when the 95% CI of model − ridge lies below "
             f"{MIDPOINT} × (dMMSE − ridge)'s CI, closer to dMMSE when above; reproduced when the "
             "smallest M is on dMMSE's side, the largest finite M on ridge's and no larger M "
             "returns to dMMSE; not reproduced when one of these is reversed; inconclusive "
             "otherwise",
-            verdict=outcome,
-            numbers=numbers,
-            scale=scale,
         )
 
     def draw(

@@ -8,12 +8,21 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from iclab.config import RunConfig, build_config
-from iclab.evaluation.run_eval import load_trained_model
-from iclab.models import InContextModel, build_model
+from iclab.config import RunConfig, build_config, merged
+from iclab.models import InContextModel
 from iclab.probes.gd_alignment import GDAlignment
 from iclab.report.plots import save_figure
-from iclab.reproductions.base import Reproduction, Scale, Verdict, register_reproduction, trained
+from iclab.reproductions.base import (
+    Outcome,
+    Reproduction,
+    Scale,
+    Verdict,
+    register_reproduction,
+    trained,
+    trained_model,
+    untrained_model,
+)
+from iclab.run import RunDir
 from iclab.seeding import generator_for
 
 # Their setting: d = 10, 10 context examples and a query, one LSA layer on tokens (x, y), no MLP
@@ -33,16 +42,22 @@ SETTING = {
     "train": {"lr": 2.0e-3, "schedule": "cosine", "log_every": 100, "grad_clip": 1.0},
     "eval": {"n_prompts": 1280, "algorithms": ["gd(steps=1)", "least_squares"]},
 }
-STEPS = {"cpu": {"steps": 20000, "batch_size": 128}, "paper": {"steps": 100000, "batch_size": 512}}
+# The training of each scale (smoke: a few steps, the same layer).
+TRAIN: dict[Scale, dict] = {
+    "smoke": {"steps": 4, "batch_size": 16, "log_every": 1, "checkpoint_every": 4},
+    "cpu": {"steps": 20000, "batch_size": 128},
+    "paper": {"steps": 100000, "batch_size": 512},
+}
+# Decided before the CPU run.
 ALIGNED = 0.99  # sensitivity cosine with one fitted GD step that counts as "is one GD step"
 CLOSE = 0.05  # prediction difference to that step (of E[y²]) that counts as equal
 IDENTITY = 0.2  # relative distance of the effective key-query matrix from a multiple of I
 FAILING = 0.9  # a cosine below this is not one GD step
+NOT_IDENTITY = 0.4  # a distance above this is not the construction's form
 
 
 def run_config(scale: Scale) -> RunConfig:
-    train = {**SETTING["train"], **STEPS[scale]}
-    return build_config({**SETTING, "train": train})
+    return build_config(merged(SETTING, {"train": TRAIN[scale]}))
 
 
 def key_query_matrix(model: InContextModel) -> torch.Tensor:
@@ -83,50 +98,47 @@ class VonOswaldGD(Reproduction):
     )
     cpu_minutes = 1.0
 
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        cosine, difference = numbers["sensitivity_cosine"], numbers["prediction_difference"]
+        distance = numbers["distance_from_identity"]
+        if cosine >= ALIGNED and difference <= CLOSE and distance <= IDENTITY:
+            return "reproduced"
+        if cosine < FAILING or distance > NOT_IDENTITY:
+            return "not reproduced"
+        return "inconclusive"
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         config = run_config(scale)
         run = trained(config, out / "run", show_progress)
-        model = load_trained_model(run.path)
-        torch.manual_seed(0)
-        untrained = build_model(config.model, config.task)
+        model = trained_model(run)
+        untrained = untrained_model(config, seed=0)
         after, before = alignment(model, config, "trained"), alignment(untrained, config, "init")
         matrix = key_query_matrix(model)
-        distance = distance_from_identity(matrix)
-        save_figure(self.figure(run.path, matrix, after, before), out / "figure.png")
-        cosine, difference = after["sensitivity_cosine"], after["prediction_difference"]
-        if cosine >= ALIGNED and difference <= CLOSE and distance <= IDENTITY:
-            outcome = "reproduced"
-        elif cosine < FAILING or distance > 2 * IDENTITY:
-            outcome = "not reproduced"
-        else:
-            outcome = "inconclusive"
-        return Verdict(
-            reproduction=self.name,
-            paper=self.paper,
-            claim=self.claim,
+        save_figure(self.figure(run, matrix, after, before), out / "figure.png")
+        numbers = {
+            "sensitivity_cosine": after["sensitivity_cosine"],
+            "prediction_difference": after["prediction_difference"],
+            "fitted_step_size": after["eta"],
+            "distance_from_identity": distance_from_identity(matrix),
+            "untrained_sensitivity_cosine": before["sensitivity_cosine"],
+            "steps": config.train.steps,
+        }
+        return self.judged(
+            numbers,
+            scale,
             quantity="at k = d: sensitivity cosine and prediction difference to one GD step with "
             "a fitted step size (gd_alignment probe); relative distance of the effective "
             "key-query matrix R_xᵀ W_Kᵀ W_Q R_x from a multiple of the identity",
             threshold=f"reproduced when cosine ≥ {ALIGNED}, difference ≤ {CLOSE} and distance ≤ "
-            f"{IDENTITY}; not reproduced when cosine < {FAILING} or distance > {2 * IDENTITY}",
-            verdict=outcome,
-            numbers={
-                "sensitivity_cosine": round(cosine, 4),
-                "prediction_difference": round(difference, 4),
-                "fitted_step_size": round(after["eta"], 4),
-                "distance_from_identity": round(distance, 4),
-                "untrained_sensitivity_cosine": round(before["sensitivity_cosine"], 4),
-                "steps": config.train.steps,
-            },
-            scale=scale,
+            f"{IDENTITY}; not reproduced when cosine < {FAILING} or distance > {NOT_IDENTITY}; "
+            "inconclusive otherwise",
         )
 
     @staticmethod
-    def figure(run_path: Path, matrix: torch.Tensor, after: dict, before: dict) -> plt.Figure:
+    def figure(run: RunDir, matrix: torch.Tensor, after: dict, before: dict) -> plt.Figure:
         """Training loss, and the effective key-query matrix (a multiple of I when it is GD)."""
-        from iclab.run import RunDir
-
-        metrics = RunDir(run_path).read_metrics()
+        metrics = run.read_metrics()
         figure, (loss_axes, matrix_axes) = plt.subplots(1, 2, figsize=(10, 4))
         loss_axes.plot([row["step"] for row in metrics], [row["loss"] for row in metrics])
         loss_axes.set_yscale("log")

@@ -15,13 +15,13 @@ from typing import Any, Literal
 
 import torch
 
-from iclab.catalog import headline_of
-from iclab.config import ConfigError, RunConfig
-from iclab.evaluation.run_eval import evaluate_run
-from iclab.run import RunDir
+from iclab.config import RunConfig
+from iclab.errors import ConfigError
+from iclab.run import RunDir, evaluate_run, train_run
+from iclab.run.catalog import headline_of
 from iclab.sweeps.spec import SweepSpec, Trial, expand_trials, load_sweep, metric_sense
 from iclab.sweeps.summary import SweepResult, TrialRow, write_summary
-from iclab.training.trainer import train_run, with_batch_shards
+from iclab.training.trainer import with_batch_shards
 
 
 @dataclass(frozen=True)

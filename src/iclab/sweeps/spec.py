@@ -154,7 +154,7 @@ def load_sweep(path: Path) -> SweepSpec:
     Parameter and ``set`` paths are checked against the config schema here, before any trial."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no sweep file {path}")
+        raise ConfigError(f"no sweep file {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from iclab.episode import Episode, EpisodeKind
+from iclab.kinds import TaskIO
 from iclab.registry import Registry
 from iclab.seeding import generator_for
 
@@ -78,6 +79,10 @@ class Task(ABC):
         """Size of the prediction vector: classes (classification), vocabulary (tokens); None
         for regression, whose prediction is one number."""
         return None
+
+    def io(self) -> TaskIO:
+        """What a model needs to know of this task's examples (``iclab.models.build_model``)."""
+        return TaskIO(self.kind, self.n_dims, self.n_classes)
 
     @property
     def target_scale(self) -> float:

@@ -47,6 +47,7 @@ from pydantic import Field
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.tasks.base import Task, TaskOptions, register_task
 
 PAPER = "Bhattamishra, Patel, Blunsom, Kanade 2023, arXiv 2310.03016"
@@ -296,7 +297,7 @@ class SparseDisjunction(LiteralFormulaTask):
     def __init__(self, n_dims=None, options=None) -> None:
         super().__init__(n_dims, options)
         if self.options.n_literals > self.n_dims:
-            raise ValueError(
+            raise ConfigError(
                 f"sparse_disjunction option n_literals ({self.options.n_literals}) must be at "
                 f"most n_dims ({self.n_dims})"
             )
@@ -433,7 +434,7 @@ class SparseParity(ParityTask):
     def __init__(self, n_dims=None, options=None) -> None:
         super().__init__(n_dims, options)
         if self.options.k > self.n_dims:
-            raise ValueError(
+            raise ConfigError(
                 f"sparse_parity option k ({self.options.k}) must be at most n_dims ({self.n_dims})"
             )
 

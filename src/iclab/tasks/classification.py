@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.tasks.base import (
     Task,
     TaskOptions,
@@ -227,13 +228,13 @@ class BurstyClassification(Task):
         """The number N/B of distinct draws of a bursty context; a clear error if B ∤ N."""
         burstiness = self.options.burstiness
         if n_context < 1 or n_context % burstiness:
-            raise ValueError(
+            raise ConfigError(
                 f"bursty_classification: burstiness ({burstiness}) must divide the context size "
                 f"n_points - 1 = {n_context}"
             )
         n_draws = n_context // burstiness
         if self.options.mode == "icl" and n_draws > self.options.n_labels:
-            raise ValueError(
+            raise ConfigError(
                 f"bursty_classification mode icl gives the {n_draws} novel classes of a prompt "
                 f"distinct labels, so (n_points - 1) / burstiness must be <= n_labels "
                 f"({self.options.n_labels})"

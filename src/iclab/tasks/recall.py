@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.tasks.base import Task, TaskOptions, register_task
 
 
@@ -89,7 +90,7 @@ class MultiQueryRecall(Task):
         context = 2 * opts.n_pairs
         n_slots = (n_points - context) // 2
         if n_slots < opts.n_queries:
-            raise ValueError(
+            raise ConfigError(
                 f"mqar needs n_points >= 2 * (n_pairs + n_queries) = "
                 f"{2 * (opts.n_pairs + opts.n_queries)} tokens, got n_points={n_points}"
             )

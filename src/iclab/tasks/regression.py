@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
 from iclab.episode import Episode
+from iclab.errors import ConfigError
 from iclab.seeding import generator_for
 from iclab.tasks.base import TASKS, Task, TaskOptions, make_task, register_task
 
@@ -210,7 +211,7 @@ class SparseLinearRegression(GaussianLinearFamily):
     def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
         super().__init__(n_dims, options)
         if self.options.sparsity > self.n_dims:
-            raise ValueError(
+            raise ConfigError(
                 f"sparse_linear_regression option sparsity ({self.options.sparsity}) must be at "
                 f"most n_dims ({self.n_dims})"
             )
@@ -423,7 +424,7 @@ class Mixture(Task):
         self.kind = self.components[0].kind
         classes = {component.n_classes for component in self.components}
         if len(classes) > 1:
-            raise ValueError(f"mixture components must share n_classes; got {sorted(classes)}")
+            raise ConfigError(f"mixture components must share n_classes; got {sorted(classes)}")
         self.shared_meta = self._shared_meta_keys()
 
     def _shared_meta_keys(self) -> list[str]:

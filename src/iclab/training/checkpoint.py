@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from iclab.errors import UserError
 from iclab.io import fsync_directory
 
 FORMAT_VERSION = 1
@@ -34,7 +35,7 @@ META_FILE = "meta.json"
 PICKLE_SIGNATURES = {b"\x80": "a Python pickle", b"PK": "a zip archive (torch.save format)"}
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, incomplete, corrupted or unsafe to load."""
 
 
@@ -248,8 +249,15 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) in place after verification; returns the meta."""
     meta = verify_checkpoint(checkpoint)
-    unwrap(model).load_state_dict(read_tensors(checkpoint.path / MODEL_FILE, device))
-    if optimizer is not None:
-        tensors = read_tensors(checkpoint.path / OPTIMIZER_FILE, device)
-        optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"]))
+    try:
+        unwrap(model).load_state_dict(read_tensors(checkpoint.path / MODEL_FILE, device))
+        if optimizer is not None:
+            tensors = read_tensors(checkpoint.path / OPTIMIZER_FILE, device)
+            optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"]))
+    except (RuntimeError, ValueError, KeyError) as error:  # tensors of another model's shapes
+        reason = str(error).strip().splitlines()
+        raise CheckpointError(
+            f"{checkpoint.path} does not fit this config's model (was the model changed?): "
+            + " ".join(line.strip() for line in reason[:3])
+        ) from None
     return meta

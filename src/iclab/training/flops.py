@@ -1,8 +1,8 @@
 """Throughput accounting: FLOPs of a training step, the device's peak, and their ratio (MFU).
 
 The step count follows PaLM (Chowdhery et al. 2022, arXiv 2204.02311, appendix B): a token
-costs 6·N FLOPs for the N parameters it multiplies (2·N forward, 4·N backward), plus, for each
-softmax-attention layer, 12·E·T for the attention scores and their use over T positions.
+costs 6·N FLOPs for the N parameters it multiplies (2·N forward, 4·N backward), plus what each
+mixer spends across positions (12·E·T for the scores of a softmax-attention layer).
 MFU is then achieved FLOP/s over the device's dense peak, so it compares runs across mixers,
 sizes and machines without counting recomputation or padding as useful work.
 """
@@ -16,9 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from iclab.config import RunConfig
-from iclab.models import build_model
-from iclab.models.mixers.attention import CausalSelfAttention
+from iclab.errors import ConfigError
+from iclab.models import InContextModel
 
 PEAK_ENV = "ICLAB_PEAK_TFLOPS"
 
@@ -43,32 +42,25 @@ def matmul_params(model: nn.Module) -> int:
     return total
 
 
-def training_flops_per_step(config: RunConfig, n_points: int | None = None) -> float:
-    """FLOPs of one optimizer step (forward + backward, 3 × forward) on ``train.batch_size``
-    prompts of ``n_points`` examples (default: full size, ``task.n_points``).
+def training_flops_per_step(model: InContextModel, batch_size: int, n_points: int) -> float:
+    """FLOPs of one optimizer step (forward + backward, 3 × forward) on ``batch_size`` prompts
+    of ``n_points`` examples.
 
-    Per token: 6·N for the N matmul parameters (``matmul_params``) plus 12·E·T per softmax
-    layer (width E, T tokens per sequence), PaLM's count of the full T × T attention matrix:
-    causal masking makes only half of it useful, so a kernel that skips the masked half does
-    about 6·E·T of real work. Other mixers count their parameter matmuls only: their state
-    updates cost O(state) per token (E²/H for linear attention and its relatives, 2E·d_state
-    for Mamba), small against 6·N per token at these widths.
+    Per token: 6·N for the N matmul parameters (``matmul_params``) plus what each mixer spends
+    mixing positions (``Mixer.sequence_flops``: PaLM's 12·E·T for a softmax layer of width E
+    over T tokens, 0 for mixers whose state update is O(state) per token). PaLM counts the full
+    T × T attention matrix: causal masking makes only half of it useful, so a kernel that skips
+    the masked half does about 6·E·T of real work.
 
     The codec's read-out acts at the x positions only (half the tokens in interleaved prompts)
     and the read-in needs no input gradient, so the count is high by at most 3 × their
     parameters per token; the optimizer update (O(N) per step) is left out, as in PaLM.
     """
-    n_points = config.task.n_points if n_points is None else n_points
     if n_points < 1:
         raise ValueError(f"n_points must be at least 1, got {n_points}")
-    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = build_model(config.model, config.task)
     length = model.codec.tokens_per_example * n_points  # T
-    n_attention = sum(
-        isinstance(block.mixer, CausalSelfAttention) for block in model.backbone.blocks
-    )
-    per_token = 6 * matmul_params(model) + 12 * n_attention * model.backbone.d_model * length
-    return float(per_token * config.train.batch_size * length)
+    mixing = sum(block.mixer.sequence_flops(length) for block in model.backbone.blocks)
+    return float((6 * matmul_params(model) + mixing) * batch_size * length)
 
 
 class Peak(NamedTuple):
@@ -126,7 +118,7 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
         except ValueError:
             tflops = 0.0
         if not tflops > 0:
-            raise ValueError(f"{PEAK_ENV}={override!r}: expected a positive number of TFLOP/s")
+            raise ConfigError(f"{PEAK_ENV}={override!r}: expected a positive number of TFLOP/s")
         return tflops * 1e12
     if device.type != "cuda":
         return None
@@ -134,10 +126,3 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
     if precision == "float32" and torch.backends.cuda.matmul.allow_tf32:
         math = "tf32"
     return device_peak(torch.cuda.get_device_name(device), math)
-
-
-def mfu(flops_per_step: float, steps_per_second: float, peak: float | None) -> float | None:
-    """Model FLOPs utilisation: achieved FLOP/s as a share of ``peak``; None without a peak."""
-    if peak is None:
-        return None
-    return flops_per_step * steps_per_second / peak

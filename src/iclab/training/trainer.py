@@ -1,49 +1,30 @@
-"""The meta-training loop: sample a batch of prompts, predict every target, step, log, save."""
+"""The meta-training loop: sample a batch of prompts, predict every target, step; the run layer
+(``iclab.run``) decides where checkpoints and logs go."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
-from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 
-from iclab import catalog
-from iclab.config import ConfigError, RunConfig, TrainConfig
+from iclab.config import RunConfig, TrainConfig
+from iclab.devices import resolve_device
 from iclab.episode import Episode, concatenate
-from iclab.io import atomic_write_text
+from iclab.errors import ConfigError
 from iclab.metrics import training_loss
 from iclab.models import build_model
-from iclab.run import RunDir, environment
 from iclab.seeding import derive_seed, generator_for
 from iclab.tasks.base import Task
 from iclab.training.checkpoint import (
-    latest_valid_checkpoint,
+    Checkpoint,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from iclab.training.distributed import Processes, join_processes
-from iclab.training.log import TrainingLog
+from iclab.training.distributed import Processes
 from iclab.training.schedule import CurriculumState, curriculum_at, learning_rate
-
-StepCallback = Callable[[int, float], None]
-
-
-def select_device(name: str, processes: Processes | None = None) -> torch.device:
-    """``train.device`` resolved; under torchrun each process takes the GPU of its local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "train.device is 'cuda' but no CUDA device is available (use auto or cpu)"
-        )
-    if name == "cuda":
-        return torch.device("cuda", (processes or Processes()).local_rank)
-    return torch.device(name)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -92,8 +73,22 @@ def sample_batch(
     return concatenate(parts).rows(offset, offset + rows)
 
 
+class TrainingHooks(Protocol):
+    """What the training loop tells its observer (the run layer's log on the main process)."""
+
+    def logged(self, step: int, loss: float, used: dict[str, float]) -> None:
+        """Every ``train.log_every`` steps and the last: the loss averaged over processes."""
+
+    def advanced(self, step: int) -> None:
+        """After every step."""
+
+    def checkpoint(self, step: int) -> None:
+        """Every ``train.checkpoint_every`` steps and the last: save the state now."""
+
+
 class Trainer:
-    """Meta-trains the model a ``RunConfig`` describes, in the run directory ``run``.
+    """Meta-trains the model a ``RunConfig`` describes; writes nothing itself (the run layer
+    saves checkpoints and logs through ``TrainingHooks``).
 
     Step ``s`` (0-based) trains on the batch drawn from ``(seed, "train", s)`` (shard by shard:
     ``sample_batch``); learning rate and curriculum are functions of ``s``. So resuming from
@@ -101,24 +96,18 @@ class Trainer:
     processes dividing the batch size trains on the same batches.
     """
 
-    def __init__(
-        self,
-        config: RunConfig,
-        run: RunDir,
-        console: Console | None = None,
-        processes: Processes | None = None,
-    ) -> None:
+    def __init__(self, config: RunConfig, processes: Processes | None = None) -> None:
         self.config = config
-        self.run = run
-        self.console = console or Console(stderr=True)
         self.processes = processes or Processes()
-        self.device = select_device(config.train.device, self.processes)
+        self.device = resolve_device(config.train.device, self.processes.local_rank)
         if self.device.type == "cuda":  # TF32 matmuls: float32 range, 10-bit mantissa
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.task = config.task.build()
         torch.manual_seed(derive_seed(config.train.seed, "init"))
-        self.model = build_model(config.model, config.task, name=config.name).to(self.device)
+        self.model = build_model(
+            config.model, self.task.io(), config.task.n_points, name=config.name
+        ).to(self.device)
         train = config.train
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, train.weight_decay),
@@ -147,53 +136,24 @@ class Trainer:
         tokens = self.model.codec.tokens_per_example * self.config.task.n_points
         return self.config.train.batch_size * tokens
 
-    def describe(self) -> str:
-        """The line the trainer announces a run with."""
-        n_params, task, model = self.model.n_params(), self.config.task, self.config.model
-        sizes = (
-            f"{task.n_points} tokens"
-            if self.task.kind == "tokens"
-            else f"d={task.n_dims}, {task.n_points} points"
-        )
-        fitted = "" if model.target_params is None else f" fitted to {model.target_params:,}"
-        where = f"{self.device}, {self.config.train.precision}"
-        if self.processes.distributed:
-            where += f", {self.processes.world_size} processes"
-        return (
-            f"[bold]{self.config.name}[/]: {model.describe()} model, "
-            f"d_model={self.model.backbone.d_model}, {n_params:,} parameters{fitted}, on {where}; "
-            f"task {task.name} ({sizes})"
-        )
-
     # --- state --------------------------------------------------------------------------------
 
-    def resume(self) -> bool:
-        """Continue from the newest valid checkpoint; False when there is none."""
-        checkpoint = latest_valid_checkpoint(self.run.checkpoints)
-        if checkpoint is None:
-            if self.processes.is_main:
-                self._truncate_metrics(0)
-            return False
+    def load(self, checkpoint: Checkpoint) -> None:
+        """Continue from ``checkpoint``: weights, optimizer state, random states and step. A
+        checkpoint whose tensors do not fit this config's model is a ``CheckpointError``."""
         meta = load_checkpoint(checkpoint, self.model, self.optimizer, self.device)
         restore_rng_state(meta["rng"])
         self.step = meta["step"]
-        if self.processes.is_main:
-            self._truncate_metrics(self.step)
-        return True
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after ``step`` by the interrupted run (they will be redone)."""
-        kept = [row for row in self.run.read_metrics() if row["step"] <= step]
-        atomic_write_text(self.run.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
-
-    def save(self) -> None:
-        meta = {"config": self.config.to_dict(), "environment": environment()}
-        save_checkpoint(
-            self.run.checkpoints,
+    def save(self, directory: Path, meta: dict[str, Any]) -> Checkpoint:
+        """A checkpoint of the current step in ``directory`` (the newest
+        ``train.keep_checkpoints`` are kept), with ``meta`` and the config."""
+        return save_checkpoint(
+            directory,
             self.step,
             self.model,
             self.optimizer,
-            meta,
+            {"config": self.config.to_dict(), **meta},
             keep=self.config.train.keep_checkpoints,
         )
 
@@ -219,27 +179,24 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss, {"lr": lr, "n_dims": stage.n_dims_active, "n_points": stage.n_points}
 
-    def fit(self, show_progress: bool = True, on_step: StepCallback | None = None) -> None:
-        """Train until ``train.steps``; ``on_step(step, loss)`` runs after every logged step
-        (the loss averaged over the processes)."""
+    def fit(self, hooks: TrainingHooks | None = None) -> None:
+        """Train until ``train.steps``, telling ``hooks`` (if any) what happens; every process
+        runs the loop, and the processes meet at each checkpoint."""
         train = self.config.train
-        log = TrainingLog(self, show_progress) if self.processes.is_main else None
-        with log or nullcontext():
-            while self.step < train.steps:
-                loss, used = self.train_step(self.step)
-                self.step += 1
-                if self.step % train.log_every == 0 or self.step == train.steps:
-                    value = self.processes.mean(loss).item()
-                    if log is not None:
-                        log.record(self.step, value, used)
-                    if on_step is not None:
-                        on_step(self.step, value)
-                if log is not None:
-                    log.advance(self.step)
-                if self.step % train.checkpoint_every == 0 or self.step == train.steps:
-                    if self.processes.is_main:
-                        self.save()
-                    self.processes.barrier()
+        while self.step < train.steps:
+            loss, used = self.train_step(self.step)
+            self.step += 1
+            last = self.step == train.steps
+            if self.step % train.log_every == 0 or last:
+                value = self.processes.mean(loss).item()
+                if hooks is not None:
+                    hooks.logged(self.step, value, used)
+            if hooks is not None:
+                hooks.advanced(self.step)
+            if self.step % train.checkpoint_every == 0 or last:
+                if hooks is not None:
+                    hooks.checkpoint(self.step)
+                self.processes.barrier()
 
 
 def with_batch_shards(config: RunConfig, world_size: int) -> RunConfig:
@@ -253,47 +210,3 @@ def with_batch_shards(config: RunConfig, world_size: int) -> RunConfig:
         )
     shards = train.batch_shards or world_size
     return config.model_copy(update={"train": train.model_copy(update={"batch_shards": shards})})
-
-
-def train_run(
-    config: RunConfig,
-    run_dir: Path,
-    resume: bool = False,
-    show_progress: bool = True,
-    console: Console | None = None,
-    on_step: StepCallback | None = None,
-) -> Trainer:
-    """Train a new run in ``run_dir`` or, with ``resume``, continue the one that is there. Under
-    torchrun every process calls this; only rank 0 writes the run directory."""
-    processes = join_processes()
-    run = RunDir(Path(run_dir))
-    if run.exists() and not resume:
-        raise FileExistsError(
-            f"{run.path} already holds a run; continue it with `iclab train --resume {run.path}` "
-            "or choose another --out"
-        )
-    config = with_batch_shards(config, processes.world_size)
-    processes.barrier()  # every process has looked before the first one writes
-    if processes.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(config)
-    trainer = Trainer(config, run, console, processes)
-    resumed = resume and trainer.resume()
-    processes.barrier()
-    if processes.is_main and resume:
-        trainer.console.print(
-            f"resuming {run.path} from step {trainer.step}"
-            if resumed
-            else f"[yellow]no valid checkpoint in {run.path}; starting from step 0"
-        )
-    try:
-        trainer.fit(show_progress=show_progress, on_step=on_step)
-    except BaseException as error:  # the run directory says how it ended, then the error goes on
-        if processes.is_main:
-            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            run.update_info(status=status, steps=trainer.step)
-        raise
-    finally:
-        if processes.is_main:
-            catalog.record(run.path)
-    return trainer

@@ -7,6 +7,13 @@ from iclab.models.mixers import (  # noqa: F401  (each module registers its mixe
     rnn,
     ssm,
 )
-from iclab.models.mixers.base import MIXERS, Mixer, MixerOptions, register_mixer, resolve_mixer
+from iclab.models.mixers.base import (
+    MIXER_SPEC,
+    MIXERS,
+    Mixer,
+    MixerOptions,
+    register_mixer,
+    resolve_mixer,
+)
 
-__all__ = ["MIXERS", "Mixer", "MixerOptions", "register_mixer", "resolve_mixer"]
+__all__ = ["MIXERS", "MIXER_SPEC", "Mixer", "MixerOptions", "register_mixer", "resolve_mixer"]

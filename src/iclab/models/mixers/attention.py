@@ -22,6 +22,9 @@ class SoftmaxOptions(MixerOptions):
         "from the causal mask alone (Kazemnejad et al. 2023)",
     )
     rotary_base: float = Field(10000.0, gt=1.0, description="RoPE frequency base")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on the attention weights in training"
+    )
 
 
 @register_mixer("softmax")
@@ -40,11 +43,9 @@ class CausalSelfAttention(Mixer):
         d_model: int,
         n_heads: int,
         options: SoftmaxOptions | None = None,
-        dropout: float = 0.0,
     ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+        super().__init__(d_model, n_heads, options)
         self.head_dim = d_model // n_heads
-        self.dropout = dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         scheme = self.options.positions
@@ -80,7 +81,7 @@ class CausalSelfAttention(Mixer):
         positions = torch.arange(x.shape[1], device=x.device)
         if self.options.positions == "rotary":
             q, k = self._rotate(q, positions), self._rotate(k, positions)
-        dropout = self.dropout if self.training else 0.0
+        dropout = self.options.dropout if self.training else 0.0
         if self.options.positions == "alibi":
             bias = self._alibi_bias(positions, positions).to(q.dtype)  # (H, T, T), -inf above
             mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
@@ -135,6 +136,11 @@ class CausalSelfAttention(Mixer):
 
     def state_size(self, length: int) -> int:
         return 2 * self.d_model * length
+
+    def sequence_flops(self, length: int) -> float:
+        """PaLM's count (Chowdhery et al. 2022, appendix B): 12·E·T per token for the T × T
+        scores and their use, forward and backward, as if none were masked."""
+        return 12.0 * self.d_model * length
 
 
 def alibi_slopes(n_heads: int) -> Tensor:

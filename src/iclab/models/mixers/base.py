@@ -1,7 +1,7 @@
 """What every sequence mixer provides, and the registry that names them.
 
 A mixer maps (B, T, E) → (B, T, E) causally: output t depends on inputs 1..t only. It is built
-from ``(d_model, n_heads, options, dropout)``, where ``options`` is an instance of the mixer's own
+from ``(d_model, n_heads, options)``, where ``options`` is an instance of the mixer's own
 pydantic ``Options`` (named in configs by a spec such as ``linear_attention(form=chunked)``).
 
 Streaming: ``init_state(batch, device, dtype)`` gives the state before any token, and
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from iclab.registry import Registry
-from iclab.specs import resolve_spec
+from iclab.specs import Spec, resolve_spec, spec_type
 
 MixerState = tuple[Any, ...]
 
@@ -54,7 +54,6 @@ class Mixer(nn.Module):
         d_model: int,
         n_heads: int,
         options: MixerOptions | None = None,
-        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -86,6 +85,13 @@ class Mixer(nn.Module):
         """Floats carried per sequence after ``length`` tokens."""
         raise NotImplementedError
 
+    def sequence_flops(self, length: int) -> float:
+        """Training FLOPs per token (forward and backward) beyond the matmuls of the mixer's
+        weights, in sequences of ``length`` tokens: what mixing the positions costs where it
+        grows with the length (attention scores); 0 for mixers whose state update is O(state)
+        per token, small against their weights' 6 FLOPs per parameter and token."""
+        return 0.0
+
 
 def state_numel(state: Any) -> int:
     """Floats in a (nested) state, per the whole batch; ints such as positions are not state."""
@@ -101,7 +107,10 @@ MIXERS: Registry[type[Mixer]] = Registry("mixer")
 register_mixer = MIXERS.register  # sets the subclass's ``name`` too
 
 
-def resolve_mixer(spec: str) -> tuple[type[Mixer], MixerOptions]:
-    """``"linear_attention(form=chunked)"`` → (class, validated options); errors name the spec,
-    the option and what is allowed."""
+def resolve_mixer(spec: str | Spec) -> Spec:
+    """``"linear_attention(form=chunked)"`` → ``Spec`` (class, validated options); errors name
+    the spec, the option and what is allowed."""
     return resolve_spec(spec, MIXERS, what="mixer")
+
+
+MIXER_SPEC = spec_type(MIXERS, "mixer")  # a config field holding a mixer spec

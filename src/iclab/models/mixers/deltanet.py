@@ -130,9 +130,8 @@ class DeltaNet(Mixer):
         d_model: int,
         n_heads: int,
         options: MixerOptions | None = None,
-        dropout: float = 0.0,
     ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+        super().__init__(d_model, n_heads, options)
         self.head_dim = d_model // n_heads  # Dk = Dv
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.beta = nn.Linear(d_model, n_heads, bias=False)  # β_t = sigmoid(W_β x_t) per head

@@ -213,10 +213,8 @@ class DecayedLinearMixer(Mixer):
     forms = ("parallel", "chunked", "recurrent")
     state_formula = "E²/H (+E·(short_conv − 1))"
 
-    def __init__(
-        self, d_model: int, n_heads: int, options: MixerOptions | None = None, dropout: float = 0.0
-    ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+    def __init__(self, d_model: int, n_heads: int, options: MixerOptions | None = None) -> None:
+        super().__init__(d_model, n_heads, options)
         self.head_dim = d_model // n_heads
         size = self.options.short_conv
         self.short_conv = ShortConv(d_model, size) if size else None
@@ -307,10 +305,8 @@ class LinearAttention(DecayedLinearMixer):
     bias: ClassVar[bool] = True
     eps: ClassVar[float] = 1e-6
 
-    def __init__(
-        self, d_model: int, n_heads: int, options: MixerOptions | None = None, dropout: float = 0.0
-    ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+    def __init__(self, d_model: int, n_heads: int, options: MixerOptions | None = None) -> None:
+        super().__init__(d_model, n_heads, options)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=self.bias)
         self.proj = nn.Linear(d_model, d_model, bias=self.bias)
 
@@ -381,10 +377,8 @@ class GatedLinearAttention(DecayedLinearMixer):
     )
     gate_temperature: ClassVar[float] = 16.0  # τ in GLA's α = σ(·)^(1/τ)
 
-    def __init__(
-        self, d_model: int, n_heads: int, options: MixerOptions | None = None, dropout: float = 0.0
-    ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+    def __init__(self, d_model: int, n_heads: int, options: MixerOptions | None = None) -> None:
+        super().__init__(d_model, n_heads, options)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.decay_gate = nn.Linear(d_model, n_heads) if self.options.decay == "data" else None
         self.head_norm = nn.GroupNorm(n_heads, d_model)  # LayerNorm of each head's output

@@ -21,10 +21,8 @@ class RecurrentMixer(Mixer):
     network: ClassVar[type[nn.RNNBase]]
     n_state_tensors: ClassVar[int]
 
-    def __init__(
-        self, d_model: int, n_heads: int, options: MixerOptions | None = None, dropout: float = 0.0
-    ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+    def __init__(self, d_model: int, n_heads: int, options: MixerOptions | None = None) -> None:
+        super().__init__(d_model, n_heads, options)
         self.rnn = self.network(d_model, d_model, batch_first=True)
         self.proj = nn.Linear(d_model, d_model)
 

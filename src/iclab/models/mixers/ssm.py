@@ -130,9 +130,8 @@ class Mamba(Mixer):
         d_model: int,
         n_heads: int,
         options: MambaOptions | None = None,
-        dropout: float = 0.0,
     ) -> None:
-        super().__init__(d_model, n_heads, options, dropout)
+        super().__init__(d_model, n_heads, options)
         opts = self.options
         self.d_inner = opts.expand * d_model
         self.dt_rank = opts.dt_rank if opts.dt_rank is not None else math.ceil(d_model / 16)

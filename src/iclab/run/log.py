@@ -1,5 +1,6 @@
-"""What the main process writes while a run trains: run.json's status, metrics.jsonl, TensorBoard,
-MLflow (when configured), the run index and the progress bar. The trainer computes; this writes.
+"""What the main process writes while a run trains: run.json's status, metrics.jsonl,
+checkpoints, TensorBoard, MLflow (when configured) and the progress bar. The trainer computes
+and tells this log (its ``TrainingHooks``) what happened; this writes.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,35 +23,63 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from torch.utils.tensorboard import SummaryWriter
 
-from iclab import catalog
-from iclab.run import environment
+from iclab.kinds import kind_of
+from iclab.run.directory import RunDir, environment
+from iclab.run.tracking import open_tracker
 from iclab.training.flops import peak_flops, training_flops_per_step
-from iclab.training.tracking import open_tracker
+from iclab.training.trainer import Trainer
 
-if TYPE_CHECKING:
-    from iclab.training.trainer import Trainer
+StepCallback = Callable[[int, float], None]
+
+
+def describe(trainer: Trainer) -> str:
+    """The line a run is announced with: model, size, device and task."""
+    config, model = trainer.config, trainer.model
+    task, model_config = config.task, config.model
+    sizes = kind_of(trainer.task.kind).describe_sizes(task.n_dims, task.n_points)
+    fitted = (
+        "" if model_config.target_params is None else f" fitted to {model_config.target_params:,}"
+    )
+    where = f"{trainer.device}, {config.train.precision}"
+    if trainer.processes.distributed:
+        where += f", {trainer.processes.world_size} processes"
+    return (
+        f"[bold]{config.name}[/]: {model_config.describe()} model, "
+        f"d_model={model.backbone.d_model}, {model.n_params():,} parameters{fitted}, on {where}; "
+        f"task {task.name} ({sizes})"
+    )
 
 
 class TrainingLog:
-    """Opened around the training loop of the main process (``with TrainingLog(trainer):``).
+    """Opened around the training loop of the main process (``with TrainingLog(...) as log:
+    trainer.fit(log)``).
 
-    On entry it announces the run and marks it running; ``record`` writes one logged step;
-    on a normal exit it marks the run completed with its throughput. A failure leaves the status
-    to ``train_run``, which knows whether it was an interruption.
+    On entry it announces the run and marks it running; ``logged`` writes one logged step,
+    ``checkpoint`` saves one; on a normal exit it marks the run completed with its throughput.
+    A failure leaves the status to ``train_run``, which knows whether it was an interruption.
     """
 
-    def __init__(self, trainer: Trainer, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        run: RunDir,
+        console: Console,
+        show_progress: bool = True,
+        on_step: StepCallback | None = None,
+    ) -> None:
         self.trainer = trainer
+        self.run = run
+        self.console = console
         self.show_progress = show_progress
+        self.on_step = on_step
         self.stack = ExitStack()
         self.start_step = trainer.step
         self.started = time.perf_counter()
 
     def __enter__(self) -> TrainingLog:
-        trainer, run = self.trainer, self.trainer.run
-        trainer.console.print(trainer.describe())
+        trainer, run = self.trainer, self.run
+        self.console.print(describe(trainer))
         run.update_info(
             created=run.read_info().get("created") or datetime.now(UTC).isoformat(),
             status="running",
@@ -62,11 +93,12 @@ class TrainingLog:
             processes=trainer.processes.world_size,
             environment=environment(),
         )
-        catalog.record(run.path)
         tracker = open_tracker(trainer.config, run)
         if tracker is not None:
             self.stack.enter_context(tracker)  # FINISHED, FAILED or KILLED as the loop ends
         self.tracker = tracker
+        from torch.utils.tensorboard import SummaryWriter  # slow to import; only when training
+
         self.writer = SummaryWriter(str(run.tensorboard_dir), purge_step=trainer.step)
         self.stack.callback(self.writer.close)
         self.metrics = self.stack.enter_context(run.metrics_path.open("a"))
@@ -80,7 +112,7 @@ class TrainingLog:
                 TextColumn("{task.fields[throughput]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
-                console=trainer.console,
+                console=self.console,
                 disable=not self.show_progress,
             )
         )
@@ -95,11 +127,12 @@ class TrainingLog:
         return self
 
     def step_flops(self, n_points: int) -> float:
-        """Training FLOPs of one step at the current curriculum length (memoised: each count
-        builds the model on the meta device)."""
+        """Training FLOPs of one step at the current curriculum length (memoised)."""
         if n_points not in self.flops_by_points:
-            config = self.trainer.config
-            self.flops_by_points[n_points] = training_flops_per_step(config, n_points)
+            batch_size = self.trainer.config.train.batch_size
+            self.flops_by_points[n_points] = training_flops_per_step(
+                self.trainer.model, batch_size, n_points
+            )
         return self.flops_by_points[n_points]
 
     def throughput(self, elapsed: float) -> dict[str, float]:
@@ -110,7 +143,9 @@ class TrainingLog:
             result["mfu"] = round(achieved / self.peak, 4)
         return result
 
-    def record(self, step: int, loss: float, used: dict[str, Any]) -> None:
+    # --- TrainingHooks ----------------------------------------------------------------------
+
+    def logged(self, step: int, loss: float, used: dict[str, Any]) -> None:
         """One logged step: a metrics.jsonl line, TensorBoard and MLflow scalars, the bar."""
         elapsed = time.perf_counter() - self.started
         row = {"step": step, "loss": loss, **used, "time": round(elapsed, 3)}
@@ -129,9 +164,16 @@ class TrainingLog:
         if "mfu" in throughput:
             shown += f" MFU {throughput['mfu']:.0%}"
         self.progress.update(self.bar, loss=f"{loss:.4f}", rate=f"{rate:.1f}", throughput=shown)
+        if self.on_step is not None:
+            self.on_step(step, loss)
 
-    def advance(self, step: int) -> None:
+    def advanced(self, step: int) -> None:
         self.progress.update(self.bar, completed=step)
+
+    def checkpoint(self, step: int) -> None:
+        self.trainer.save(self.run.checkpoints, {"environment": environment()})
+
+    # ---------------------------------------------------------------------------------------
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
         self.stack.__exit__(kind, *rest)
@@ -145,7 +187,7 @@ class TrainingLog:
             timing["tokens_per_second"] = round(trained * trainer.tokens_per_step / elapsed)
             if self.flops:  # from logged steps: up to log_every - 1 steps short
                 timing.update(self.throughput(elapsed))
-        trainer.run.update_info(
+        self.run.update_info(
             status="completed",
             steps=trainer.step,
             flops_per_step=self.step_flops(trainer.config.task.n_points),

@@ -1,6 +1,8 @@
 """The run registry: an SQLite index (``ROOT/index.sqlite``) of the run directories under a
 runs root, so that dozens of runs can be listed, filtered and sorted at a glance.
 
+The index lives in the runs root the user lists (``iclab runs --root ROOT``, default ``runs``)
+and only ``iclab runs`` writes it: training and evaluating write their run directory alone.
 The index is a cache. The run directories stay the source of truth: the index can be deleted at
 any time, and a corrupt, foreign or older index is rebuilt from them with a warning. A run is any
 directory under ROOT (found recursively, skipping hidden ones) that holds a ``config.yaml``; its
@@ -25,13 +27,14 @@ from typing import Any, TypeVar
 
 import yaml
 
-from iclab.config import ConfigError, build_config
+from iclab.config import build_config
+from iclab.errors import ConfigError, RunNotFoundError
 from iclab.evaluation.curves import read_curves_csv
 from iclab.registry import UnknownNameError
-from iclab.run import RunDir
+from iclab.run.directory import RunDir
 from iclab.tasks import TASKS
 
-__all__ = ["INDEX_NAME", "RunEntry", "get_run", "list_runs", "rebuild", "record", "sync"]
+__all__ = ["INDEX_NAME", "RunEntry", "get_run", "list_runs", "rebuild", "sync"]
 
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = 1  # PRAGMA user_version; bump it when the table changes (old indexes are rebuilt)
@@ -109,33 +112,6 @@ UPSERT = (
 # --- public API -------------------------------------------------------------------------------
 
 
-def record(run_dir: Path, root: Path | None = None) -> RunEntry | None:
-    """Index one run (insert or update); training and evaluation call this when they write a run.
-
-    ``root`` defaults to the run's parent directory. Returns what was indexed. Indexing must
-    never break a training run: when the index file cannot be used, this warns, naming it,
-    instead of raising (and returns None).
-    """
-    run_dir = Path(run_dir)
-    root = run_dir.parent if root is None else Path(root)
-    name = run_dir.resolve().relative_to(root.resolve()).as_posix()
-
-    def upsert(connection: sqlite3.Connection) -> RunEntry:
-        entry, stamp = _describe_run(name, root.resolve() / name)
-        with _transaction(connection):
-            connection.execute(UPSERT, (*_to_row(entry), stamp))
-        return entry
-
-    try:
-        return _using_index(root, upsert)
-    except (sqlite3.Error, OSError) as error:
-        warnings.warn(
-            f"could not record {run_dir} in the run index {root / INDEX_NAME}: {error}",
-            stacklevel=2,
-        )
-        return None
-
-
 def sync(root: Path) -> None:
     """Bring the index up to date: index new run directories, re-read those whose files changed
     since (by mtime and size), and drop, with a warning each, runs whose directory was removed."""
@@ -163,9 +139,9 @@ def list_runs(
     model description (``softmax``, ``4 ×``) and status, sorted by any ``RunEntry`` field
     (missing values last, ties by name)."""
     if sort not in COLUMNS:
-        raise ValueError(f"cannot sort runs by {sort!r}; sort by one of: {', '.join(COLUMNS)}")
+        raise ConfigError(f"cannot sort runs by {sort!r}; sort by one of: {', '.join(COLUMNS)}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise ConfigError(f"limit must be at least 1, got {limit}")
     root = _runs_root(root)
     conditions, parameters = [], []
     for condition, value in (
@@ -217,12 +193,12 @@ def get_run(root: Path, name: str) -> RunEntry:
 def _runs_root(root: Path) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise RunNotFoundError(
             f"no runs directory {root}: train a run first, or point --root at the directory "
             "that holds your runs"
         )
     if (root / "config.yaml").exists():
-        raise ValueError(
+        raise ConfigError(
             f"{root} is a run directory; give the directory that holds runs, e.g. {root.parent}"
         )
     return root
@@ -297,7 +273,7 @@ def _read_run(run: RunDir) -> dict[str, Any]:
     else:  # while training, run.json still holds the steps of an earlier, resumed-from run
         steps = _reading("metrics.jsonl", lambda: _last_logged_step(run.metrics_path))
     headline, metric = _reading("eval/curves.csv", lambda: headline_of(run.eval_dir / "curves.csv"))
-    tokens = TASKS.get(config.task.name).kind == "tokens"
+    tokens = TASKS.get(config.task.name).kind == "tokens"  # no input dimension to show
     created = {}
     if isinstance(info.get("created"), str):  # when training first started (file times move)
         created["created"] = datetime.fromisoformat(info["created"]).astimezone()

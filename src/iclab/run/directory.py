@@ -2,14 +2,19 @@
 
 ```
 runs/<name>/
-  config.yaml     fully resolved config, the only input needed to rerun
+  config.yaml     the training config, fully resolved: the only input needed to rerun
   run.json        status, config hash, versions, parameter count, timings
   metrics.jsonl   one JSON object per logged training step
   checkpoints/    step-000500/{model.safetensors, optimizer.safetensors, meta.json}
-  eval/           curves.csv and other tables
-  plots/          curves.png, loss.png
+  eval/           settings.yaml (what the last evaluation used), curves.csv, differences.csv
+  plots/          curves.png (one per shift), loss.png
+  probes/         <probe spec>/: summary.json, tables, figures
+  report.html     the whole run on one page
   tb/             TensorBoard event files
 ```
+
+Only the run layer (this package) writes here, and only after validating what it was given;
+config.yaml changes only when training starts or resumes, never by evaluating.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import torch
 import yaml
 
 from iclab import __version__
-from iclab.config import ConfigError, RunConfig, build_config
+from iclab.config import RunConfig, build_config
+from iclab.errors import RunNotFoundError
 from iclab.io import atomic_write_json, atomic_write_text
 
 
@@ -66,8 +72,20 @@ class RunDir:
         return self.path / "eval"
 
     @property
+    def eval_settings_path(self) -> Path:
+        return self.eval_dir / "settings.yaml"
+
+    @property
     def plots_dir(self) -> Path:
         return self.path / "plots"
+
+    @property
+    def probes_dir(self) -> Path:
+        return self.path / "probes"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -78,7 +96,7 @@ class RunDir:
 
     def load_config(self) -> RunConfig:
         if not self.config_path.exists():
-            raise ConfigError(f"{self.path} is not a run directory (no config.yaml)")
+            raise RunNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
         data = yaml.safe_load(self.config_path.read_text())
         return build_config(data, source=str(self.config_path))
 
@@ -98,3 +116,8 @@ class RunDir:
             return []
         lines = self.metrics_path.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metrics logged after ``step`` by an interrupted run (they will be redone)."""
+        kept = [row for row in self.read_metrics() if row["step"] <= step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from iclab import __version__
-from iclab.config import ConfigError, MlflowConfig, RunConfig
-from iclab.run import RunDir
+from iclab.config import MlflowConfig, RunConfig
+from iclab.errors import ConfigError
+from iclab.run.directory import RunDir
 
 PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch request
 

@@ -1,0 +1,21 @@
+"""Which device a run trains or evaluates on."""
+
+from __future__ import annotations
+
+import torch
+
+from iclab.errors import ConfigError
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (the GPU when there is one), ``cpu`` or ``cuda``; under torchrun each process
+    takes the GPU of its local rank."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA device is available (use auto)")
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ConfigError(f"device {name!r}: allowed auto, cpu, cuda")
+    return torch.device(name)

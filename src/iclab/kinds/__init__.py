@@ -1,0 +1,19 @@
+"""Episode kinds: regression, classification, tokens (see ``iclab.kinds.base``)."""
+
+from iclab.errors import ConfigError
+from iclab.kinds.base import Codec, Kind, Metric, TaskIO
+from iclab.kinds.classification import Classification
+from iclab.kinds.regression import Regression
+from iclab.kinds.tokens import Tokens
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (Regression(), Classification(), Tokens())}
+
+
+def kind_of(name: str) -> Kind:
+    """The kind called ``name``; a clear error for any other."""
+    if name not in KINDS:
+        raise ConfigError(f"unknown episode kind {name!r}; kinds: {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+__all__ = ["KINDS", "Codec", "Kind", "Metric", "TaskIO", "kind_of"]

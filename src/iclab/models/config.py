@@ -1,0 +1,97 @@
+"""The options of a sequence model: a stack of blocks around sequence mixers named by specs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from iclab.models.mixers import MIXER_SPEC
+from iclab.specs import Spec, split_specs
+
+
+class ModelConfig(BaseModel):
+    """A sequence model: codec + a stack of blocks around sequence mixers.
+
+    ``mixer`` names the mixer of every block by a spec (``linear_attention(form=chunked)``);
+    ``layers`` names one per block instead, for hybrids (``mamba,mamba,softmax,mamba``).
+    ``target_params`` chooses ``d_model`` so that the whole model lands within 5% of a parameter
+    budget, for comparisons of architectures at equal size.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    mixer: MIXER_SPEC = Field(
+        "softmax", validate_default=True, description="mixer spec for every block (iclab models)"
+    )
+    layers: list[MIXER_SPEC] | None = Field(
+        None, description="one mixer spec per block, for hybrids; sets n_layers"
+    )
+    n_layers: int = Field(12, ge=1)
+    d_model: int = Field(256, ge=8)
+    n_heads: int = Field(8, ge=1)
+    mlp_ratio: int = Field(4, ge=0, description="MLP width / d_model; 0: mixer-only blocks")
+    norm: Literal["layernorm", "none"] = Field(
+        "layernorm", description="pre-norm in every block and at the end, or none"
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on the embeddings and every residual branch"
+    )
+    tokens: Literal["interleaved", "paired"] = Field(
+        "interleaved",
+        description="regression tokens: interleaved x and y tokens (Garg et al.), or paired: a "
+        "query token (x, 0) then (x, y) per example (von Oswald et al.)",
+    )
+    target_params: int | None = Field(
+        None,
+        ge=1000,
+        description="choose d_model (ignoring the one given) to land within 5% of this many "
+        "parameters; the chosen width is printed and recorded in run.json",
+    )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _split_layer_string(cls, layers: Any) -> Any:
+        return split_specs(layers) if isinstance(layers, str) else layers
+
+    @field_validator("layers")
+    @classmethod
+    def _some_layers(cls, layers: list[Spec] | None) -> list[Spec] | None:
+        if layers is not None and not layers:
+            raise ValueError("layers must name at least one mixer")
+        return layers
+
+    @model_validator(mode="after")
+    def _check_stack(self) -> ModelConfig:
+        if self.layers is not None:
+            if "n_layers" in self.model_fields_set and self.n_layers != len(self.layers):
+                raise ValueError(
+                    f"n_layers ({self.n_layers}) differs from the {len(self.layers)} mixers "
+                    "in layers; give one of them"
+                )
+            object.__setattr__(self, "n_layers", len(self.layers))
+        multiple = self.width_multiple()
+        if self.target_params is None and self.d_model % multiple:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be a multiple of {multiple} for these mixers "
+                f"with n_heads={self.n_heads}"
+            )
+        return self
+
+    @property
+    def layer_specs(self) -> list[Spec]:
+        """The mixer spec of every block, bottom to top."""
+        return list(self.layers) if self.layers is not None else [self.mixer] * self.n_layers
+
+    def width_multiple(self) -> int:
+        """What d_model must be a multiple of: heads must split it evenly (twice, for RoPE)."""
+        multiple = 1
+        for cls, options in self.layer_specs:
+            multiple = math.lcm(multiple, cls.width_multiple(self.n_heads, options))
+        return multiple
+
+    def describe(self) -> str:
+        """``4 × softmax`` or ``mamba, mamba, softmax, mamba``: the stack in a few words."""
+        specs = [str(spec) for spec in self.layer_specs]
+        return f"{len(specs)} × {specs[0]}" if len(set(specs)) == 1 else ", ".join(specs)

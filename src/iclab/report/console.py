@@ -1,0 +1,334 @@
+"""What the command line prints: evaluation tables, listings of what is registered, run and
+sweep tables. Renderers return rich renderables; the CLI only prints them.
+
+The evaluation tables read the same learner × k pivot as the HTML report (``report.pivot``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from iclab.config import RunConfig
+from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
+from iclab.kinds import kind_of
+from iclab.registry import Registry
+from iclab.report.pivot import TRAINING_SHIFT, excludes_zero, last_k_up_to, pivot
+
+STATUS_STYLES = {
+    "completed": "green",
+    "running": "yellow",
+    "interrupted": "yellow",
+    "stopped": "red",
+    "failed": "red",
+    "broken": "red",
+    "new": "dim",
+    "invalid": "yellow",
+}
+
+
+def plain(text: str) -> Text:
+    """Text printed as it is (no markup, no highlighting)."""
+    return Text(text)
+
+
+def first_line(text: str | None) -> str:
+    """A docstring's summary: its first paragraph on one line."""
+    paragraph = (text or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
+# --- evaluations ----------------------------------------------------------------------------
+
+
+def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Table]:
+    """Every learner's metric at a few prefix lengths; under shifts, each shift at one k; the
+    paired difference of the first learner to the reference."""
+    metric = kind_of(config.task.build().kind).metric
+    unshifted = [p for p in evaluation.curves if p.shift == TRAINING_SHIFT]
+    ks = reported_ks(unshifted, config.task.n_dims)
+    tables = [curve_table(unshifted, ks, metric.label)]
+    shifts = list(dict.fromkeys(p.shift for p in evaluation.curves))
+    if len(shifts) > 1:
+        tables.append(shift_table(evaluation.curves, shifts, ks[-2] if len(ks) > 1 else ks[-1]))
+    if evaluation.differences:
+        tables.append(difference_table(evaluation.differences, shifts, ks))
+    return tables
+
+
+def evaluation_files(run: Path, evaluation: Evaluation) -> Text:
+    """Where an evaluation of a run was written."""
+    shifts = len({p.shift for p in evaluation.curves})
+    return plain(
+        f"\nrun directory: {run}\n"
+        f"  tables: {run / 'eval' / 'curves.csv'}, {run / 'eval' / 'differences.csv'}\n"
+        f"  plots:  {run / 'plots' / 'curves.png'}"
+        + (f" and {shifts - 1} curves-SHIFT.png" if shifts > 1 else "")
+    )
+
+
+def with_interval(row: CurvePoint | PairedDifference, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{row.mean:{sign}.3f}±{row.mean - row.ci_low:.3f}"
+
+
+def compact(value: float) -> str:
+    """A mean in at most six characters: 0.093, 12.40, 122, 3.1e+04."""
+    if abs(value) < 10:
+        return f"{value:.3f}"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.3g}"
+
+
+def curve_table(points: Sequence[CurvePoint], ks: Sequence[int], label: str) -> Table:
+    """One row per learner: its metric at each of ``ks`` with the 95% interval."""
+    table = Table(title=f"{escape(label)} after k in-context examples, ± 95% CI")
+    table.add_column("learner", no_wrap=True)
+    for k in ks:
+        table.add_column(f"k={k}", justify="right")
+    for learner, by_k in pivot(points).items():
+        table.add_row(escape(learner), *(with_interval(by_k[k]) if k in by_k else "-" for k in ks))
+    return table
+
+
+def shift_table(points: Sequence[CurvePoint], shifts: Sequence[str], k: int) -> Table:
+    """One row per shift: every learner's mean at ``k`` (or the last k the shift scores); the
+    intervals are in eval/curves.csv and the report."""
+    learners = list(pivot(points))
+    table = Table(title=f"mean under each shift at k={k}")
+    table.add_column("shift", no_wrap=True)
+    for learner in learners:
+        table.add_column(escape(learner), justify="right", overflow="fold")
+    for shift in shifts:
+        rows = [p for p in points if p.shift == shift]
+        shown = last_k_up_to(rows, k)
+        cells = {p.learner: compact(p.mean) for p in rows if p.k == shown}
+        label = shift if shown == k else f"{shift} k={shown}"
+        table.add_row(escape(label), *(cells.get(learner, "-") for learner in learners))
+    return table
+
+
+def difference_table(
+    differences: Sequence[PairedDifference], shifts: Sequence[str], ks: Sequence[int]
+) -> Table:
+    """The first learner minus the reference, prompt by prompt, per shift at the reported k
+    (k=1 left out when there are four, to fit 80 columns)."""
+    learner, reference = differences[0].learner, differences[0].reference
+    ks = ks[1:] if len(ks) > 3 else ks
+    title = f"{learner} − {reference} on the same prompts, ± 95% CI (*: excludes 0)"
+    table = Table(title=escape(title))
+    table.add_column("shift", no_wrap=True)
+    for k in ks:
+        table.add_column(f"k={k}", justify="right")
+    for shift in shifts:
+        pair = [d for d in differences if d.shift == shift and d.learner == learner]
+        if not pair:
+            continue
+        by_k = next(iter(pivot(pair).values()))
+        cells = [
+            with_interval(by_k[k], signed=True) + "*" * excludes_zero(by_k[k]) if k in by_k else "-"
+            for k in ks
+        ]
+        table.add_row(escape(shift), *cells)
+    return table
+
+
+def probe_table(spec: str, run: Path, summary: dict[str, Any]) -> Table:
+    """A probe's headline numbers."""
+    table = Table(title=f"{escape(spec)} on {escape(str(run))}", show_header=False)
+    table.add_column("quantity", no_wrap=True)
+    table.add_column("value", justify="right", overflow="fold")
+    for key, value in summary.items():
+        table.add_row(escape(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+    return table
+
+
+def verdict_table(verdicts: Sequence[Any], scale: str) -> Table:
+    """One row per reproduction: its verdict and numbers."""
+    table = Table(title=f"verdicts ({scale} scale)")
+    for column in ("reproduction", "verdict", "numbers"):
+        table.add_column(column, overflow="fold")
+    for verdict in verdicts:
+        numbers = ", ".join(f"{key}={value:g}" for key, value in verdict.numbers.items())
+        style = {"reproduced": "green", "not reproduced": "red"}.get(verdict.verdict, "yellow")
+        table.add_row(verdict.reproduction, f"[{style}]{verdict.verdict}[/]", escape(numbers))
+    return table
+
+
+# --- listings -------------------------------------------------------------------------------
+
+
+def option_lines(options: type) -> list[Text]:
+    """``    name=default: description`` for every field of an ``Options`` class."""
+    lines = []
+    for field, info in options.model_fields.items():
+        doc = f": {info.description}" if info.description else ""
+        lines.append(plain(f"    {field}={info.default!r}{doc}"))
+    return lines
+
+
+def task_listing() -> list[RenderableType]:
+    from iclab.tasks import TASKS
+
+    lines: list[RenderableType] = [
+        "[bold]task families[/] (task.name), each with its defaults and options\n"
+    ]
+    for name, family in TASKS:
+        sizes = kind_of(family.kind).describe_sizes(family.default_n_dims, family.default_n_points)
+        lines.append(f"[bold]{name}[/] ({family.kind}): {escape(first_line(family.__doc__))}")
+        lines += [plain(f"    paper: {family.paper}"), plain(f"    defaults: {sizes}")]
+        lines += option_lines(family.Options)
+        lines.append(plain(f"    yardsticks: {', '.join(family.yardsticks) or '-'}\n"))
+    return lines
+
+
+def mixer_listing(model_fields: dict[str, Any]) -> list[RenderableType]:
+    import torch
+
+    from iclab.models.mixers import MIXERS
+
+    width, heads, lengths = 256, 8, (64, 1024)
+    lines: list[RenderableType] = [
+        plain(
+            "mixers (model.mixer, or one per block in model.layers; options as in "
+            "linear_attention(form=chunked))\n"
+            "state: floats carried between tokens per layer and sequence, E = d_model, "
+            f"H = n_heads, t = tokens so far; the numbers are for E={width}, H={heads}\n"
+        )
+    ]
+    for name, cls in MIXERS:
+        with torch.device("meta"):
+            mixer = cls(width, heads)
+        sizes = ", ".join(f"t={t}: {mixer.state_size(t):,}" for t in lengths)
+        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        lines += [
+            plain(f"    paper: {cls.paper}"),
+            plain(f"    forms: {', '.join(cls.forms)}"),
+            plain(f"    state: {cls.state_formula} ({sizes})"),
+            *option_lines(cls.Options),
+            "",
+        ]
+    lines.append(
+        plain(
+            "around every mixer (model.*): "
+            + "; ".join(
+                f"{field}: {model_fields[field].description}"
+                for field in ("mlp_ratio", "norm", "target_params")
+            )
+        )
+    )
+    return lines
+
+
+def algorithm_listing() -> list[RenderableType]:
+    from iclab.algorithms import ALGORITHMS
+    from iclab.algorithms.base import describe_applies_to
+
+    title = "[bold]algorithms[/] (eval.algorithms; options as in knn(k=5))\n"
+    lines: list[RenderableType] = [title]
+    for name, cls in ALGORITHMS:
+        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        lines.append(plain(f"    applies to: {describe_applies_to(cls)}"))
+        lines += option_lines(cls.Options) or [plain("    options: none")]
+        lines.append("")
+    return lines
+
+
+def shift_listing(shifts: Registry, standard: Sequence[str]) -> list[RenderableType]:
+    lines: list[RenderableType] = [
+        "[bold]shifts[/] (iclab eval RUN --shift NAME, or eval.shifts; options as in "
+        "scale_inputs(factor=2); a+b composes two)\n"
+    ]
+    for name, cls in shifts:
+        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        lines += [*option_lines(cls.Options), ""]
+    lines.append(plain(f"all: {', '.join(standard)} (those the task allows)"))
+    return lines
+
+
+def probe_listing(probes: Registry) -> list[RenderableType]:
+    lines: list[RenderableType] = [
+        "[bold]probes[/] (iclab probe RUN --probe NAME; options as in gd_alignment(steps=2))\n"
+    ]
+    for name, cls in probes:
+        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
+        lines += [plain(f"    paper: {cls.paper}"), *option_lines(cls.Options), ""]
+    return lines
+
+
+def reproduction_listing(reproductions: Registry) -> list[RenderableType]:
+    lines: list[RenderableType] = []
+    for name, cls in reproductions:
+        lines.append(f"[bold]{name}[/] ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale)")
+        lines.append(plain(f"    {cls.claim}\n"))
+    return lines
+
+
+# --- runs and sweeps --------------------------------------------------------------------------
+
+
+def styled_status(status: str) -> str:
+    style = STATUS_STYLES.get(status, "")
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
+
+
+def runs_table(entries: Iterable[Any], root: Path) -> Table:
+    """One row per indexed run."""
+    table = Table(
+        title=f"runs in {escape(str(root))}",
+        caption="headline: the model's error (err) or accuracy (acc) at the largest k on the "
+        "training distribution",
+    )
+    table.add_column("name", no_wrap=True)
+    for column in ("task", "model"):
+        table.add_column(column, overflow="fold")
+    for column in ("params", "steps"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("headline", justify="right", no_wrap=True)
+    for entry in entries:
+        table.add_row(
+            escape(entry.name),
+            escape(entry.task_label),
+            escape(entry.model or "-"),
+            "-" if entry.n_params is None else f"{entry.n_params:,}",
+            "-" if entry.total_steps is None else f"{entry.steps}/{entry.total_steps}",
+            styled_status(entry.status),
+            "-" if entry.headline is None else f"{entry.headline:.3f} {entry.headline_metric[:3]}",
+        )
+    return table
+
+
+def run_details(entry: Any) -> Table:
+    """Everything the index knows about one run, a field per line."""
+    from dataclasses import asdict
+    from datetime import datetime
+
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    for field, value in asdict(entry).items():
+        if isinstance(value, datetime):
+            value = value.strftime("%Y-%m-%d %H:%M:%S %Z")
+        table.add_row(field, "-" if value is None else escape(str(value)))
+    return table
+
+
+def sweep_table(result: Any, keys: dict[str, str]) -> Table:
+    """The trials of a sweep, best first."""
+    table = Table(title=f"sweep {escape(result.spec.name)}: {escape(result.label)}, best first")
+    table.add_column("trial", no_wrap=True)
+    for key in keys.values():
+        table.add_column(escape(key), justify="right")
+    table.add_column(result.measure, justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for row in result.ranked():
+        cells = [escape(str(row.values.get(parameter))) for parameter in keys]
+        metric = "-" if row.metric is None else f"{row.metric:.4g}"
+        table.add_row(escape(row.trial), *cells, metric, styled_status(row.status))
+    return table

@@ -1,0 +1,76 @@
+"""Write a run's HTML report: gather what its directory holds, then render it (``iclab.report``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from iclab.evaluation.curves import read_curves_csv, read_differences_csv
+from iclab.io import atomic_write_text
+from iclab.report.html import CheckpointRecord, ProbeRecord, RunReport, render_report
+from iclab.run.directory import RunDir
+from iclab.training.checkpoint import META_FILE, MODEL_FILE, list_checkpoints
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``RUN/report.html`` (atomically, readable by everyone) and return its path."""
+    run = RunDir(Path(run_dir))
+    atomic_write_text(run.report_path, render_report(read_report(run)))
+    return run.report_path
+
+
+def read_report(run: RunDir) -> RunReport:
+    """Everything the report shows, from the run directory."""
+    config = run.load_config()
+    info = run.read_info()
+    curves_path = run.eval_dir / "curves.csv"
+    differences_path = run.eval_dir / "differences.csv"
+    settings = run.eval_settings_path
+    return RunReport(
+        path=run.path,
+        config=config,
+        config_text=run.config_path.read_text(),
+        info=info,
+        metrics=run.read_metrics(),
+        curves=read_curves_csv(curves_path) if curves_path.exists() else [],
+        differences=read_differences_csv(differences_path) if differences_path.exists() else [],
+        eval_settings=yaml.safe_load(settings.read_text()) if settings.exists() else None,
+        probes=read_probes(run),
+        checkpoints=[
+            CheckpointRecord(
+                name=checkpoint.path.name,
+                step=checkpoint.step,
+                size_bytes=sum(f.stat().st_size for f in checkpoint.path.rglob("*") if f.is_file()),
+                has_model=(checkpoint.path / MODEL_FILE).is_file(),
+                has_meta=(checkpoint.path / META_FILE).is_file(),
+            )
+            for checkpoint in list_checkpoints(run.checkpoints)
+        ],
+        # run.json records when training first started; before that, config.yaml's time
+        created=(
+            datetime.fromisoformat(info["created"]).timestamp()
+            if "created" in info
+            else run.config_path.stat().st_mtime
+        ),
+        updated=newest_change(run),
+    )
+
+
+def read_probes(run: RunDir) -> list[ProbeRecord]:
+    """What ``iclab probe`` wrote under RUN/probes/<spec>/, probe by probe."""
+    records = []
+    for path in sorted(run.probes_dir.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        spec = str(summary.pop("probe", path.parent.name))
+        figures = [(png.stem, png.read_bytes()) for png in sorted(path.parent.glob("*.png"))]
+        records.append(ProbeRecord(spec, summary, figures))
+    return records
+
+
+def newest_change(run: RunDir) -> float:
+    """The last time any file of the run changed (the report itself aside)."""
+    files = (p for p in run.path.rglob("*") if p.is_file() and p.name != run.report_path.name)
+    return max((p.stat().st_mtime for p in files), default=run.config_path.stat().st_mtime)

@@ -1,0 +1,68 @@
+"""Train a run directory: check everything first, then write."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+from rich.console import Console
+
+from iclab.config import RunConfig
+from iclab.errors import RunExistsError
+from iclab.run.directory import RunDir
+from iclab.run.log import StepCallback, TrainingLog
+from iclab.training.checkpoint import latest_valid_checkpoint
+from iclab.training.distributed import join_processes
+from iclab.training.trainer import Trainer, with_batch_shards
+
+
+def train_run(
+    config: RunConfig,
+    run_dir: Path,
+    resume: bool = False,
+    show_progress: bool = True,
+    console: Console | None = None,
+    on_step: StepCallback | None = None,
+) -> Trainer:
+    """Train a new run in ``run_dir`` or, with ``resume``, continue the one that is there from
+    its newest valid checkpoint (with ``config``, which may differ from the run's in what the
+    checkpoint allows, e.g. more steps).
+
+    Nothing is written before the config has built a model and any checkpoint has loaded into
+    it, so a config that does not fit the run leaves the directory as it was. Under torchrun
+    every process calls this; only rank 0 writes.
+    """
+    processes = join_processes()
+    run = RunDir(Path(run_dir))
+    console = console or Console(stderr=True)
+    if run.exists() and not resume:
+        raise RunExistsError(
+            f"{run.path} already holds a run; continue it with `iclab train --resume {run.path}` "
+            "or choose another --out"
+        )
+    config = with_batch_shards(config, processes.world_size)
+    trainer = Trainer(config, processes)
+    checkpoint = latest_valid_checkpoint(run.checkpoints) if resume else None
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+    processes.barrier()  # every process has checked before the first one writes
+    if processes.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config)
+        run.truncate_metrics(trainer.step)
+        if resume:
+            console.print(
+                f"resuming {run.path} from step {trainer.step}"
+                if checkpoint is not None
+                else f"[yellow]no valid checkpoint in {run.path}; starting from step 0"
+            )
+    log = TrainingLog(trainer, run, console, show_progress, on_step) if processes.is_main else None
+    try:
+        with log or nullcontext():
+            trainer.fit(log)
+    except BaseException as error:  # the run directory says how it ended, then the error goes on
+        if processes.is_main:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            run.update_info(status=status, steps=trainer.step)
+        raise
+    return trainer

@@ -1,0 +1,405 @@
+"""Every reproduction's decision, branch by branch, from tables of numbers → outcome.
+
+A reproduction's verdict is ``decide(numbers)``, a pure function of the numbers verdict.json
+records. Each table below walks every branch of one ``decide``: each if / elif / else, each half
+of a compound condition, and each threshold exactly at its boundary (from the module's named
+constants, so the boundary is the one the code uses). A new reproduction must bring its table.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import pytest
+
+from iclab.reproductions import REPRODUCTIONS, boolean, garg, von_oswald
+from iclab.reproductions import architectures as arch
+from iclab.reproductions import task_diversity as diversity
+from iclab.reproductions.base import OUTCOMES, Outcome
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+UP = 1e-4  # one step of the recorded precision: just past a threshold
+
+
+# --- garg-linear: gap to least squares for k ≥ 2d, largest lead over averaging and knn ---------
+
+
+def garg_numbers(gap: float, lead: float) -> dict[str, float]:
+    return {"gap_k_ge_2d": gap, "model_minus_baselines_max_k_ge_d": lead}
+
+
+GARG = [
+    (garg_numbers(0.015, -0.3), REPRODUCED, "the CPU-scale run: tracks and beats both"),
+    (garg_numbers(garg.TRACKING, -0.3), REPRODUCED, "gap exactly at the tracking threshold"),
+    (garg_numbers(garg.TRACKING, garg.BEATS - UP), REPRODUCED, "lead just below 0"),
+    (garg_numbers(0.015, garg.BEATS), NOT_REPRODUCED, "lead exactly 0: does not beat them"),
+    (garg_numbers(0.015, 0.1), NOT_REPRODUCED, "tracks least squares but loses to a baseline"),
+    (garg_numbers(garg.TRACKING + UP, -0.3), INCONCLUSIVE, "gap just above tracking"),
+    (garg_numbers(garg.FAILING, -0.3), INCONCLUSIVE, "gap exactly at failing"),
+    (garg_numbers(garg.FAILING + UP, -0.3), NOT_REPRODUCED, "gap just above failing"),
+    (garg_numbers(0.9, 1.0), NOT_REPRODUCED, "an untrained model"),
+]
+
+
+# --- von-oswald-gd: cosine and difference to one GD step, key-query matrix vs a multiple of I --
+
+
+def gd_numbers(cosine: float, difference: float, distance: float) -> dict[str, float]:
+    return {
+        "sensitivity_cosine": cosine,
+        "prediction_difference": difference,
+        "distance_from_identity": distance,
+    }
+
+
+VON_OSWALD = [
+    (gd_numbers(0.999, 0.01, 0.05), REPRODUCED, "all three well inside"),
+    (
+        gd_numbers(von_oswald.ALIGNED, von_oswald.CLOSE, von_oswald.IDENTITY),
+        REPRODUCED,
+        "all three exactly at their thresholds",
+    ),
+    (gd_numbers(von_oswald.ALIGNED - UP, 0.01, 0.05), INCONCLUSIVE, "cosine just below aligned"),
+    (gd_numbers(0.999, von_oswald.CLOSE + UP, 0.05), INCONCLUSIVE, "difference just above close"),
+    (
+        gd_numbers(0.999, 0.01, von_oswald.IDENTITY + UP),
+        INCONCLUSIVE,
+        "distance just above identity",
+    ),
+    (gd_numbers(0.947, 0.063, 0.317), INCONCLUSIVE, "the CPU-scale run: between the thresholds"),
+    (gd_numbers(von_oswald.FAILING, 0.01, 0.05), INCONCLUSIVE, "cosine exactly at failing"),
+    (gd_numbers(von_oswald.FAILING - UP, 0.01, 0.05), NOT_REPRODUCED, "cosine just below failing"),
+    (
+        gd_numbers(0.999, 0.01, von_oswald.NOT_IDENTITY),
+        INCONCLUSIVE,
+        "distance exactly at not-identity",
+    ),
+    (
+        gd_numbers(0.999, 0.01, von_oswald.NOT_IDENTITY + UP),
+        NOT_REPRODUCED,
+        "distance above not-identity",
+    ),
+    (gd_numbers(0.02, 0.9, 0.99), NOT_REPRODUCED, "an untrained layer"),
+]
+
+
+# --- boolean: conjunction half (gap CI to elimination), parity half (model CI around chance) ---
+
+CHANCE_LOW = boolean.CHANCE - boolean.PARITY_MARGIN
+CHANCE_HIGH = boolean.CHANCE + boolean.PARITY_MARGIN
+
+
+def boolean_numbers(
+    gap: tuple[float, float], parity: tuple[float, float], gf2: float = 1.0
+) -> dict[str, float]:
+    return {
+        "conjunction_gap_ci_low": gap[0],
+        "conjunction_gap_ci_high": gap[1],
+        "parity_model_ci_low": parity[0],
+        "parity_model_ci_high": parity[1],
+        "parity_gf2_elimination": gf2,
+    }
+
+
+HOLDS_GAP, FAILS_GAP, UNCLEAR_GAP = (0.017, 0.040), (0.2, 0.5), (0.03, 0.07)
+HOLDS_PARITY, FAILS_PARITY, UNCLEAR_PARITY = (0.525, 0.580), (0.8, 0.9), (0.55, 0.65)
+BOOLEAN = [
+    (boolean_numbers(HOLDS_GAP, HOLDS_PARITY), REPRODUCED, "the CPU-scale run: both halves hold"),
+    (
+        boolean_numbers(
+            (0.0, boolean.CONJUNCTION_GAP), (CHANCE_LOW, CHANCE_HIGH), boolean.GF2_FLOOR
+        ),
+        REPRODUCED,
+        "every bound exactly at its threshold",
+    ),
+    (boolean_numbers(FAILS_GAP, HOLDS_PARITY), NOT_REPRODUCED, "conjunction fails"),
+    (
+        boolean_numbers(UNCLEAR_GAP, HOLDS_PARITY),
+        INCONCLUSIVE,
+        "conjunction interval straddles the gap",
+    ),
+    (
+        boolean_numbers((boolean.CONJUNCTION_GAP, 0.1), HOLDS_PARITY),
+        INCONCLUSIVE,
+        "conjunction low exactly at the gap: not yet failing",
+    ),
+    (
+        boolean_numbers((boolean.CONJUNCTION_GAP + UP, 0.1), HOLDS_PARITY),
+        NOT_REPRODUCED,
+        "conjunction low just above the gap",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, FAILS_PARITY),
+        NOT_REPRODUCED,
+        "parity learned: above chance + margin",
+    ),
+    (boolean_numbers(HOLDS_GAP, (0.05, 0.1)), NOT_REPRODUCED, "parity below chance − margin"),
+    (
+        boolean_numbers(HOLDS_GAP, (0.3, CHANCE_LOW - UP)),
+        NOT_REPRODUCED,
+        "parity high just below the band",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, (0.3, CHANCE_LOW)),
+        INCONCLUSIVE,
+        "parity high exactly at the band",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, (CHANCE_HIGH + UP, 0.9)),
+        NOT_REPRODUCED,
+        "parity low just above the band",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, (CHANCE_HIGH, 0.9)),
+        INCONCLUSIVE,
+        "parity low exactly at the band's top",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, UNCLEAR_PARITY),
+        INCONCLUSIVE,
+        "parity interval leaves the band above",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, (CHANCE_LOW - UP, 0.5)),
+        INCONCLUSIVE,
+        "parity interval leaves it below",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, HOLDS_PARITY, boolean.GF2_FLOOR - UP),
+        INCONCLUSIVE,
+        "gf2 just below its floor: the parity half cannot hold",
+    ),
+    (
+        boolean_numbers(HOLDS_GAP, FAILS_PARITY, boolean.GF2_FLOOR - UP),
+        INCONCLUSIVE,
+        "gf2 below its floor: the parity half cannot fail either",
+    ),
+    (
+        boolean_numbers(FAILS_GAP, UNCLEAR_PARITY),
+        NOT_REPRODUCED,
+        "a failing half outweighs an unclear one",
+    ),
+    (boolean_numbers(FAILS_GAP, FAILS_PARITY), NOT_REPRODUCED, "both halves fail"),
+    (boolean_numbers(UNCLEAR_GAP, UNCLEAR_PARITY), INCONCLUSIVE, "both halves unclear"),
+]
+
+
+# --- task-diversity: each finite M's side from the paired differences to ridge -----------------
+
+DMMSE_GAP = (1.0, 0.9, 1.1)  # dMMSE − ridge (mean, ci_low, ci_high): half of it is 0.45 to 0.55
+SIDES = {  # model − ridge (mean, ci_low, ci_high) that puts M on each side
+    "ridge": (0.1, 0.05, 0.15),
+    "dmmse": (0.9, 0.85, 0.95),
+    "unclear": (0.5, 0.4, 0.6),
+}
+
+
+def diversity_numbers(**by_pool: str | tuple[float, float, float]) -> dict[str, float]:
+    """``M16="ridge"`` or ``M16=(mean, low, high)`` of model − ridge; every M with DMMSE_GAP.
+    An infinite pool (``Minf``), which has no side, is always added."""
+    numbers: dict[str, float] = {}
+    for label, model in {**by_pool, "Minf": "dmmse"}.items():
+        gaps = {"model": SIDES[model] if isinstance(model, str) else model, "dmmse": DMMSE_GAP}
+        for learner, (mean, low, high) in gaps.items():
+            numbers[f"{label}_{learner}_minus_ridge"] = mean
+            numbers[f"{label}_{learner}_minus_ridge_ci_low"] = low
+            numbers[f"{label}_{learner}_minus_ridge_ci_high"] = high
+    return numbers
+
+
+HALF_LOW, HALF_HIGH = diversity.MIDPOINT * DMMSE_GAP[1], diversity.MIDPOINT * DMMSE_GAP[2]
+TASK_DIVERSITY = [
+    (diversity_numbers(M1="dmmse", M16="dmmse", M256="ridge"), REPRODUCED, "dMMSE, then ridge"),
+    (diversity_numbers(M1="dmmse", M16="unclear", M256="ridge"), REPRODUCED, "unclear in between"),
+    (
+        diversity_numbers(M256="ridge", M4="dmmse", M16="unclear"),
+        REPRODUCED,
+        "M in increasing order as numbers, whatever the order of the keys",
+    ),
+    (diversity_numbers(M1="dmmse", M16="dmmse", M256="dmmse"), NOT_REPRODUCED, "never ridge"),
+    (
+        diversity_numbers(M1="ridge", M16="ridge", M256="ridge"),
+        NOT_REPRODUCED,
+        "ridge from the start",
+    ),
+    (
+        diversity_numbers(M1="ridge", M16="unclear", M256="unclear"),
+        NOT_REPRODUCED,
+        "smallest M on ridge's side",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M4="ridge", M16="dmmse", M256="ridge"),
+        NOT_REPRODUCED,
+        "back to dMMSE after ridge",
+    ),
+    (
+        diversity_numbers(M1="unclear", M16="ridge", M256="ridge"),
+        INCONCLUSIVE,
+        "smallest M unclear",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M16="unclear", M256="unclear"),
+        INCONCLUSIVE,
+        "largest M unclear",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M16="unclear", M256=(0.1, 0.05, HALF_LOW - UP)),
+        REPRODUCED,
+        "model's high just below half of dMMSE's low: ridge",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M16="unclear", M256=(0.1, 0.05, HALF_LOW)),
+        INCONCLUSIVE,
+        "model's high exactly at half of dMMSE's low: unclear",
+    ),
+    (
+        diversity_numbers(M1=(0.9, HALF_HIGH + UP, 0.95), M16="unclear", M256="ridge"),
+        REPRODUCED,
+        "model's low just above half of dMMSE's high: dMMSE",
+    ),
+    (
+        diversity_numbers(M1=(0.9, HALF_HIGH, 0.95), M16="unclear", M256="ridge"),
+        INCONCLUSIVE,
+        "model's low exactly at half of dMMSE's high: unclear",
+    ),
+    (diversity_numbers(M1="dmmse"), NOT_REPRODUCED, "one finite M: dMMSE is first and last"),
+]
+
+
+# --- mqar-state: attention's worst accuracy, the best small-state mixer's start and drop -------
+
+
+def recall_numbers(attention: float, start: float, drop: float) -> dict[str, float]:
+    return {
+        "attention_min": attention,
+        "best_small_state_fewest_pairs": start,
+        "best_small_state_drop": drop,
+    }
+
+
+MQAR = [
+    (recall_numbers(0.99, 0.9, 0.6), REPRODUCED, "attention solves it, the small state falls off"),
+    (
+        recall_numbers(arch.SOLVES, 0.9, arch.FALLS_OFF),
+        REPRODUCED,
+        "both exactly at their thresholds",
+    ),
+    (recall_numbers(arch.SOLVES - UP, 0.9, 0.6), INCONCLUSIVE, "attention just below solving"),
+    (recall_numbers(0.99, 0.9, arch.FALLS_OFF - UP), INCONCLUSIVE, "drop just below falling off"),
+    (recall_numbers(0.99, 0.9, 0.0), NOT_REPRODUCED, "the small state holds up"),
+    (
+        recall_numbers(0.99, arch.LEARNED, arch.HOLDS_UP - UP),
+        NOT_REPRODUCED,
+        "start exactly learned",
+    ),
+    (recall_numbers(0.99, arch.LEARNED - UP, 0.0), INCONCLUSIVE, "start just below learned"),
+    (recall_numbers(0.99, 0.9, arch.HOLDS_UP), INCONCLUSIVE, "drop exactly at holds-up"),
+    (
+        recall_numbers(arch.SOLVES - UP, 0.9, 0.0),
+        INCONCLUSIVE,
+        "holds up, but attention did not learn",
+    ),
+    (
+        recall_numbers(0.076, 0.201, 0.146),
+        INCONCLUSIVE,
+        "the CPU-scale run: attention did not learn",
+    ),
+]
+
+
+# --- icll-architectures: transformer − each other architecture, paired 95% interval ------------
+
+
+def language_numbers(**intervals: tuple[float, float]) -> dict[str, float]:
+    numbers = {"transformer_late_accuracy": 0.53}
+    for name, (low, high) in intervals.items():
+        numbers |= {
+            f"transformer_minus_{name}": (low + high) / 2,
+            f"transformer_minus_{name}_ci_low": low,
+            f"transformer_minus_{name}_ci_high": high,
+        }
+    return numbers
+
+
+ICLL = [
+    (language_numbers(lstm=(0.05, 0.1), mamba=(0.01, 0.04)), REPRODUCED, "every interval above 0"),
+    (
+        language_numbers(lstm=(0.05, 0.1), mamba=(arch.MARGIN, 0.04)),
+        INCONCLUSIVE,
+        "one low exactly at the margin",
+    ),
+    (
+        language_numbers(lstm=(0.05, 0.1), mamba=(arch.MARGIN + UP, 0.04)),
+        REPRODUCED,
+        "just above it",
+    ),
+    (
+        language_numbers(lstm=(-0.02, 0.05), mamba=(-0.01, 0.03)),
+        INCONCLUSIVE,
+        "every interval straddles 0",
+    ),
+    (
+        language_numbers(lstm=(0.05, 0.1), mamba=(-0.1, -0.02)),
+        NOT_REPRODUCED,
+        "mamba beats the transformer",
+    ),
+    (
+        language_numbers(lstm=(-0.03, 0.05), mamba=(-0.1, arch.BEATEN - UP)),
+        NOT_REPRODUCED,
+        "a high just below 0",
+    ),
+    (
+        language_numbers(lstm=(0.05, 0.1), mamba=(-0.1, arch.BEATEN)),
+        INCONCLUSIVE,
+        "a high exactly at 0",
+    ),
+]
+
+
+TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
+    "garg-linear": GARG,
+    "von-oswald-gd": VON_OSWALD,
+    "boolean": BOOLEAN,
+    "task-diversity": TASK_DIVERSITY,
+    "mqar-state": MQAR,
+    "icll-architectures": ICLL,
+}
+CASES = [
+    pytest.param(name, numbers, expected, id=f"{name}: {why}")
+    for name, table in TABLES.items()
+    for numbers, expected, why in table
+]
+
+
+@pytest.mark.parametrize(("name", "numbers", "expected"), CASES)
+def test_decide_gives_the_tabled_outcome(name, numbers, expected):
+    # read-only numbers: decide may not change what verdict.json records
+    assert REPRODUCTIONS.get(name).decide(MappingProxyType(numbers)) == expected
+
+
+@pytest.mark.parametrize("name", REPRODUCTIONS.names())
+def test_every_reproduction_decides_from_numbers_alone_with_a_table_reaching_every_outcome(name):
+    """A new reproduction is covered here without editing this test: it needs a table (above)
+    whose cases reach each outcome, and a ``decide`` callable on the class (no instance)."""
+    assert name in TABLES, f"add a decision table for {name!r} to this file"
+    decide = REPRODUCTIONS.get(name).decide
+    outcomes = [decide(MappingProxyType(numbers)) for numbers, _, _ in TABLES[name]]
+    assert set(outcomes) <= set(OUTCOMES)
+    assert set(outcomes) == set(OUTCOMES), f"{name}'s table does not reach every outcome"
+
+
+def test_the_task_diversity_sides_follow_the_order_of_m_not_of_the_keys():
+    numbers = diversity_numbers(M256="ridge", M4="dmmse", M16="unclear")
+    assert list(diversity.sides(numbers).items()) == [(4, "dmmse"), (16, "unclear"), (256, "ridge")]
+
+
+@pytest.mark.parametrize(
+    ("name", "numbers"),
+    [
+        ("task-diversity", diversity_numbers()),  # only M = ∞: no finite M
+        ("icll-architectures", language_numbers()),  # no architecture besides the transformer
+    ],
+)
+def test_a_decision_without_its_comparisons_is_an_error_not_a_verdict(name, numbers):
+    with pytest.raises(ValueError):
+        REPRODUCTIONS.get(name).decide(numbers)
