@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 
@@ -14,6 +15,7 @@ from iclab.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     read_tensors,
+    restore_rng_state,
     save_checkpoint,
     sha256,
 )
@@ -58,6 +60,22 @@ def test_checkpoint_holds_only_safetensors_and_json_with_checksums(tmp_path):
     assert meta["sha256"]["model.safetensors"] == sha256(checkpoint.path / "model.safetensors")
     assert checkpoint.path.name == "step-0000003"
     assert [p.name for p in tmp_path.iterdir()] == ["step-0000003"]  # no staging left behind
+
+
+def test_the_saved_random_state_replays_the_draws_that_followed_the_save(tmp_path):
+    """meta.json's "rng" is the generator's state at the save, bytes for bytes (read here with
+    base64 alone), and restoring it replays dropout's draws after a resume."""
+    model, optimizer = model_and_optimizer()
+    torch.manual_seed(7)
+    torch.rand(3)  # a state other than a fresh seed's
+    state_at_save = torch.get_rng_state()
+    checkpoint = save_checkpoint(tmp_path, 1, model, optimizer, {})
+    draws_after_save = torch.rand(1000)
+    saved = base64.b64decode(checkpoint.meta["rng"]["torch"])
+    assert torch.equal(torch.frombuffer(bytearray(saved), dtype=torch.uint8), state_at_save)
+    torch.manual_seed(8)
+    restore_rng_state(checkpoint.meta["rng"])
+    assert torch.equal(torch.rand(1000), draws_after_save)
 
 
 def test_only_the_newest_k_are_kept(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import yaml
 from typer.testing import CliRunner
 
 from conftest import tiny_config
@@ -193,3 +194,60 @@ def test_threads_option_sets_torch_threads_and_rejects_zero(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     assert calls == [1]
     assert runner.invoke(app, ["train", str(config), "--threads", "0"]).exit_code == 2
+
+
+def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):
+    from iclab.errors import RunNotFoundError
+
+    plain = runner.invoke(app, ["eval", str(tmp_path / "nothing")])
+    assert plain.exit_code == 2 and plain.output.count("\n") == 1
+    debug = runner.invoke(app, ["--debug", "eval", str(tmp_path / "nothing")])
+    assert isinstance(debug.exception, RunNotFoundError)
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch):
+    from iclab.report import console
+
+    def broken_listing():
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(console, "task_listing", broken_listing)
+    result = runner.invoke(app, ["tasks"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error:" not in result.output
+
+
+def test_resume_with_a_config_the_checkpoint_does_not_fit_writes_nothing(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 10}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    result = runner.invoke(
+        app, ["train", "--resume", str(run), "--set", "model.d_model=64", "--no-progress"]
+    )
+    assert result.exit_code == 2 and "does not fit" in result.output
+    after = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_eval_takes_eval_fields_only_and_never_rewrites_the_training_config(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 2}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    trained = (run / "config.yaml").read_bytes()
+    refused = runner.invoke(app, ["eval", str(run), "--set", "train.steps=5"])
+    assert refused.exit_code == 2 and "eval.* fields only" in refused.output
+    assert not (run / "eval").exists()
+    result = runner.invoke(app, ["eval", str(run), "--set", "eval.seed=7", "--n-prompts", "8"])
+    assert result.exit_code == 0, result.output
+    assert (run / "config.yaml").read_bytes() == trained
+    settings = yaml.safe_load((run / "eval" / "settings.yaml").read_text())
+    assert settings["eval"]["seed"] == 7 and settings["eval"]["n_prompts"] == 8
+    assert settings["checkpoint_step"] == 2
+
+
+def test_eval_of_algorithms_alone_says_nothing_was_written_without_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["eval", "--task", "linear_regression", "--set", "task.n_dims=2", "--n-prompts", "8"]
+    )
+    assert result.exit_code == 0 and "nothing written" in result.output
+    assert list(tmp_path.iterdir()) == []

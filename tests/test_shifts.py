@@ -183,14 +183,24 @@ def test_an_unknown_reference_is_a_clear_error():
 
 
 def test_specs_are_canonical_and_bad_options_are_named():
+    """A shift is named as every spec is: its name and the options given, canonically written
+    (so ``scale_inputs(factor=2)`` keeps its name in tables and plot files)."""
     assert build_shift("scale_inputs(factor=2.0)").spec == "scale_inputs(factor=2)"
-    assert build_shift("skewed_covariance(decay=2)").spec == "skewed_covariance"
-    with pytest.raises(ValueError, match="factor"):
-        build_shift("scale_inputs")
+    assert build_shift(" scale_inputs( factor = 0.50 ) ").spec == "scale_inputs(factor=0.5)"
+    assert build_shift("skewed_covariance(decay=2)").spec == "skewed_covariance(decay=2)"
+    assert build_shift("skewed_covariance").spec == "skewed_covariance"
+    assert build_shift("scale_inputs").options.factor == 2.0  # every option has a default
+    assert build_shift("scale_inputs").spec == "scale_inputs"
+    with pytest.raises(ValueError, match=r"scale_inputs.*factor.*greater than 0"):
+        build_shift("scale_inputs(factor=0)")
     with pytest.raises(ValueError, match=r"scale_inputs.*bogus"):
         build_shift("scale_inputs(factor=2, bogus=1)")
     with pytest.raises(KeyError, match="registered: half_subspace"):
         build_shift("tilt")
+
+
+def test_standard_shifts_are_written_canonically_so_their_names_are_kept():
+    assert [build_shift(spec).spec for spec in STANDARD_SHIFTS] == list(STANDARD_SHIFTS)
 
 
 def test_shifts_a_task_does_not_allow_are_errors_or_left_out_of_all():

@@ -1,4 +1,5 @@
-"""Training: loss goes down, and a resumed run is bitwise the uninterrupted one."""
+"""Training: loss goes down, and a resumed run is bitwise the uninterrupted one (losses, weights,
+optimizer state and random state)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 from conftest import model_for, tiny_config
 from iclab.config import build_config
 from iclab.run import RunDir, train_run
+from iclab.training import trainer as trainer_module
 from iclab.training.checkpoint import list_checkpoints
 from iclab.training.schedule import curriculum_at, learning_rate
+from saved_state import assert_bitwise_equal, final_state, unequal_tensors
 
 
 class Crash(Exception):
@@ -57,13 +60,52 @@ def test_run_directory_has_the_documented_layout(tmp_path, config):
     assert [row["step"] for row in run.read_metrics()] == list(range(1, 31))
 
 
-def test_resumed_run_matches_uninterrupted_run_bitwise(tmp_path, config):
-    train_run(config, tmp_path / "straight", show_progress=False)
+# Dropout draws from the global torch generator, which only the checkpoint's "rng" carries
+# across a crash: without dropout a resume that forgot it would still match.
+DROPOUTS = {
+    "no dropout": {},
+    "residual dropout": {"dropout": 0.1},
+    "attention dropout": {"mixer": "softmax(dropout=0.1)"},
+}
+
+
+def crash_and_resume(config, run_dir) -> None:
+    """Train until step 25 (checkpoint at 20; steps 21-25 are lost), then resume to the end."""
     with pytest.raises(Crash):
-        train_run(config, tmp_path / "crashed", show_progress=False, on_step=crash_at(25))
-    assert [s for s, _ in losses(tmp_path / "crashed")][-1] == 25  # steps 21-25 were logged
-    train_run(config, tmp_path / "crashed", resume=True, show_progress=False)
+        train_run(config, run_dir, show_progress=False, on_step=crash_at(25))
+    assert [s for s, _ in losses(run_dir)][-1] == 25  # steps 21-25 were logged
+    assert [c.step for c in list_checkpoints(RunDir(run_dir).checkpoints)] == [10, 20]
+    train_run(config, run_dir, resume=True, show_progress=False)
+
+
+@pytest.mark.parametrize("model", DROPOUTS.values(), ids=DROPOUTS.keys())
+def test_resumed_run_matches_uninterrupted_run_bitwise(tmp_path, model):
+    """The same losses, and the final checkpoint the same bytes: every weight, every optimizer
+    moment and step counter, and the random state saved with it."""
+    config = tiny_config(model=model)
+    train_run(config, tmp_path / "straight", show_progress=False)
+    crash_and_resume(config, tmp_path / "crashed")
+    resumed, straight = final_state(tmp_path / "crashed"), final_state(tmp_path / "straight")
+    assert resumed.step == 30
+    assert_bitwise_equal(resumed, straight)
     assert losses(tmp_path / "crashed") == losses(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("model", list(DROPOUTS.values())[1:], ids=list(DROPOUTS)[1:])
+def test_with_dropout_a_resume_that_forgot_the_random_state_would_differ(
+    tmp_path, model, monkeypatch
+):
+    """The power of the test above: with the restore of the random state left out, dropout
+    draws other masks after the resume and the weights, random state and losses differ."""
+    config = tiny_config(model=model)
+    train_run(config, tmp_path / "straight", show_progress=False)
+    monkeypatch.setattr(trainer_module, "restore_rng_state", lambda states: None)
+    crash_and_resume(config, tmp_path / "crashed")
+    resumed, straight = final_state(tmp_path / "crashed"), final_state(tmp_path / "straight")
+    assert unequal_tensors(resumed.model, straight.model) != []
+    assert resumed.rng != straight.rng
+    assert losses(tmp_path / "crashed")[:20] == losses(tmp_path / "straight")[:20]
+    assert losses(tmp_path / "crashed")[20] != losses(tmp_path / "straight")[20]
 
 
 def test_resume_skips_a_corrupted_checkpoint_and_stays_bitwise(tmp_path, config):
@@ -78,6 +120,7 @@ def test_resume_skips_a_corrupted_checkpoint_and_stays_bitwise(tmp_path, config)
         trainer = train_run(config, tmp_path / "crashed", resume=True, show_progress=False)
     assert trainer.step == 30
     assert losses(tmp_path / "crashed") == losses(tmp_path / "straight")
+    assert_bitwise_equal(final_state(tmp_path / "crashed"), final_state(tmp_path / "straight"))
 
 
 def test_training_into_an_existing_run_requires_resume(tmp_path, config):
@@ -116,6 +159,7 @@ def test_a_killed_process_resumes_to_the_same_losses(tmp_path, config):
         env=env,
     )
     assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
+    assert_bitwise_equal(final_state(tmp_path / "killed"), final_state(tmp_path / "straight"))
 
 
 def test_learning_rate_warms_up_then_follows_the_schedule():

@@ -52,7 +52,9 @@ def user_errors_exit_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as error:
             if DEBUG["tracebacks"]:
                 raise
-            errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+            errors.print(
+                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper
@@ -406,6 +408,12 @@ def sweep(
             "instance); its nodes must share OUT."
         ),
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="Override a config field in every trial, after the file's set."
+        ),
+    ] = None,
 ) -> None:
     """Grid or random search over config fields on Ray Tune: one run directory per trial under
     OUT/NAME, then sweep.csv, sweep.json and sweep.png comparing them.
@@ -420,7 +428,7 @@ def sweep(
         metric = "" if row.metric is None else f": {row.metric:.4g}"
         console.print(f"{styled_status(row.status)} {escape(row.trial)}{metric}")
 
-    result = run_sweep(file, out, address, on_trial=announce)
+    result = run_sweep(file, out, address, on_trial=announce, overrides=overrides or [])
     console.print(sweep_table(result, short_keys(list(result.spec.parameters))))
     for row in result.ranked():
         if row.error is not None:

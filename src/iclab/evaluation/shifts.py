@@ -10,7 +10,9 @@ the query at j, scored there only (Garg et al. evaluate these the same way).
 
 Shifts that move inputs keep each prompt's function: the task relabels the new inputs
 (``Task.label``). Named on the command line and in ``eval.shifts`` by specs such as
-``scale_inputs(factor=2)``; ``all`` is ``STANDARD_SHIFTS``.
+``scale_inputs(factor=2)``; ``all`` is ``STANDARD_SHIFTS``. Every option has a default, so a
+shift's name alone is a spec; a shift's canonical text (``Shift.spec``) is the name and the
+options given, as for every spec (``iclab.specs``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 from iclab.episode import Episode
 from iclab.errors import ConfigError
 from iclab.registry import Registry
-from iclab.specs import resolve_spec, split_specs
+from iclab.specs import Spec, resolve_spec, split_specs
 from iclab.tasks.base import Task
 from iclab.tasks.regression import random_rotations
 
@@ -50,21 +52,14 @@ class Shift(ABC):
 
     @property
     def spec(self) -> str:
-        """The canonical spec, its name in tables and plots: options that differ from their
-        defaults, or that have none, in parentheses."""
-        changed = {
-            key: value
-            for key, value in self.options.model_dump().items()
-            if self.Options.model_fields[key].is_required()
-            or value != self.Options.model_fields[key].default
-        }
-        if not changed:
-            return self.name
-        shown = ", ".join(f"{key}={_format(value)}" for key, value in changed.items())
-        return f"{self.name}({shown})"
+        """The canonical spec, its name in tables, plots and shift random streams: the name and
+        the options given, as every spec is written (``iclab.specs.Spec``), so
+        ``scale_inputs(factor=2)`` keeps its name."""
+        return str(Spec(type(self), self.options))
 
     def check_applies(self, task: Task) -> None:
-        """A ValueError saying why the shift cannot be applied to ``task``, if it cannot."""
+        """A ``ConfigError`` naming the shift and why it cannot be applied to ``task``, if it
+        cannot."""
         if self.regression_only and task.kind != "regression":
             raise ConfigError(f"shift {self.spec} changes targets: regression tasks only")
         if self.needs_continuous_inputs and not task.continuous_inputs:
@@ -75,10 +70,6 @@ class Shift(ABC):
     @abstractmethod
     def views(self, episode: Episode, task: Task, generator: torch.Generator) -> list[Episode]:
         """The shifted episodes of a batch, scored on disjoint positions (see the module doc)."""
-
-
-def _format(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 SHIFTS: Registry[type[Shift]] = Registry("shift")
@@ -155,12 +146,15 @@ class HalfSubspace(SpectrumShift):
 
 
 class ScaleOptions(ShiftOptions):
-    factor: float = Field(gt=0.0, description="multiplier")
+    """A default like every shift's options, so each registered shift is built by its name
+    alone (``scale_inputs`` is ``scale_inputs(factor=2)`` under another name)."""
+
+    factor: float = Field(2.0, gt=0.0, description="multiplier")
 
 
 @register_shift("scale_inputs")
 class ScaleInputs(Shift):
-    """Every input multiplied by ``factor`` (Garg et al. use 1/3, 1/2, 2 and 3)."""
+    """Every input multiplied by ``factor`` (default 2; Garg et al. use 1/3, 1/2, 2 and 3)."""
 
     Options = ScaleOptions
     options: ScaleOptions
@@ -173,7 +167,8 @@ class ScaleInputs(Shift):
 
 @register_shift("scale_targets")
 class ScaleTargets(Shift):
-    """Every target multiplied by ``factor``: the function scaled, inputs unchanged."""
+    """Every target multiplied by ``factor`` (default 2): the function scaled, inputs
+    unchanged."""
 
     Options = ScaleOptions
     options: ScaleOptions
@@ -306,10 +301,10 @@ class ComposedShift(Shift):
         return self.parts[-1].views(episode, task, generator)
 
 
-def build_shift(spec: str) -> Shift:
+def build_shift(spec: str | Spec) -> Shift:
     """The shift a spec names, with validated options (``a+b`` composes two); a clear error
     otherwise."""
-    parts = split_specs(spec, separator="+")
+    parts = split_specs(spec, separator="+") if isinstance(spec, str) else [spec]
     if len(parts) > 1:
         return ComposedShift([build_shift(part) for part in parts])
     cls, options = resolve_spec(spec, SHIFTS, what="shift")

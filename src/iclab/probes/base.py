@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iclab.models import InContextModel
 from iclab.registry import Registry
-from iclab.specs import resolve_spec
+from iclab.specs import Spec, resolve_spec
 from iclab.tasks.base import Task
 
 
@@ -49,6 +49,7 @@ class Probe(ABC):
 
     def __init__(self, options: ProbeOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
+        self.spec = str(Spec(type(self), self.options))  # canonical text: names its files
 
     def check_applies(self, model: InContextModel, task: Task) -> None:  # noqa: B027 (a hook)
         """Raise a ValueError naming what the probe needs, when ``model`` or ``task`` lacks it."""
@@ -65,7 +66,8 @@ PROBES: Registry[type[Probe]] = Registry("probe")
 register_probe = PROBES.register
 
 
-def build_probe(spec: str) -> Probe:
-    """The probe a spec names, with validated options; a clear error otherwise."""
-    cls, options = resolve_spec(spec, PROBES, what="probe")
-    return cls(options)
+def build_probe(spec: str | Spec) -> Probe:
+    """The probe a spec names, with validated options; a clear error otherwise. Its ``spec`` is
+    the canonical text, which names its directory and its prompts' seed stream."""
+    resolved = resolve_spec(spec, PROBES, what="probe")
+    return resolved.cls(resolved.options)

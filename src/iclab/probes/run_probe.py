@@ -26,6 +26,7 @@ def probe_run(run_dir: Path, spec: str) -> ProbeResult:
     run = RunDir(Path(run_dir))
     config = run.load_config()
     probe = build_probe(spec)
+    spec = probe.spec  # canonical: linear_probe(alpha=0.10) is linear_probe(alpha=0.1)
     device = resolve_device(config.eval.device)
     model = load_trained_model(run.path, device)
     task = config.task.build()

@@ -81,12 +81,14 @@ def run_sweep(
     out: Path = Path("runs"),
     address: str | None = None,
     on_trial: Callable[[TrialRow], None] | None = None,
+    overrides: Sequence[str] = (),
 ) -> SweepResult:
-    """Run every trial of a sweep file on Ray Tune (a local instance unless ``address`` names a
-    cluster, whose nodes must share ``out``), then write the summary. Trials whose run directory
-    already holds a completed run are read back, not retrained. ``on_trial`` hears of each
-    trial as its outcome is known."""
-    spec = load_sweep(path)
+    """Run every trial of a sweep file (with ``overrides`` for every trial, after the file's
+    ``set``) on Ray Tune (a local instance unless ``address`` names a cluster, whose nodes must
+    share ``out``), then write the summary. Trials whose run directory already holds a completed
+    run are read back, not retrained. ``on_trial`` hears of each trial as its outcome is
+    known."""
+    spec = load_sweep(path, overrides)
     if address is not None:
         check_reachable(address)
     trials = expand_trials(spec)

@@ -149,9 +149,10 @@ class Trial:
 # --- the sweep file ---------------------------------------------------------------------------
 
 
-def load_sweep(path: Path) -> SweepSpec:
-    """Read and validate a sweep file; every problem is a ``ConfigError`` naming file and field.
-    Parameter and ``set`` paths are checked against the config schema here, before any trial."""
+def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read and validate a sweep file, with ``overrides`` added to its ``set``; every problem is
+    a ``ConfigError`` naming file and field. Parameter and ``set`` paths are checked against the
+    config schema here, before any trial."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no sweep file {path}")
@@ -161,6 +162,8 @@ def load_sweep(path: Path) -> SweepSpec:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sweep fields")
+    if overrides:
+        data["set"] = [*(data.get("set") or []), *overrides]
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as error:

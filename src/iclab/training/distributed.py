@@ -2,9 +2,9 @@
 processes on CPU).
 
 Every rank builds the same model, trains on its own shards of the step's batch (see
-``Trainer.sample_batch``) and DistributedDataParallel averages the gradients, so W processes
-with shards of a global batch B take the same steps as one process with batch B. Only rank 0
-writes the run directory.
+``iclab.training.trainer.sample_batch``) and DistributedDataParallel averages the gradients, so
+W processes with shards of a global batch B take the same steps as one process with batch B.
+Only rank 0 writes the run directory (``iclab.run``).
 """
 
 from __future__ import annotations
