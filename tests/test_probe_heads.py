@@ -13,11 +13,11 @@ from conftest import model_for, tiny_config
 from iclab.config import ModelConfig, TaskConfig
 from iclab.probes import build_probe, probe_run
 from iclab.probes.heads import (
-    head_scores,
     nearest_example_targets,
     ngram_targets,
     prefix_matching_targets,
     previous_token_targets,
+    score_totals,
     second_half_only,
 )
 from iclab.probes.patching import (
@@ -68,6 +68,12 @@ def test_uniform_causal_attention_scores_one_over_the_number_of_keys():
     assert head_scores(uniform_causal_maps(2 * half), previous).item() == pytest.approx(
         expected_previous
     )
+
+
+def head_scores(maps, targets):
+    """(H,) mean attention on target keys over the queries that have one."""
+    total, count = score_totals(maps, targets)
+    return total / count
 
 
 def test_previous_token_head_scores_one_on_previous_token_and_zero_on_induction():

@@ -61,12 +61,6 @@ def score_totals(maps: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return on_target.sum((0, 2)), targets.any(-1).sum()
 
 
-def head_scores(maps: Tensor, targets: Tensor) -> Tensor:
-    """(H,) mean attention on target keys over the queries that have one (NaN if none has)."""
-    total, count = score_totals(maps, targets)
-    return total / count if count > 0 else torch.full_like(total, torch.nan)
-
-
 def previous_token_targets(batch: int, length: int, device: torch.device) -> Tensor:
     """(B, T, T): key t − 1 for every query t ≥ 1."""
     below_diagonal = torch.ones(length - 1, dtype=torch.bool, device=device).diag(-1)  # (T, T)
