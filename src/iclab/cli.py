@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs rewrap to the terminal's width
 )
 console = Console()
 errors = Console(stderr=True)
@@ -298,7 +299,7 @@ def probe(
         ),
     ],
 ) -> None:
-    """Probe what a trained model computes; writes RUN/probes/<probe>/ (summary.json, tables
+    """Probe what a trained model computes; writes RUN/probes/PROBE/ (summary.json, tables
     as CSV, figures as PNG), which `iclab report` shows."""
     from iclab.probes import probe_run
     from iclab.probes.run_probe import probe_dir

@@ -1,7 +1,7 @@
 """Registry of reference learning algorithms (the yardsticks a trained model is compared with).
 
 An algorithm is named in configs and on the command line by a spec: its registered name, with
-options in parentheses when they differ from the defaults, e.g. ``knn(k=5)`` or
+the options chosen in parentheses, e.g. ``knn(k=5)`` or
 ``gd(steps=2, lr=0.5)`` (values are parsed as YAML and validated by the algorithm's pydantic
 ``Options``). The spec is also the learner's name in tables and plots.
 """
