@@ -136,6 +136,7 @@ def train(
         leave_processes()  # under torchrun
     if trainer.processes.is_main:
         console.print(f"run directory: [bold]{escape(str(run_dir))}[/]")
+        console.print(f"next: iclab eval {escape(str(run_dir))}", highlight=False)
 
 
 def eval_overrides(
@@ -298,6 +299,7 @@ def probe(
             "(iclab probes lists them).",
         ),
     ],
+    progress: ProgressOption = True,
 ) -> None:
     """Probe what a trained model computes; writes RUN/probes/PROBE/ (summary.json, tables
     as CSV, figures as PNG), which `iclab report` shows."""
@@ -307,7 +309,7 @@ def probe(
     from iclab.run import RunDir
 
     for spec in split_specs(probe):
-        result = probe_run(run, spec)
+        result = probe_run(run, spec, show_progress=progress)
         console.print(probe_table(spec, run, result.summary))
         console.print(f"  files: {probe_dir(RunDir(run), spec)}", soft_wrap=True, markup=False)
 

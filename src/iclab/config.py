@@ -7,8 +7,10 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +30,7 @@ from iclab.errors import ConfigError, UserError
 from iclab.evaluation.shifts import build_shift, resolve_shifts
 from iclab.kinds import TaskIO
 from iclab.models import InContextModel, ModelConfig, build_model
+from iclab.registry import UnknownNameError
 from iclab.specs import resolve_spec
 from iclab.tasks import TASKS, make_task
 
@@ -54,8 +57,10 @@ class TaskConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _registered_task(cls, name: str) -> str:
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; registered: {', '.join(TASKS.names())}")
+        try:
+            TASKS.get(name)
+        except UnknownNameError as error:  # a ValueError, so pydantic names the field
+            raise ValueError(str(error)) from None
         return name
 
     @model_validator(mode="after")
@@ -64,7 +69,8 @@ class TaskConfig(BaseModel):
         try:
             family.Options.model_validate(self.model_extra or {})
         except ValidationError as error:
-            raise ValueError(describe_validation_error(error, f"options of {self.name}")) from None
+            message = describe_validation_error(error, f"options of {self.name}", family.Options)
+            raise ValueError(message) from None
         if self.n_dims is None:
             self.n_dims = family.default_n_dims
         if self.n_points is None:
@@ -118,6 +124,12 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor as a share of lr")
+    decay_steps: int | None = Field(
+        None,
+        ge=1,
+        description="steps the cosine decays over (default: steps); after them the learning "
+        "rate stays at its floor, so a finished run can be extended without the rate jumping up",
+    )
     grad_clip: float | None = Field(1.0, gt=0.0)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     seed: int = 0
@@ -325,25 +337,61 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line per problem: ``source: field.path: message (got value)``."""
+def describe_validation_error(
+    error: ValidationError,
+    source: str,
+    schema: type[BaseModel] | None = None,
+    overrides: Sequence[str] = (),
+) -> str:
+    """One line per problem: ``source: field.path: message (got value)``; an unknown key gets
+    the nearest fields of ``schema`` as suggestions, and a problem with a field an override set
+    names that override as its source (``--set train.step=3``), not the file."""
     lines = []
     for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        location = [str(part) for part in problem["loc"]]
+        where = ".".join(location) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + suggestion(location, schema)
         got = "" if problem["type"] == "missing" else f" (got {problem['input']!r})"
         if problem["type"] == "extra_forbidden" or isinstance(problem["input"], dict):
             got = ""
         if repr(problem.get("input")) in message:  # a spec's message quotes it already
             got = ""
-        lines.append(f"{source}: {where}: {message}{got}")
+        lines.append(f"{source_of(location, source, overrides)}: {where}: {message}{got}")
     return "\n".join(lines)
 
 
+def suggestion(location: list[str], schema: type[BaseModel] | None) -> str:
+    """``; did you mean train.steps?`` for the unknown key at ``location`` of ``schema``."""
+    section = schema
+    for key in location[:-1]:
+        field = section.model_fields.get(key) if section is not None else None
+        annotation = getattr(field, "annotation", None)
+        section = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    if section is None:
+        return ""
+    close = difflib.get_close_matches(location[-1], list(section.model_fields), n=2, cutoff=0.6)
+    prefix = ".".join(location[:-1])
+    names = [f"{prefix}.{name}" if prefix else name for name in close]
+    return f"; did you mean {' or '.join(names)}?" if names else ""
+
+
+def source_of(location: list[str], source: str, overrides: Sequence[str]) -> str:
+    """The override that set ``location`` (or a section above it), else ``source``."""
+    for text in reversed(overrides):
+        path = text.partition("=")[0].strip().split(".")
+        if location[: len(path)] == path or path[: len(location)] == location:
+            return f"--set {text}"
+    return source
+
+
 def build_config(
-    data: dict[str, Any], overrides: list[str] = (), source: str = "config"
+    data: dict[str, Any], overrides: Sequence[str] = (), source: str = "config"
 ) -> RunConfig:
     """Validate a config dict after applying overrides; raise ``ConfigError`` with clear lines."""
     if not isinstance(data, dict):
@@ -352,7 +400,8 @@ def build_config(
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, source)) from None
+        message = describe_validation_error(error, source, RunConfig, overrides)
+        raise ConfigError(message) from None
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

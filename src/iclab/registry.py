@@ -6,6 +6,7 @@ validation always show exactly what exists.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -41,8 +42,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
+            close = difflib.get_close_matches(str(name), self.names(), n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(self.names())})"
             )
         return self._entries[name]
 

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Annotated
 
 import joblib
 import numpy as np
-import sklearn
 import torch
 from pydantic import AfterValidator, Field
-from rich.progress import Progress
-from sklearn.tree import DecisionTreeRegressor
 from torch import Tensor
 
 from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.episode import Episode
+from iclab.progress import progress
 
 # A prediction function fitted on (train_x (i, d), train_y (i,)) and evaluated at query_x (1, d).
 PrefixFit = Callable[[np.ndarray, np.ndarray, np.ndarray, np.random.RandomState], float]
@@ -64,14 +61,6 @@ def _check_episode(episode: Episode) -> None:
         )
 
 
-@contextmanager
-def _progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[[], None]]:
-    """A transient rich progress bar; yields the function that advances it by one."""
-    with Progress(transient=True, disable=not enabled) as progress:
-        bar = progress.add_task(description, total=total)
-        yield lambda: progress.advance(bar)
-
-
 def _predict_prompts(
     inputs: np.ndarray, targets: np.ndarray, fit: PrefixFit, seed: int
 ) -> np.ndarray:
@@ -80,6 +69,8 @@ def _predict_prompts(
     One ``RandomState`` is re-seeded with ``seed`` before each fit, so every fit is a pure
     function of its prefix and ``seed`` (and re-seeding costs far less than creating one).
     """
+    import sklearn  # on first use: importing the algorithm registry stays light
+
     predictions = np.zeros(targets.shape)
     state = np.random.RandomState(seed)
     with sklearn.config_context(skip_parameter_validation=True):
@@ -115,11 +106,12 @@ def predict_every_prefix(
     )
     n_fits = episode.batch_size * (episode.n_points - 1)
     results = []
-    with _progress_bar(description, len(blocks), n_fits >= _FITS_FOR_PROGRESS) as advance:
+    enabled = n_fits >= _FITS_FOR_PROGRESS
+    with progress(description, len(blocks), enabled=enabled, transient=True) as tracker:
         parallel = joblib.Parallel(n_jobs=n_workers, prefer="threads", return_as="generator")
         for block_predictions in parallel(jobs):
             results.append(block_predictions)
-            advance()
+            tracker.advance()
     predictions = np.concatenate(results) if results else np.zeros(targets.shape)
     return torch.from_numpy(predictions).to(episode.targets.dtype).to(episode.device)
 
@@ -132,6 +124,8 @@ def fit_tree(
     max_depth: int | None,
 ) -> float:
     """CART regression tree (sklearn, squared error) on one prefix, evaluated at the query."""
+    from sklearn.tree import DecisionTreeRegressor  # cached after the first fit
+
     tree = DecisionTreeRegressor(max_depth=max_depth, random_state=state)
     tree.fit(train_x, train_y, check_input=False)
     return float(tree.predict(query_x, check_input=False)[0])
@@ -368,14 +362,15 @@ class TwoLayerNetwork(Algorithm):
         hidden, chunk_size = self.options.hidden, self.options.chunk_size
         generator = torch.Generator().manual_seed(self.options.seed)
         starts = range(0, prompt.numel(), chunk_size)
-        with _progress_bar("two-layer networks", len(starts), len(starts) > 1) as advance:
+        enabled = len(starts) > 1
+        with progress("two-layer networks", len(starts), enabled=enabled, transient=True) as bar:
             for start in starts:
                 chunk = slice(start, start + chunk_size)
                 networks = BatchedNetworks(prompt[chunk].numel(), d, hidden, generator)
                 predictions[prompt[chunk], prefix[chunk]] = self._fit_chunk(
                     networks.to(x.device), x, y, prompt[chunk], prefix[chunk]
                 )
-                advance()
+                bar.advance()
         return predictions.to(episode.targets.dtype)
 
     def _fit_chunk(

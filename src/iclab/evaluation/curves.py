@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from iclab.episode import Episode
@@ -23,6 +22,7 @@ from iclab.evaluation.shifts import Shift
 from iclab.io import atomic_write_text
 from iclab.learner import InContextLearner
 from iclab.metrics import METRICS, score
+from iclab.progress import progress
 from iclab.seeding import generator_for
 from iclab.tasks.base import Task
 
@@ -124,19 +124,20 @@ def evaluate(
         conditions.append((shift.spec, shift, scale))
     scores = {(spec, name): [] for spec, _, _ in conditions for name in names}
     n_batches = math.ceil(n_prompts / batch_size)
-    with Progress(transient=True, disable=not show_progress) as progress:
-        bar = progress.add_task("evaluating", total=n_batches * len(conditions))
+    total = n_batches * len(conditions)
+    with progress("evaluating", total, enabled=show_progress, transient=True) as tracker:
         for batch in range(n_batches):
             size = min(batch_size, n_prompts - batch * batch_size)
             episode = task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
             for spec, shift, scale in conditions:
+                tracker.update(description=f"evaluating, {spec}" if shift else "evaluating")
                 views = [episode]
                 if shift is not None:
                     generator = generator_for(seed, "shift", spec, batch, device=device)
                     views = shift.views(episode, task, generator)
                 for learner in learners:
                     scores[spec, learner.name].append(score_views(learner, views, task, scale))
-                progress.advance(bar)
+                tracker.advance()
     metric = METRICS[task.kind].name
     curves, differences = [], []
     for spec, _, _ in conditions:

@@ -9,6 +9,7 @@ per table and one PNG per figure (``iclab.probes.run_probe``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -50,6 +51,13 @@ class Probe(ABC):
     def __init__(self, options: ProbeOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
         self.spec = str(Spec(type(self), self.options))  # canonical text: names its files
+        self.on_progress: Callable[[int, int], None] | None = None
+
+    def report(self, done: int, total: int) -> None:
+        """Tell whoever runs the probe (``on_progress``, set by ``probe_run``) that ``done`` of
+        ``total`` units of its work are finished."""
+        if self.on_progress is not None:
+            self.on_progress(done, total)
 
     def check_applies(self, model: InContextModel, task: Task) -> None:  # noqa: B027 (a hook)
         """Raise a ValueError naming what the probe needs, when ``model`` or ``task`` lacks it."""

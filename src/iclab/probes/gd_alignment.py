@@ -12,6 +12,7 @@ sensitivities to the query ``∂ŷ_M/∂x_k`` (autograd) and ``∂ŷ_GD/∂x_k``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from matplotlib.figure import Figure
@@ -84,7 +85,7 @@ class GDAlignment(Probe):
     ) -> ProbeResult:
         summary_k = self.summary_k(task, n_points)
         episode = task.sample(self.options.n_prompts, n_points, generator)
-        predictions, sensitivities = query_sensitivities(model, episode)
+        predictions, sensitivities = query_sensitivities(model, episode, self.report)
         gram, moment, n_seen = prefix_moments(episode.inputs, episode.targets)
         x = episode.inputs.double()
         rows = []
@@ -126,14 +127,16 @@ class GDAlignment(Probe):
 
 
 def query_sensitivities(
-    model: InContextModel, episode: Episode
+    model: InContextModel, episode: Episode, report: Callable[[int, int], None] = lambda *_: None
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Per layer 1..L, the read-out predictions (B, n) and their gradients with respect to the
     query, ``∂ŷ_k/∂x_k`` (B, n, d). One backward pass per (layer, k): the later predictions
-    ŷ_j (j > k) depend on x_k too, as context, so a gradient of their sum would mix them in."""
+    ŷ_j (j > k) depend on x_k too, as context, so a gradient of their sum would mix them in.
+    ``report(done, total)`` hears of each chunk of prompts finished."""
     predictions: list[list[Tensor]] = []
     gradients: list[list[Tensor]] = []
-    for start in range(0, episode.batch_size, _GRADIENT_CHUNK):
+    starts = range(0, episode.batch_size, _GRADIENT_CHUNK)
+    for done, start in enumerate(starts, start=1):
         inputs = episode.inputs[start : start + _GRADIENT_CHUNK].detach().requires_grad_(True)
         chunk = Episode(inputs, episode.targets[start : start + _GRADIENT_CHUNK], episode.kind)
         with torch.enable_grad():
@@ -149,6 +152,7 @@ def query_sensitivities(
                     gradients.append([])
                 predictions[layer].append(prediction.detach())
                 gradients[layer].append(torch.stack(per_query, 1))  # (b, n, d)
+        report(done, len(starts))
     return [torch.cat(p) for p in predictions], [torch.cat(g) for g in gradients]
 
 

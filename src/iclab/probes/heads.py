@@ -168,7 +168,8 @@ class AttentionHeads(Probe):
         totals: dict[tuple[int, str], Tensor] = {}  # (layer, score) → (H,) summed attention
         counts: dict[tuple[int, str], Tensor] = {}  # (layer, score) → queries with a target
         first_maps: dict[int, Tensor] = {}
-        for start in range(0, self.options.n_prompts, PROMPTS_PER_PASS):
+        starts = range(0, self.options.n_prompts, PROMPTS_PER_PASS)
+        for done, start in enumerate(starts, start=1):
             batch = min(PROMPTS_PER_PASS, self.options.n_prompts - start)
             episode = task.sample(batch, n_points, generator)
             with torch.no_grad():
@@ -180,6 +181,7 @@ class AttentionHeads(Probe):
                 total, count = score_totals(layer_maps.float(), targets)
                 totals[layer, name] = totals.get((layer, name), 0) + total.cpu()
                 counts[layer, name] = counts.get((layer, name), 0) + count.cpu()
+            self.report(done, len(starts))
         scores = {key: totals[key] / counts[key] for key in totals}  # 0/0: NaN, no query
         names = self.score_names(task)
         figures = {

@@ -107,10 +107,11 @@ class LinearProbe(Probe):
         features = task_features(task, episode.inputs)
         targets = probe_targets(features, episode.targets, episode.meta["w"], options.targets)
         hidden = x_hidden_states(model, episode, positions)  # L+1 × (N, P, E)
-        rows = []
-        for name, target in targets.items():
+        rows, total = [], len(targets) * len(hidden)
+        for index, (name, target) in enumerate(targets.items()):
             target = target[:, positions].transpose(0, 1)  # (P, N, t)
             for layer, states in enumerate(hidden):
+                self.report(index * len(hidden) + layer, total)
                 scores = held_out_r2(states.transpose(0, 1), target, options.alpha)  # (P,)
                 rows += [
                     {"target": name, "layer": layer, "position": k, "r2": float(r2)}

@@ -127,12 +127,14 @@ class ActivationPatching(Probe):
         keys = [(layer, name) for layer in range(n_layers + 1) for name in POSITION_SETS]
         sums = {key: torch.zeros(4, dtype=torch.float64) for key in keys}  # num, den, hits, n
         pairing = ""
-        for start in range(0, self.options.n_prompts, PROMPTS_PER_PASS):
+        starts = range(0, self.options.n_prompts, PROMPTS_PER_PASS)
+        for done, start in enumerate(starts, start=1):
             batch = min(PROMPTS_PER_PASS, self.options.n_prompts - start)
             a, b, pairing = paired_prompts(task, batch, n_points, generator)
             with torch.no_grad():
                 for key, totals in patch_totals(model, a, b).items():
                     sums[key] += totals
+            self.report(done, len(starts))
         rows = []
         for layer, name in keys:
             numerator, denominator, hits, count = sums[layer, name].tolist()

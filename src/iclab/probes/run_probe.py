@@ -9,6 +9,7 @@ from pathlib import Path
 from iclab.devices import resolve_device
 from iclab.io import atomic_write_text
 from iclab.probes.base import ProbeResult, build_probe
+from iclab.progress import progress
 from iclab.report.plots import save_figure
 from iclab.run import RunDir, load_trained_model
 from iclab.seeding import generator_for
@@ -19,7 +20,7 @@ def probe_dir(run: RunDir, spec: str) -> Path:
     return run.path / "probes" / re.sub(r"[^A-Za-z0-9._]+", "-", spec).strip("-")
 
 
-def probe_run(run_dir: Path, spec: str) -> ProbeResult:
+def probe_run(run_dir: Path, spec: str, show_progress: bool = False) -> ProbeResult:
     """Probe the newest valid checkpoint of a run on fresh prompts (the ``(eval.seed, "probe",
     spec)`` stream), on the run's ``eval.device``, and write summary.json, the tables (CSV) and
     the figures (PNG)."""
@@ -32,7 +33,10 @@ def probe_run(run_dir: Path, spec: str) -> ProbeResult:
     task = config.task.build()
     probe.check_applies(model, task)
     generator = generator_for(config.eval.seed, "probe", spec, device=device)
-    result = probe.run(model, task, config.task.n_points, generator)
+    with progress(f"probe {spec}", 1, enabled=show_progress) as tracker:
+        probe.on_progress = lambda done, total: tracker.update(done, total=total)
+        result = probe.run(model, task, config.task.n_points, generator)
+        tracker.update(tracker.total)
     write_result(result, probe_dir(run, spec), spec)
     return result
 

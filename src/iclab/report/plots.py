@@ -76,12 +76,42 @@ def plot_training(metrics: Sequence[dict[str, Any]], path: Path, title: str) -> 
 
 
 def training_figure(metrics: Sequence[dict[str, Any]], title: str) -> plt.Figure:
-    """Training loss against step (log scale)."""
+    """Training loss against step (log scale), the learning rate on a second axis, and a dotted
+    line where each curriculum stage starts (its input dimension and prompt length written at
+    the top): the loss rises at a stage because the prompts got harder."""
     figure, axes = plt.subplots(figsize=(6.4, 3.6))
-    axes.plot([row["step"] for row in metrics], [row["loss"] for row in metrics], linewidth=1.2)
+    steps = [row["step"] for row in metrics]
+    axes.plot(steps, [row["loss"] for row in metrics], linewidth=1.2, label="loss")
     axes.set_yscale("log")
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
+    for step, stage in curriculum_stages(metrics)[1:]:
+        axes.axvline(step, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(
+            stage,
+            (step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="grey",
+        )
+    if any("lr" in row for row in metrics):
+        rate = axes.twinx()
+        rate.plot(steps, [row.get("lr") for row in metrics], color="tab:orange", linewidth=1)
+        rate.set_ylabel("learning rate", color="tab:orange")
+        rate.tick_params(axis="y", colors="tab:orange")
+        rate.set_ylim(bottom=0)
     return figure
+
+
+def curriculum_stages(metrics: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(first logged step, ``d=3 n=11``) of every curriculum stage in the log."""
+    stages: list[tuple[int, str]] = []
+    for row in metrics:
+        stage = f"d={row.get('n_dims')} n={row.get('n_points')}"
+        if not stages or stages[-1][1] != stage:
+            stages.append((row["step"], stage))
+    return stages

@@ -15,22 +15,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from iclab.kinds import kind_of
+from iclab.progress import progress
 from iclab.run.directory import RunDir, environment
 from iclab.run.tracking import open_tracker
 from iclab.training.flops import peak_flops, training_flops_per_step
 from iclab.training.trainer import Trainer
 
 StepCallback = Callable[[int, float], None]
+STAGE_KEYS = (("n_dims", "d"), ("n_points", "n"))  # the curriculum's stage, as the bar shows it
 
 
 def describe(trainer: Trainer) -> str:
@@ -102,27 +96,20 @@ class TrainingLog:
         self.writer = SummaryWriter(str(run.tensorboard_dir), purge_step=trainer.step)
         self.stack.callback(self.writer.close)
         self.metrics = self.stack.enter_context(run.metrics_path.open("a"))
-        self.progress = self.stack.enter_context(
-            Progress(
-                TextColumn("[bold blue]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[rate]} steps/s"),
-                TextColumn("{task.fields[throughput]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+        self.bar = self.stack.enter_context(
+            progress(
+                "train",
+                trainer.config.train.steps,
                 console=self.console,
-                disable=not self.show_progress,
+                enabled=self.show_progress,
+                fields=("loss", "steps/s", "speed", "stage"),
+                completed=trainer.step,
             )
-        )
-        steps = trainer.config.train.steps
-        self.bar = self.progress.add_task(
-            "train", total=steps, completed=trainer.step, loss="-", rate="-", throughput=""
         )
         self.peak = peak_flops(trainer.device, trainer.config.train.precision)
         self.flops_by_points: dict[int, float] = {}  # FLOPs of a step, per curriculum length
         self.flops, self.last_step = 0.0, trainer.step
+        self.last_loss: float | None = None
         self.started = time.perf_counter()
         return self
 
@@ -149,6 +136,7 @@ class TrainingLog:
         """One logged step: a metrics.jsonl line, TensorBoard and MLflow scalars, the bar."""
         elapsed = time.perf_counter() - self.started
         row = {"step": step, "loss": loss, **used, "time": round(elapsed, 3)}
+        self.last_loss = loss
         self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
         scalars = {"train/loss": loss, **{f"train/{name}": value for name, value in used.items()}}
@@ -160,15 +148,16 @@ class TrainingLog:
         self.last_step = step
         rate = (step - self.start_step) / elapsed
         throughput = self.throughput(elapsed)
-        shown = f"{throughput['achieved_tflops'] * 1e3:.0f} GFLOP/s"
+        speed = f"{throughput['achieved_tflops'] * 1e3:.0f} GFLOP/s"
         if "mfu" in throughput:
-            shown += f" MFU {throughput['mfu']:.0%}"
-        self.progress.update(self.bar, loss=f"{loss:.4f}", rate=f"{rate:.1f}", throughput=shown)
+            speed += f" MFU {throughput['mfu']:.0%}"
+        stage = " ".join(f"{short}={used[key]}" for key, short in STAGE_KEYS if key in used)
+        self.bar.update(loss=f"{loss:.4f}", speed=speed, stage=stage, **{"steps/s": f"{rate:.1f}"})
         if self.on_step is not None:
             self.on_step(step, loss)
 
     def advanced(self, step: int) -> None:
-        self.progress.update(self.bar, completed=step)
+        self.bar.update(step)
 
     def checkpoint(self, step: int) -> None:
         self.trainer.save(self.run.checkpoints, {"environment": environment()})
@@ -193,3 +182,9 @@ class TrainingLog:
             flops_per_step=self.step_flops(trainer.config.task.n_points),
             **timing,
         )
+        if self.last_loss is not None:
+            self.console.print(
+                f"{trainer.config.name}: trained to step {trainer.step}, loss "
+                f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s)",
+                highlight=False,
+            )

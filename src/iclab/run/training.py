@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
-from iclab.config import RunConfig
+from iclab.config import RunConfig, TrainConfig
 from iclab.errors import RunExistsError
 from iclab.run.directory import RunDir
 from iclab.run.log import StepCallback, TrainingLog
 from iclab.training.checkpoint import latest_valid_checkpoint
 from iclab.training.distributed import join_processes
+from iclab.training.schedule import curriculum_shortfall, schedule_jump
 from iclab.training.trainer import Trainer, with_batch_shards
+
+
+def warn_about_the_schedule(meta: dict, config: RunConfig, step: int) -> None:
+    """A warning when resuming with another train section changes the learning rate."""
+    try:
+        before = TrainConfig.model_validate(meta["config"]["train"])
+    except (KeyError, TypeError, ValidationError):  # a checkpoint from another iclab: no advice
+        return
+    jump = schedule_jump(before, config.train, step)
+    if jump is not None:
+        warnings.warn(jump, stacklevel=3)
 
 
 def train_run(
@@ -44,7 +58,18 @@ def train_run(
     trainer = Trainer(config, processes)
     checkpoint = latest_valid_checkpoint(run.checkpoints) if resume else None
     if checkpoint is not None:
-        trainer.load(checkpoint)
+        meta = trainer.load(checkpoint)
+        if trainer.step >= config.train.steps:
+            console.print(
+                f"{run.path} has trained {trainer.step} of {config.train.steps} steps: nothing "
+                "to train (raise train.steps to continue, e.g. --set "
+                f"train.steps={2 * config.train.steps})"
+            )
+            return trainer
+        warn_about_the_schedule(meta, config, trainer.step)
+    shortfall = curriculum_shortfall(config)
+    if shortfall is not None and processes.is_main:
+        warnings.warn(shortfall, stacklevel=2)
     processes.barrier()  # every process has checked before the first one writes
     if processes.is_main:
         run.path.mkdir(parents=True, exist_ok=True)

@@ -138,12 +138,14 @@ class Trainer:
 
     # --- state --------------------------------------------------------------------------------
 
-    def load(self, checkpoint: Checkpoint) -> None:
-        """Continue from ``checkpoint``: weights, optimizer state, random states and step. A
-        checkpoint whose tensors do not fit this config's model is a ``CheckpointError``."""
+    def load(self, checkpoint: Checkpoint) -> dict[str, Any]:
+        """Continue from ``checkpoint``: weights, optimizer state, random states and step; returns
+        its meta. A checkpoint whose tensors do not fit this config's model is a
+        ``CheckpointError``."""
         meta = load_checkpoint(checkpoint, self.model, self.optimizer, self.device)
         restore_rng_state(meta["rng"])
         self.step = meta["step"]
+        return meta
 
     def save(self, directory: Path, meta: dict[str, Any]) -> Checkpoint:
         """A checkpoint of the current step in ``directory`` (the newest

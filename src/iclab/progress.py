@@ -1,0 +1,143 @@
+"""Progress of long work, visible in a terminal and in a log file alike.
+
+In a terminal it is a rich progress bar. Elsewhere (output piped to a file, CI, a job
+scheduler's log) rich's live bar shows nothing, so a plain line is printed every ``every``
+seconds and once at the end instead: what is being done, how far it is, the fields the caller
+reports (a loss, a rate) and the time left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+PLAIN_EVERY_SECONDS = 10.0
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``2h01m``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Tracker:
+    """What the work reports to: ``advance`` (by steps), ``update`` (absolute position, a new
+    description, field values)."""
+
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        console: Console,
+        fields: Sequence[str],
+        every: float,
+        progress: Progress | None,
+        completed: int = 0,
+    ) -> None:
+        self.description, self.total, self.completed = description, total, completed
+        self.console, self.every, self.progress = console, every, progress
+        self.values: dict[str, Any] = dict.fromkeys(fields, "-")
+        self.started = self.last_line = time.perf_counter()
+        self.last_printed: int | None = None  # the position the last plain line showed
+        self.start = completed
+        if progress is not None:
+            self.task = progress.add_task(
+                description, total=total, completed=completed, **self.values
+            )
+
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        self.update(self.completed + steps, **fields)
+
+    def update(
+        self,
+        completed: int | None = None,
+        description: str | None = None,
+        total: int | None = None,
+        **fields: Any,
+    ) -> None:
+        if total is not None:
+            self.total = total
+        if completed is not None:
+            self.completed = completed
+        if description is not None:
+            self.description = description
+        self.values.update(fields)
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=self.completed,
+                total=self.total,
+                description=self.description,
+                **self.values,
+            )
+        elif time.perf_counter() - self.last_line >= self.every:
+            self.print_line()
+
+    def print_line(self) -> None:
+        """The plain line: ``train: 120/500 (24%), loss 0.31, 40s elapsed, about 2m07s left``."""
+        now = time.perf_counter()
+        elapsed, done = now - self.started, self.completed - self.start
+        parts = [f"{self.description}: {self.completed}/{self.total}"]
+        if self.total:
+            parts[0] += f" ({self.completed / self.total:.0%})"
+        parts += [f"{name} {value}" for name, value in self.values.items() if value != "-"]
+        parts.append(f"{duration(elapsed)} elapsed")
+        if done > 0 and self.completed < self.total:
+            parts.append(f"about {duration(elapsed / done * (self.total - self.completed))} left")
+        self.console.print(", ".join(parts), highlight=False, markup=False, soft_wrap=True)
+        self.last_line, self.last_printed = now, self.completed
+
+
+@contextmanager
+def progress(
+    description: str,
+    total: int,
+    *,
+    console: Console | None = None,
+    enabled: bool = True,
+    fields: Sequence[str] = (),
+    completed: int = 0,
+    transient: bool = False,
+    every: float = PLAIN_EVERY_SECONDS,
+) -> Iterator[Tracker]:
+    """Track ``total`` steps of work: a bar in a terminal, plain lines in a log (the last one
+    when the work ends, unless ``transient``); nothing at all unless ``enabled``. ``fields``
+    name values the work reports (``tracker.update(loss="0.31")``), shown after the count."""
+    console = console or Console(stderr=True)
+    if not enabled:
+        yield Tracker(description, total, console, fields, every=float("inf"), progress=None)
+        return
+    if not console.is_terminal:
+        tracker = Tracker(
+            description, total, console, fields, every, progress=None, completed=completed
+        )
+        yield tracker
+        if not transient and tracker.last_printed != tracker.completed:
+            tracker.print_line()
+        return
+    columns = [
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=transient) as bar:
+        yield Tracker(description, total, console, fields, every, progress=bar, completed=completed)
