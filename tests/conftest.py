@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -64,3 +66,12 @@ def train_preset_and_evaluate(preset: str, run_dir, overrides=(), n_prompts: int
 def model_for(model: ModelConfig, task: TaskConfig, name: str = "model") -> InContextModel:
     """``build_model`` for a model config and a task config, as the trainer calls it."""
     return build_model(model, task.io(), task.n_points, name=name)
+
+
+def latest_evaluation(run_dir) -> Path:
+    """The directory of a run's newest evaluation (``RUN/eval/NNN``)."""
+    from iclab.run import RunDir
+
+    latest = RunDir(run_dir).latest_evaluation()
+    assert latest is not None, f"{run_dir} has no evaluation"
+    return latest

@@ -10,7 +10,7 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.registry import UnknownNameError
 from iclab.run import catalog, evaluate_run, train_run
@@ -65,7 +65,8 @@ def test_listing_describes_both_runs_from_their_directories(root):
     assert (alpha.steps, alpha.total_steps, beta.steps, beta.total_steps) == (4, 4, 3, 3)
     assert alpha.status == beta.status == "completed"
     assert alpha.path == (root / "alpha").resolve()
-    assert alpha.headline == pytest.approx(model_mean_at_largest_k(root / "alpha/eval/curves.csv"))
+    alpha_curves = latest_evaluation(root / "alpha") / "curves.csv"
+    assert alpha.headline == pytest.approx(model_mean_at_largest_k(alpha_curves))
     assert alpha.headline_metric == "error"
     assert (beta.headline, beta.headline_metric) == (None, None)
     assert alpha.created <= alpha.updated
@@ -82,11 +83,12 @@ def test_index_is_a_cache_deleting_or_rebuilding_it_gives_the_same_entries(root)
 
 def test_sync_rereads_a_run_whose_files_changed(root):
     assert by_name(catalog.list_runs(root))["sweep/beta"].headline is None
-    (root / "sweep/beta/eval").mkdir()
-    shutil.copyfile(root / "alpha/eval/curves.csv", root / "sweep/beta/eval/curves.csv")
+    alpha_curves = latest_evaluation(root / "alpha") / "curves.csv"
+    (root / "sweep/beta/eval/001").mkdir(parents=True)
+    shutil.copyfile(alpha_curves, root / "sweep/beta/eval/001/curves.csv")
     catalog.sync(root)
     beta = catalog.get_run(root, "sweep/beta")
-    assert beta.headline == pytest.approx(model_mean_at_largest_k(root / "alpha/eval/curves.csv"))
+    assert beta.headline == pytest.approx(model_mean_at_largest_k(alpha_curves))
 
 
 def test_a_run_removed_by_hand_is_pruned_with_a_warning(root):
@@ -218,7 +220,7 @@ def test_cli_lists_runs_and_shows_one_with_its_config(root):
     show = runner.invoke(app, ["runs", "show", "alpha", "--root", str(root)])
     assert show.exit_code == 0, show.output
     assert "  d_model: 32\n" in show.output and "  name: linear_regression\n" in show.output
-    assert f"  {(root / 'alpha/eval/curves.csv').resolve()}\n" in show.output
+    assert f"  {latest_evaluation(root / 'alpha').resolve()}\n" in show.output
 
 
 def test_cli_errors_are_one_clear_message(root, tmp_path):

@@ -7,7 +7,7 @@ import csv
 import yaml
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.models.mixers import MIXERS
 
@@ -28,12 +28,13 @@ def test_train_then_eval_writes_curves_and_plots(tmp_path):
     assert "parameters" in result.output
     result = runner.invoke(app, ["eval", str(run)])
     assert result.exit_code == 0, result.output
-    with (run / "eval" / "curves.csv").open() as handle:
+    evaluation = latest_evaluation(run)
+    with (evaluation / "curves.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {row["learner"] for row in rows} == {"model", "least_squares", "averaging"}
     assert {row["shift"] for row in rows} == {"none"}
     assert {int(row["n_prompts"]) for row in rows} == {64}
-    assert (run / "plots" / "curves.png").stat().st_size > 10_000
+    assert (evaluation / "curves.png").stat().st_size > 10_000
     assert (run / "plots" / "loss.png").exists()
 
 
@@ -102,14 +103,14 @@ def test_eval_without_a_model_runs_the_named_algorithms_on_a_task(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    with (out / "eval" / "curves.csv").open() as handle:
+    with (out / "curves.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {row["learner"] for row in rows} == {"least_squares", "knn(k=1)", "ridge(alpha=2)"}
     assert {int(row["k"]) for row in rows} == set(range(9))
     assert {row["metric"] for row in rows} == {"error"}
     exact = [float(r["mean"]) for r in rows if r["learner"] == "least_squares" and int(r["k"]) > 3]
     assert max(exact) < 1e-8  # d = 3 noiseless examples determine w
-    assert (out / "plots" / "curves.png").exists()
+    assert (out / "curves.png").exists()
 
 
 def test_eval_without_algorithms_uses_the_task_yardsticks():
@@ -141,11 +142,13 @@ def test_eval_with_all_shifts_prints_each_shift_and_the_paired_difference(tmp_pa
     assert "under each shift" in result.output and "half_subspace" in result.output
     assert "model − least_squares" in result.output
     assert (run / "config.yaml").read_text() == trained  # evaluating never rewrites it
-    assert "- all" in (run / "eval" / "settings.yaml").read_text()
+    all_shifts = latest_evaluation(run)
+    assert "- all" in (all_shifts / "settings.yaml").read_text()
     result = runner.invoke(app, ["eval", str(run), "--shift", "none", "--n-prompts", "32"])
     assert result.exit_code == 0, result.output
-    with (run / "eval" / "curves.csv").open() as handle:
+    with (latest_evaluation(run) / "curves.csv").open() as handle:
         assert {row["shift"] for row in csv.DictReader(handle)} == {"none"}
+    assert (all_shifts / "curves-half_subspace.png").exists()  # the earlier one is kept
 
 
 def test_an_unknown_shift_is_a_clear_error(tmp_path):
@@ -239,7 +242,7 @@ def test_eval_takes_eval_fields_only_and_never_rewrites_the_training_config(tmp_
     result = runner.invoke(app, ["eval", str(run), "--set", "eval.seed=7", "--n-prompts", "8"])
     assert result.exit_code == 0, result.output
     assert (run / "config.yaml").read_bytes() == trained
-    settings = yaml.safe_load((run / "eval" / "settings.yaml").read_text())
+    settings = yaml.safe_load((latest_evaluation(run) / "settings.yaml").read_text())
     assert settings["eval"]["seed"] == 7 and settings["eval"]["n_prompts"] == 8
     assert settings["checkpoint_step"] == 2
 

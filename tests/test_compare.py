@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.errors import UserError
 from iclab.evaluation.curves import read_curves_csv
@@ -38,7 +38,7 @@ def test_models_are_named_after_their_runs_and_algorithms_appear_once(runs):
     points = compared(runs / "small", runs / "wide")
     learners = list(dict.fromkeys(p.learner for p in points))
     assert learners == ["small", "wide", "least_squares", "averaging"]
-    small = read_curves_csv(runs / "small" / "eval" / "curves.csv")
+    small = read_curves_csv(latest_evaluation(runs / "small") / "curves.csv")
     model = {p.k: p.mean for p in small if p.learner == "model"}
     assert {p.k: p.mean for p in points if p.learner == "small"} == model
 

@@ -99,14 +99,13 @@ def test_curve_plots_are_labelled_with_the_metric_of_the_task_kind(
     task, label, tmp_path, monkeypatch
 ):
     from iclab.config import build_config
-    from iclab.run import RunDir
     from iclab.run import evaluation as run_evaluation
 
     labels = []
     monkeypatch.setattr(run_evaluation, "plot_curves", lambda *args: labels.append(args[3]))
     config = build_config({"task": {"name": task}})
     evaluation = Evaluation(summarise(torch.rand(4, 3).double(), "x"), [])
-    run_evaluation.write_evaluation(evaluation, config, RunDir(tmp_path))
+    run_evaluation.write_evaluation(evaluation, config, tmp_path)
     assert labels == [label]
 
 
@@ -155,26 +154,33 @@ def test_a_rotary_model_is_evaluated_beyond_its_training_length(tmp_path):
     assert all(math.isfinite(p.mean) for p in curves)
 
 
-def test_shifted_evaluation_writes_rows_differences_and_a_plot_per_shift(tmp_path):
+def test_shifted_evaluation_writes_rows_differences_and_a_figure_per_shift_and_is_kept(tmp_path):
+    from conftest import latest_evaluation
     from iclab.evaluation.curves import read_differences_csv
-    from iclab.run import evaluate_run
+    from iclab.run import RunDir, evaluate_run
 
     run = trained_tiny_run(tmp_path)
     evaluate_run(run, ['eval.shifts=["scale_inputs(factor=2)", orthogonal_query]'])
-    rows = read_curves_csv(run / "eval" / "curves.csv")
+    first = latest_evaluation(run)
+    rows = read_curves_csv(first / "curves.csv")
     assert {p.shift for p in rows} == {"none", "scale_inputs(factor=2)", "orthogonal_query"}
     assert max(p.k for p in rows if p.shift == "orthogonal_query") == 2  # k < d = 3
-    differences = read_differences_csv(run / "eval" / "differences.csv")
+    differences = read_differences_csv(first / "differences.csv")
     assert {(d.learner, d.reference) for d in differences} == {
         ("model", "least_squares"),
         ("averaging", "least_squares"),
     }
-    plots = {path.name for path in (run / "plots").glob("curves*.png")}
-    assert plots == {
+    figures = {path.name for path in first.glob("curves*.png")}
+    assert figures == {
         "curves.png",
         "curves-scale_inputs-factor-2.png",
         "curves-orthogonal_query.png",
     }
-    evaluate_run(run, ["eval.shifts=[orthogonal_query]"])
-    plots = {path.name for path in (run / "plots").glob("curves*.png")}
-    assert plots == {"curves.png", "curves-orthogonal_query.png"}  # the stale plot is gone
+    second = evaluate_run(run, ["eval.shifts=[orthogonal_query]"]).directory
+    assert second == latest_evaluation(run) != first
+    assert {path.name for path in second.glob("curves*.png")} == {
+        "curves.png",
+        "curves-orthogonal_query.png",
+    }
+    assert {path.name for path in first.glob("curves*.png")} == figures  # the first is kept
+    assert [path.name for path in RunDir(run).evaluations()] == ["001", "002"]

@@ -8,6 +8,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
+from conftest import latest_evaluation
 from iclab.cli import app
 from iclab.config import PRESETS_DIR, load_config
 from iclab.evaluation.curves import read_curves_csv
@@ -33,8 +34,8 @@ def test_every_preset_trains_two_steps_and_evaluates_through_the_cli(preset, tmp
     evaluated = runner.invoke(app, ["eval", str(run), "--n-prompts", "8", "--no-progress"])
     assert evaluated.exit_code == 0, evaluated.output
     config = load_config(preset)
-    points = read_curves_csv(run / "eval" / "curves.csv")
+    points = read_curves_csv(latest_evaluation(run) / "curves.csv")
     learners = {point.learner for point in points}
     assert learners == {"model", *(str(spec) for spec in config.eval.algorithms)}
     assert all(math.isfinite(point.mean) for point in points if point.learner == "model")
-    assert (run / "plots" / "curves.png").is_file()
+    assert (latest_evaluation(run) / "curves.png").is_file()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from conftest import latest_evaluation
 from iclab.cli import app
 from iclab.config import load_config
 from iclab.evaluation import read_curves_csv
@@ -16,7 +17,7 @@ def test_quickstart_model_beats_averaging_and_knn_and_nears_least_squares(tmp_pa
     assert result.exit_code == 0, result.output
     assert f"report: {tmp_path / 'report.html'}" in result.output.replace("\n", "")
     d = load_config("quickstart").task.n_dims
-    points = read_curves_csv(tmp_path / "eval" / "curves.csv")
+    points = read_curves_csv(latest_evaluation(tmp_path) / "curves.csv")
     error = {(p.learner, p.k): p.mean for p in points}
     assert error[("model", 2 * d)] <= 0.15
     for k in sorted({p.k for p in points if p.k >= d}):

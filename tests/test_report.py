@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from browser import missing_browser, open_headless
-from conftest import tiny_config
+from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.errors import UserError
 from iclab.evaluation.curves import (
@@ -100,9 +100,10 @@ def shifted_run(evaluated_run, tmp_path) -> Path:
     differences: one interval above 0, one below, one across 0."""
     run = tmp_path / "shifted"
     shutil.copytree(evaluated_run, run)
-    points = read_curves_csv(run / "eval" / "curves.csv")
+    evaluation = latest_evaluation(run)
+    points = read_curves_csv(evaluation / "curves.csv")
     shifted = [replace(point, shift=SHIFT) for point in points if point.shift == "none"]
-    write_curves_csv(shifted + points, run / "eval" / "curves.csv")
+    write_curves_csv(shifted + points, evaluation / "curves.csv")
     row = {"metric": "error", "shift": "none", "k": 3, "reference": "model", "n_prompts": 64}
     write_differences_csv(
         [
@@ -112,13 +113,14 @@ def shifted_run(evaluated_run, tmp_path) -> Path:
                 **{**row, "shift": SHIFT}, learner="averaging", mean=0.1, ci_low=-0.1, ci_high=0.3
             ),
         ],
-        run / "eval" / "differences.csv",
+        evaluation / "differences.csv",
     )
     return run
 
 
 def shifts_of(run: Path) -> list[str]:
-    return list(dict.fromkeys(p.shift for p in read_curves_csv(run / "eval" / "curves.csv")))
+    points = read_curves_csv(latest_evaluation(run) / "curves.csv")
+    return list(dict.fromkeys(p.shift for p in points))
 
 
 def test_report_embeds_every_figure_as_a_png_and_references_nothing_external(evaluated_run):
@@ -151,7 +153,9 @@ def test_report_shows_the_config_the_checkpoints_and_the_learners_at_the_reporte
     assert all(float(row[2][0]) > 0 for row in checkpoints[1:])
 
     points = [
-        p for p in read_curves_csv(evaluated_run / "eval" / "curves.csv") if p.shift == "none"
+        p
+        for p in read_curves_csv(latest_evaluation(evaluated_run) / "curves.csv")
+        if p.shift == "none"
     ]
     ks = reported_ks(points, n_dims=3)
     learners = page.tables_with_header("learner")[0]
@@ -184,9 +188,10 @@ def test_paired_differences_flag_only_intervals_that_exclude_zero(shifted_run):
 def test_strings_from_the_run_are_escaped(evaluated_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(evaluated_run, run)
-    points = read_curves_csv(run / "eval" / "curves.csv")
+    evaluation = latest_evaluation(run)
+    points = read_curves_csv(evaluation / "curves.csv")
     hostile = '<img src="x" onerror="alert(1)">'
-    write_curves_csv([replace(p, learner=hostile) for p in points], run / "eval" / "curves.csv")
+    write_curves_csv([replace(p, learner=hostile) for p in points], evaluation / "curves.csv")
     text = write_report(run).read_text()
     assert hostile not in text
     assert html.escape(hostile) in text

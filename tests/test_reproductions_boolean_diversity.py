@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import latest_evaluation
 from iclab.reproductions import reproduce
 from iclab.reproductions import task_diversity as diversity
 from reproduction_checks import recorded_verdict, smoke_runs
@@ -37,7 +38,7 @@ def test_boolean_evaluates_both_families_against_their_yardsticks(smoke):
     low, high = numbers["conjunction_gap_ci_low"], numbers["conjunction_gap_ci_high"]
     assert low <= numbers["conjunction_gap"] <= high
     for family in ("conjunction", "sparse_parity"):
-        assert (smoke / "boolean" / family / "eval" / "differences.csv").exists()
+        assert (latest_evaluation(smoke / "boolean" / family) / "differences.csv").exists()
 
 
 def test_task_diversity_evaluates_each_pool_on_unseen_tasks(smoke):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.config import ConfigError
 from iclab.run import RunDir, catalog, train_run
@@ -46,7 +46,7 @@ def model_headline(run_dir):
     """The model's mean at the largest k on the training distribution, read from curves.csv."""
     rows = [
         row
-        for row in read_csv(run_dir / "eval" / "curves.csv")
+        for row in read_csv(latest_evaluation(run_dir) / "curves.csv")
         if row["learner"] == "model" and row["shift"] == "none"
     ]
     return float(max(rows, key=lambda row: int(row["k"]))["mean"])
@@ -91,7 +91,7 @@ def test_grid_sweep_trains_every_trial_as_a_normal_run(grid_sweep):
     for row in result.rows:
         run = RunDir(result.directory / row.trial)
         assert run.read_info()["status"] == "completed"
-        assert (run.eval_dir / "curves.csv").exists()
+        assert run.latest_evaluation() is not None
         config = run.load_config()
         assert config.name == row.trial
         assert (config.train.lr, config.model.d_model) == (

@@ -241,7 +241,12 @@ def eval_command(
         config = with_eval_overrides(RunDir(run).load_config(), changes, f"iclab eval {run}")
         report_skipped_shifts(config)
         evaluation = evaluate_run(run, changes, show_progress=progress)
-        show([*evaluation_tables(evaluation, config), evaluation_files(run, evaluation)])
+        show(
+            [
+                *evaluation_tables(evaluation, config),
+                evaluation_files(evaluation.directory, evaluation),
+            ]
+        )
         return
     if task is None:
         raise ConfigError("give a RUN directory, or --task NAME to evaluate algorithms alone")
@@ -253,8 +258,9 @@ def eval_command(
     if out is None:
         console.print("nothing written: give --out DIR to keep the tables and plots")
         return
-    write_evaluation(evaluation, config, RunDir(out))
-    console.print(f"tables and plots: {escape(str(out / 'eval'))}, {escape(str(out / 'plots'))}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_evaluation(evaluation, config, out)
+    console.print(f"tables and figures: {escape(str(out))}", highlight=False)
 
 
 def report_skipped_shifts(config: Any) -> None:
@@ -475,7 +481,9 @@ def quickstart(
     config = load_config("quickstart", overrides or [])
     train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
     evaluation = evaluate_run(out, show_progress=progress)
-    show([*evaluation_tables(evaluation, config), evaluation_files(out, evaluation)])
+    show(
+        [*evaluation_tables(evaluation, config), evaluation_files(evaluation.directory, evaluation)]
+    )
     console.print(f"  report: [bold]{escape(str(write_report(out)))}[/]", soft_wrap=True)
 
 
@@ -581,7 +589,7 @@ def runs_show(
 ) -> None:
     """Everything the index knows about one run, its config, and where its results are."""
     from iclab.report.console import run_details
-    from iclab.run import catalog
+    from iclab.run import RunDir, catalog
 
     entry = catalog.get_run(root, name)
     console.print(run_details(entry))
@@ -589,9 +597,7 @@ def runs_show(
     console.print(f"\n[bold]config[/] ({escape(str(config_path))})")
     console.print(config_path.read_text(), markup=False, highlight=False, soft_wrap=True)
     results = [
-        entry.path / "eval" / "settings.yaml",
-        entry.path / "eval" / "curves.csv",
-        entry.path / "eval" / "differences.csv",
+        *RunDir(entry.path).evaluations(),
         *sorted((entry.path / "plots").glob("*.png")),
         entry.path / "report.html",
     ]

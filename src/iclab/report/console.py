@@ -62,13 +62,12 @@ def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Table]:
     return tables
 
 
-def evaluation_files(run: Path, evaluation: Evaluation) -> Text:
-    """Where an evaluation of a run was written."""
+def evaluation_files(directory: Path, evaluation: Evaluation) -> Text:
+    """Where an evaluation was written."""
     shifts = len({p.shift for p in evaluation.curves})
     return plain(
-        f"\nrun directory: {run}\n"
-        f"  tables: {run / 'eval' / 'curves.csv'}, {run / 'eval' / 'differences.csv'}\n"
-        f"  plots:  {run / 'plots' / 'curves.png'}"
+        f"\nevaluation: {directory}\n"
+        f"  settings.yaml, curves.csv, differences.csv, curves.png"
         + (f" and {shifts - 1} curves-SHIFT.png" if shifts > 1 else "")
     )
 

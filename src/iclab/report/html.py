@@ -25,6 +25,7 @@ from iclab.evaluation.curves import CurvePoint, PairedDifference, reported_ks
 from iclab.kinds import Kind, Metric, kind_of
 from iclab.report.pivot import TRAINING_SHIFT, by_shift, excludes_zero, pivot
 from iclab.report.plots import curves_figure, png_bytes, training_figure
+from iclab.report.summary import result_sentence
 
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -56,8 +57,11 @@ pre { background: var(--panel); border: 1px solid var(--line); border-radius: 6p
   padding: 12px 16px; overflow-x: auto; margin: 8px 0 0; }
 details summary { cursor: pointer; color: var(--accent); }
 pre.config { column-width: 15em; column-gap: 24px; column-rule: 1px solid var(--line); }
-.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr));
-  gap: 16px; }
+.figures { display: grid; grid-template-columns: 1fr; gap: 16px; }
+.figures figure { max-width: 1100px; }
+p.result { font-size: 17px; margin: 0 0 14px; padding: 10px 14px; border-left: 4px solid
+  var(--accent); background: var(--panel); }
+details { margin: 12px 0; }
 figure { margin: 0; border: 1px solid var(--line); border-radius: 6px; padding: 8px;
   background: #fff; }
 figure img { display: block; width: 100%; height: auto; }
@@ -98,6 +102,17 @@ class CheckpointRecord:
 
 
 @dataclass(frozen=True)
+class EvaluationRecord:
+    """One kept evaluation: its name (``003``), what it used (``settings.yaml``; None for one
+    written before evaluations were kept apart) and its tables."""
+
+    name: str
+    settings: dict[str, Any] | None
+    curves: list[CurvePoint]
+    differences: list[PairedDifference]
+
+
+@dataclass(frozen=True)
 class RunReport:
     """Everything a run's report shows, read from its directory by the run layer
     (``iclab.run.report``); the renderer reads no files."""
@@ -107,9 +122,7 @@ class RunReport:
     config_text: str
     info: dict[str, Any]
     metrics: list[dict[str, Any]]
-    curves: list[CurvePoint]
-    differences: list[PairedDifference]
-    eval_settings: dict[str, Any] | None
+    evaluations: list[EvaluationRecord]  # oldest first
     probes: list[ProbeRecord]
     checkpoints: list[CheckpointRecord]
     created: float  # seconds since the epoch
@@ -118,18 +131,15 @@ class RunReport:
 
 def render_report(report: RunReport) -> str:
     """The page as text; a run not yet trained or evaluated gets sections that say so."""
-    config, info, points = report.config, report.info, report.curves
+    config = report.config
     kind = kind_of(config.task.build().kind)
-    ks = {shift: reported_ks(rows, config.task.n_dims) for shift, rows in by_shift(points).items()}
-    n_points = (report.eval_settings or {}).get("eval", {}).get("n_points")
     body = "\n".join(
         [
             header_section(report, kind),
             config_section(report),
-            environment_section(info),
+            environment_section(report.info),
             training_section(report),
-            evaluation_section(points, ks, config, kind, n_points or config.task.n_points),
-            differences_section(report.differences, ks, kind.metric, evaluated=bool(points)),
+            evaluations_section(report.evaluations, config, kind),
             probes_section(report.probes),
             checkpoints_section(report.checkpoints),
             f'<footer class="note">Written by iclab {escape(__version__)} on '
@@ -163,11 +173,16 @@ def header_section(report: RunReport, kind: Kind) -> str:
         "created": timestamp(report.created),
         "updated": timestamp(report.updated),
     }
+    latest = report.evaluations[-1] if report.evaluations else None
+    sentence = None
+    if latest is not None:
+        sentence = result_sentence(latest.curves, latest.differences, task.n_dims, kind.metric)
+    result = f'<p class="result">{escape(sentence)}</p>\n' if sentence else ""
     return (
         f'<header>\n<h1>{escape(config.name)}<span class="status {escape(status)}">'
         f"{escape(status)}</span></h1>\n"
         f'<p class="subtitle">iclab run report for <code>{escape(str(report.path))}</code></p>\n'
-        f"{fact_list(facts)}\n</header>"
+        f"{result}{fact_list(facts)}\n</header>"
     )
 
 
@@ -209,22 +224,50 @@ def training_section(report: RunReport) -> str:
     return section("Training", f'<div class="figures">{image(figure, "training loss")}</div>{note}')
 
 
-def evaluation_section(
-    points: Sequence[CurvePoint],
-    ks: dict[str, list[int]],
-    config: RunConfig,
-    kind: Kind,
-    n_points: int,
+def evaluations_section(
+    evaluations: Sequence[EvaluationRecord], config: RunConfig, kind: Kind
 ) -> str:
-    if not points:
+    """The newest evaluation in full, the earlier ones folded, each with its settings."""
+    if not evaluations:
         return section(
             "Evaluation",
             empty(
-                "Not evaluated: no eval/curves.csv. Run <code>iclab eval RUN</code> to measure "
-                "the model and its yardstick algorithms."
+                "Not evaluated yet. Run <code>iclab eval RUN</code> to measure the model and its "
+                "yardstick algorithms."
             ),
         )
-    groups, metric = by_shift(points), kind.metric
+    *earlier, latest = evaluations
+    parts = [evaluation_block(latest, config, kind)]
+    for record in reversed(earlier):
+        parts.append(
+            f"<details><summary>{escape(evaluation_title(record))}</summary>\n"
+            f"{evaluation_block(record, config, kind)}\n</details>"
+        )
+    note = (
+        f'<p class="note">{len(evaluations)} evaluation(s), newest first; each is kept in '
+        "<code>eval/NNN/</code> with its settings.</p>"
+    )
+    return section("Evaluation", "\n".join([note, *parts]))
+
+
+def evaluation_title(record: EvaluationRecord) -> str:
+    """``Evaluation 002: 2026-12-03, step 2500, --shift all``."""
+    settings = record.settings or {}
+    details = [str(settings.get("date", "")).split("T")[0]]
+    if "checkpoint_step" in settings:
+        details.append(f"step {settings['checkpoint_step']:,}")
+    details.append(", ".join(settings.get("overrides") or []) or "the run's eval settings")
+    return f"Evaluation {record.name}: " + ", ".join(part for part in details if part)
+
+
+def evaluation_block(record: EvaluationRecord, config: RunConfig, kind: Kind) -> str:
+    """One evaluation: its settings, a full-width figure and a table per shift, the paired
+    differences."""
+    points, metric = record.curves, kind.metric
+    used = (record.settings or {}).get("eval", {})
+    n_points = used.get("n_points") or config.task.n_points
+    groups = by_shift(points)
+    ks = {shift: reported_ks(rows, config.task.n_dims) for shift, rows in groups.items()}
     marker = kind.reference_k(config.task.n_dims)
     trained = config.task.n_points - 1 if n_points > config.task.n_points else None
     figures = "\n".join(
@@ -238,23 +281,35 @@ def evaluation_section(
         {shift: curve_table(rows, ks[shift]) for shift, rows in groups.items()}
     )
     n_prompts = max(point.n_prompts for point in points)
+    facts = {
+        "evaluation": record.name,
+        "prompts": f"{n_prompts:,}",
+        "examples per prompt": str(n_points),
+        "seed": str(used.get("seed", "–")),
+        "checkpoint step": str((record.settings or {}).get("checkpoint_step", "–")),
+        "overrides": ", ".join((record.settings or {}).get("overrides") or []) or "none",
+    }
     note = (
         f'<p class="note">{escape(metric.label)} after k in-context examples, mean ± half-width '
         f"of the 95% CI over up to {n_prompts:,} prompts; "
         f"{'higher' if metric.higher_is_better else 'lower'} is better.</p>"
     )
-    return section("Evaluation", f'<div class="figures">\n{figures}\n</div>\n{note}\n{tables}')
+    return "\n".join(
+        [
+            fact_list(facts),
+            f'<div class="figures">\n{figures}\n</div>',
+            note,
+            tables,
+            differences_block(record.differences, ks, metric),
+        ]
+    )
 
 
-def differences_section(
-    differences: Sequence[PairedDifference],
-    ks: dict[str, list[int]],
-    metric: Metric,
-    evaluated: bool,
+def differences_block(
+    differences: Sequence[PairedDifference], ks: dict[str, list[int]], metric: Metric
 ) -> str:
     if not differences:
-        reason = "eval/differences.csv is missing or empty" if evaluated else "not evaluated"
-        return section("Paired differences", empty(f"No paired differences: {reason}."))
+        return empty("No paired differences (no reference learner).")
     tables = tables_by_shift(
         {
             shift: difference_table(rows, ks.get(shift) or sorted({row.k for row in rows}), metric)
@@ -262,12 +317,12 @@ def differences_section(
         }
     )
     note = (
-        '<p class="note">learner − reference on the same prompts: mean [95% CI]. '
-        "Coloured cells (marked *) have a CI that excludes 0: "
+        '<h3>Paired differences</h3>\n<p class="note">learner − reference on the same prompts: '
+        "mean [95% CI]. Coloured cells (marked *) have a CI that excludes 0: "
         '<span class="better">green</span> where the learner is better, '
         '<span class="worse">red</span> where it is worse.</p>'
     )
-    return section("Paired differences", f"{note}\n{tables}")
+    return f"{note}\n{tables}"
 
 
 def probes_section(probes: Sequence[ProbeRecord]) -> str:

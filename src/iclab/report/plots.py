@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from iclab.evaluation.curves import CurvePoint
 from iclab.io import atomic_write_bytes
@@ -46,10 +47,11 @@ def curves_figure(
     marker_k: int | None = None,
     trained_k: int | None = None,
 ) -> plt.Figure:
-    """Metric vs number of in-context examples, one line per learner, shaded 95% CIs; a dotted
-    line at ``marker_k`` (e.g. k = d, where least squares becomes exact) and a dashed one at
-    ``trained_k``, the longest context seen in training, when the curve goes past it."""
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    """Metric vs number of in-context examples, one line per learner, shaded 95% CIs, the legend
+    beside the axes (never over the curves), integer k ticks; a labelled dotted line at
+    ``marker_k`` (k = d, where least squares becomes exact) and a dashed one at ``trained_k``,
+    the longest context seen in training, when the curve goes past it."""
+    figure, axes = plt.subplots(figsize=(9.0, 4.2))
     learners = list(dict.fromkeys(point.learner for point in points))
     for learner in learners:
         rows = sorted((p for p in points if p.learner == learner), key=lambda p: p.k)
@@ -59,15 +61,25 @@ def curves_figure(
         axes.fill_between(ks, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
     if marker_k is not None:
         axes.axvline(marker_k, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(
+            f"k = d = {marker_k}",
+            (marker_k, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="grey",
+        )
     if trained_k is not None:
         axes.axvline(trained_k, color="black", linestyle="--", linewidth=1, label="trained length")
     metric = points[0].metric if points else "error"
     axes.set_ylim(0, 1.25 if metric == "error" else 1.02)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("in-context examples k")
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(frameon=False)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     return figure
 
 

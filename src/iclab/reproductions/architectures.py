@@ -25,7 +25,7 @@ from iclab.reproductions.base import (
     Verdict,
     compared,
     curve,
-    evaluated,
+    evaluated_curves,
     late_average,
     register_reproduction,
     trained,
@@ -167,7 +167,7 @@ class RecallState(Reproduction):
                     model=model,
                 )
                 run = trained(config, out / f"{mixer}-pairs{pairs}", show_progress)
-                accuracy[mixer, pairs] = pooled(curve(evaluated(run), "model"))
+                accuracy[mixer, pairs] = pooled(curve(evaluated_curves(run), "model"))
                 d_model = run.read_info().get("d_model", config.model.d_model)
                 states[mixer, pairs] = state_size(config, d_model, n_points)
         fewest, most = min(setting.pairs), max(setting.pairs)

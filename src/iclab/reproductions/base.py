@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 import torch
+import yaml
 
 from iclab import __version__
 from iclab.config import RunConfig, load_config, merged
@@ -199,13 +200,21 @@ def newer_than_checkpoints(table: Path, runs: Iterable[RunDir]) -> bool:
     return table.exists() and table.stat().st_mtime >= max(checkpoints, default=0.0)
 
 
-def evaluated(run: RunDir) -> list[CurvePoint]:
-    """The run's curves: read back when eval/curves.csv is newer than its last checkpoint,
-    evaluated otherwise."""
-    table = run.eval_dir / "curves.csv"
-    if newer_than_checkpoints(table, [run]):
-        return read_curves_csv(table)
-    return evaluate_run(run.path).curves
+def evaluated(run: RunDir) -> Path:
+    """The directory of the run's newest evaluation with its config's own settings: read back
+    when it is newer than the run's last checkpoint, evaluated afresh otherwise."""
+    latest = run.latest_evaluation()
+    settings = None if latest is None else latest / "settings.yaml"
+    if settings is not None and settings.is_file() and newer_than_checkpoints(settings, [run]):
+        used = yaml.safe_load(settings.read_text()).get("eval")
+        if used == run.load_config().eval.model_dump(mode="json"):
+            return latest
+    return evaluate_run(run.path).directory
+
+
+def evaluated_curves(run: RunDir) -> list[CurvePoint]:
+    """The curves of ``evaluated(run)``."""
+    return read_curves_csv(evaluated(run) / "curves.csv")
 
 
 def compared(

@@ -20,10 +20,12 @@ from iclab.reproductions.base import (
     Verdict,
     curve,
     evaluated,
+    evaluated_curves,
     late_average,
     register_reproduction,
     trained,
 )
+from iclab.run import RunDir
 
 # cpu: both presets trained longer (conjunction 4x, parity 3x: the parity model gets more than
 # its preset's chance to learn); paper: the paper's sizes on a GPU (conjunctions: n = 28, 70
@@ -73,9 +75,10 @@ GF2_FLOOR = 0.95  # the yardstick must show that parities are learnable from the
 Half = Literal["holds", "fails", "unclear"]
 
 
-def differences(run_path: Path, learner: str) -> dict[int, PairedDifference]:
-    """``learner`` − the run's reference algorithm, by k, on the training distribution."""
-    rows = read_differences_csv(run_path / "eval" / "differences.csv")
+def differences(run: RunDir, learner: str) -> dict[int, PairedDifference]:
+    """``learner`` − the run's reference algorithm, by k, on the training distribution, from
+    its evaluation."""
+    rows = read_differences_csv(evaluated(run) / "differences.csv")
     return {d.k: d for d in rows if d.learner == learner and d.shift == "none"}
 
 
@@ -130,13 +133,13 @@ class Boolean(Reproduction):
         for family, setting in SETTINGS[scale].items():
             configs[family] = setting.config(name=f"boolean-{family}")
             runs[family] = trained(configs[family], out / family, show_progress)
-            points[family] = evaluated(runs[family])
+            points[family] = evaluated_curves(runs[family])
 
         conjunction_k = 2 * configs["conjunction"].task.n_dims
         # The differences are model − elimination (the run's reference, its first yardstick);
         # negated, elimination − model, with the interval's ends swapped.
         lag, lag_low, lag_high = late_average(
-            differences(runs["conjunction"].path, "model").values(), conjunction_k
+            differences(runs["conjunction"], "model").values(), conjunction_k
         )
         parity_k = (3 * configs["sparse_parity"].task.n_dims) // 2
         parity_points = points["sparse_parity"]

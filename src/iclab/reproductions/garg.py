@@ -17,7 +17,7 @@ from iclab.reproductions.base import (
     Scale,
     Verdict,
     curve,
-    evaluated,
+    evaluated_curves,
     register_reproduction,
     trained,
 )
@@ -70,7 +70,7 @@ class GargLinear(Reproduction):
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         config = run_config(scale)
         run = trained(config, out / "run", show_progress)
-        points = evaluated(run)
+        points = evaluated_curves(run)
         d = config.task.n_dims
         model, least_squares = curve(points, "model"), curve(points, "least_squares")
         baselines = [curve(points, name) for name in BASELINES]

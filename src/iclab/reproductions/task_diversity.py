@@ -25,7 +25,7 @@ from iclab.reproductions.base import (
     Scale,
     Verdict,
     compared,
-    evaluated,
+    evaluated_curves,
     late_average,
     recorded,
     register_reproduction,
@@ -164,7 +164,7 @@ class TaskDiversity(Reproduction):
             label = pool_label(pool_size)
             config = run_config(scale, pool_size)
             run = trained(config, out / f"M{label}", show_progress)
-            seen[pool_size] = evaluated(run)
+            seen[pool_size] = evaluated_curves(run)
             # The model, dMMSE (its own pool) and ridge on prompts whose w comes from the prior,
             # beside the run (only the run layer writes into a run directory).
             curves, differences = compared(

@@ -8,6 +8,7 @@ report, comparisons and the run index.
 
 from iclab.run.directory import RunDir, environment
 from iclab.run.evaluation import (
+    RunEvaluation,
     evaluate_config,
     evaluate_run,
     evaluation_points,
@@ -20,6 +21,7 @@ from iclab.run.training import train_run
 
 __all__ = [
     "RunDir",
+    "RunEvaluation",
     "environment",
     "evaluate_config",
     "evaluate_run",

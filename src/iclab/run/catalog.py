@@ -38,7 +38,9 @@ __all__ = ["INDEX_NAME", "RunEntry", "get_run", "list_runs", "rebuild", "sync"]
 
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = 1  # PRAGMA user_version; bump it when the table changes (old indexes are rebuilt)
-SOURCES = ("config.yaml", "run.json", "metrics.jsonl", "eval/curves.csv")  # what an entry reads
+# What an entry reads; a new evaluation renames its directory into eval/, which changes eval's
+# own time, and so does a legacy eval/curves.csv rewritten in place.
+SOURCES = ("config.yaml", "run.json", "metrics.jsonl", "eval")
 METRICS_TAIL_BYTES = 64 * 1024
 READ_ERRORS = (ConfigError, yaml.YAMLError, OSError, ValueError, KeyError, TypeError)
 
@@ -272,7 +274,11 @@ def _read_run(run: RunDir) -> dict[str, Any]:
         steps = info["steps"]
     else:  # while training, run.json still holds the steps of an earlier, resumed-from run
         steps = _reading("metrics.jsonl", lambda: _last_logged_step(run.metrics_path))
-    headline, metric = _reading("eval/curves.csv", lambda: headline_of(run.eval_dir / "curves.csv"))
+    latest = run.latest_evaluation()
+    headline, metric = (None, None)
+    if latest is not None:
+        label = f"{latest.relative_to(run.path).as_posix()}/curves.csv"
+        headline, metric = _reading(label, lambda: headline_of(latest / "curves.csv"))
     tokens = TASKS.get(config.task.name).kind == "tokens"  # no input dimension to show
     created = {}
     if isinstance(info.get("created"), str):  # when training first started (file times move)

@@ -17,10 +17,10 @@ from iclab.run.evaluation import plot_name
 def read_evaluated(path: Path, runs: Sequence[Path]) -> EvaluatedRun:
     run = RunDir(path)
     config = run.load_config()
-    table = run.eval_dir / "curves.csv"
-    if not table.exists():
+    latest = run.latest_evaluation()
+    if latest is None:
         raise RunNotFoundError(f"{path} has not been evaluated: run `iclab eval {path}` first")
-    return EvaluatedRun(unique_label(path, runs), config, read_curves_csv(table))
+    return EvaluatedRun(unique_label(path, runs), config, read_curves_csv(latest / "curves.csv"))
 
 
 def write_comparison(

@@ -6,8 +6,10 @@ runs/<name>/
   run.json        status, config hash, versions, parameter count, timings
   metrics.jsonl   one JSON object per logged training step
   checkpoints/    step-000500/{model.safetensors, optimizer.safetensors, meta.json}
-  eval/           settings.yaml (what the last evaluation used), curves.csv, differences.csv
-  plots/          curves.png (one per shift), loss.png
+  eval/001/, ...  one directory per evaluation, all kept: settings.yaml (what it used: the eval
+                  section, overrides, checkpoint step, date), curves.csv, differences.csv,
+                  curves.png and curves-SHIFT.png
+  plots/          loss.png
   probes/         <probe spec>/: summary.json, tables, figures
   report.html     the whole run on one page
   tb/             TensorBoard event files
@@ -72,10 +74,6 @@ class RunDir:
         return self.path / "eval"
 
     @property
-    def eval_settings_path(self) -> Path:
-        return self.eval_dir / "settings.yaml"
-
-    @property
     def plots_dir(self) -> Path:
         return self.path / "plots"
 
@@ -90,6 +88,24 @@ class RunDir:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / "tb"
+
+    def evaluations(self) -> list[Path]:
+        """Every kept evaluation, oldest first (``eval/001``, ``eval/002``, ...; ``eval/`` itself
+        first for a run evaluated before evaluations were kept apart)."""
+        if not self.eval_dir.is_dir():
+            return []
+        kept = [
+            path
+            for path in self.eval_dir.iterdir()
+            if path.is_dir() and path.name.isdigit() and (path / "curves.csv").is_file()
+        ]
+        legacy = [self.eval_dir] if (self.eval_dir / "curves.csv").is_file() else []
+        return legacy + sorted(kept, key=lambda path: int(path.name))
+
+    def latest_evaluation(self) -> Path | None:
+        """The newest evaluation's directory: what commands show by default."""
+        found = self.evaluations()
+        return found[-1] if found else None
 
     def exists(self) -> bool:
         return self.config_path.exists()

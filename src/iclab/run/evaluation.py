@@ -1,14 +1,20 @@
 """Evaluate a trained run, or algorithms alone, and write the tables and plots.
 
-Evaluating never changes a run's training config: what an evaluation used (the run's ``eval``
-section with the overrides it was given, the checkpoint step, the date) is written to
-``eval/settings.yaml`` beside its tables.
+Every evaluation of a run is kept, in its own directory ``eval/NNN/``: what it used (the run's
+``eval`` section with the overrides it was given, the checkpoint step, the date) in
+``settings.yaml``, beside its tables and figures. Evaluating never changes the run's training
+config, and a later evaluation never overwrites an earlier one; the newest is what commands
+show by default.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +33,7 @@ from iclab.evaluation.curves import (
     write_differences_csv,
 )
 from iclab.evaluation.shifts import resolve_shifts
-from iclab.io import atomic_write_text
+from iclab.io import atomic_write_text, fsync_directory
 from iclab.kinds import kind_of
 from iclab.learner import InContextLearner
 from iclab.models import InContextModel
@@ -102,12 +108,20 @@ def evaluate_config(
     )
 
 
+@dataclass(frozen=True)
+class RunEvaluation(Evaluation):
+    """An evaluation of a run and the directory it was kept in (``RUN/eval/NNN``)."""
+
+    directory: Path | None = None
+
+
 def evaluate_run(
     run_dir: Path, overrides: Sequence[str] = (), show_progress: bool = False
-) -> Evaluation:
+) -> RunEvaluation:
     """The newest checkpoint's model and every configured algorithm on the same fresh prompts,
-    with ``eval.*`` overrides → eval/ (settings.yaml, curves.csv, differences.csv) and plots/.
-    Everything is checked (overrides, prompt length, checkpoint) before anything is written."""
+    with ``eval.*`` overrides → a new ``eval/NNN/`` (settings.yaml, curves.csv, differences.csv,
+    figures) and plots/loss.png. Everything is checked (overrides, prompt length, checkpoint)
+    before anything is written."""
     run = RunDir(Path(run_dir))
     config = with_eval_overrides(run.load_config(), overrides, source=f"iclab eval {run.path}")
     device = resolve_device(config.eval.device)
@@ -118,15 +132,43 @@ def evaluate_run(
     model = model.to(device).eval()
     model.streaming = config.eval.streaming
     evaluation = evaluate_config(config, [model], show_progress)
-    write_evaluation(evaluation, config, run)
     settings = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "checkpoint_step": checkpoint.step,
         "overrides": list(overrides),
         "eval": config.eval.model_dump(mode="json"),
     }
-    atomic_write_text(run.eval_settings_path, yaml.safe_dump(settings, sort_keys=False))
-    return evaluation
+    run.eval_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run.eval_dir, prefix=".staging-"))
+    try:
+        atomic_write_text(staging / "settings.yaml", yaml.safe_dump(settings, sort_keys=False))
+        write_evaluation(evaluation, config, staging)
+        kept = keep(staging, run.eval_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    metrics = run.read_metrics()
+    if metrics:
+        plot_training(metrics, run.plots_dir / "loss.png", f"{config.name}: training")
+    return RunEvaluation(evaluation.curves, evaluation.differences, kept)
+
+
+def keep(staging: Path, directory: Path) -> Path:
+    """Rename a finished evaluation into the next free ``directory/NNN`` (atomic: a reader sees
+    it whole or not at all; two evaluations at once take different numbers)."""
+    taken = [int(path.name) for path in directory.iterdir() if path.name.isdigit()]
+    number = max(taken, default=0) + 1
+    while True:
+        target = directory / f"{number:03d}"
+        try:
+            os.rename(staging, target)  # fails if another evaluation took the number first
+        except OSError:
+            if not target.exists():
+                raise
+            number += 1
+            continue
+        fsync_directory(directory)
+        return target
 
 
 def plot_name(shift: str) -> str:
@@ -136,28 +178,20 @@ def plot_name(shift: str) -> str:
     return "curves-" + re.sub(r"[^A-Za-z0-9._]+", "-", shift).strip("-") + ".png"
 
 
-def write_evaluation(evaluation: Evaluation, config: RunConfig, run: RunDir) -> None:
-    """``eval/curves.csv``, ``eval/differences.csv`` and a curve plot per shift (and
-    ``plots/loss.png`` for a trained run); plots of shifts no longer evaluated are removed."""
-    write_curves_csv(evaluation.curves, run.eval_dir / "curves.csv")
-    write_differences_csv(evaluation.differences, run.eval_dir / "differences.csv")
+def write_evaluation(evaluation: Evaluation, config: RunConfig, directory: Path) -> None:
+    """``curves.csv``, ``differences.csv`` and a curve figure per shift (``curves.png``,
+    ``curves-SHIFT.png``) in ``directory``."""
+    write_curves_csv(evaluation.curves, directory / "curves.csv")
+    write_differences_csv(evaluation.differences, directory / "differences.csv")
     task = config.task
     kind = kind_of(config.task.build().kind)
     by_shift: dict[str, list[CurvePoint]] = {}
     for point in evaluation.curves:
         by_shift.setdefault(point.shift, []).append(point)
-    for old in run.plots_dir.glob("curves-*.png"):
-        if old.name not in {plot_name(shift) for shift in by_shift}:
-            old.unlink()
     for shift, points in by_shift.items():
         marker = kind.reference_k(task.n_dims)
         title = f"{config.name}: {task.name}" + ("" if marker is None else f", d={task.n_dims}")
         if shift != "none":
             title += f"\nshift: {shift}"
         trained = task.n_points - 1 if evaluation_points(config) > task.n_points else None
-        plot_curves(
-            points, run.plots_dir / plot_name(shift), title, kind.metric.label, marker, trained
-        )
-    metrics = run.read_metrics()
-    if metrics:
-        plot_training(metrics, run.plots_dir / "loss.png", f"{config.name}: training")
+        plot_curves(points, directory / plot_name(shift), title, kind.metric.label, marker, trained)

@@ -10,7 +10,13 @@ import yaml
 
 from iclab.evaluation.curves import read_curves_csv, read_differences_csv
 from iclab.io import atomic_write_text
-from iclab.report.html import CheckpointRecord, ProbeRecord, RunReport, render_report
+from iclab.report.html import (
+    CheckpointRecord,
+    EvaluationRecord,
+    ProbeRecord,
+    RunReport,
+    render_report,
+)
 from iclab.run.directory import RunDir
 from iclab.training.checkpoint import META_FILE, MODEL_FILE, list_checkpoints
 
@@ -26,18 +32,13 @@ def read_report(run: RunDir) -> RunReport:
     """Everything the report shows, from the run directory."""
     config = run.load_config()
     info = run.read_info()
-    curves_path = run.eval_dir / "curves.csv"
-    differences_path = run.eval_dir / "differences.csv"
-    settings = run.eval_settings_path
     return RunReport(
         path=run.path,
         config=config,
         config_text=run.config_path.read_text(),
         info=info,
         metrics=run.read_metrics(),
-        curves=read_curves_csv(curves_path) if curves_path.exists() else [],
-        differences=read_differences_csv(differences_path) if differences_path.exists() else [],
-        eval_settings=yaml.safe_load(settings.read_text()) if settings.exists() else None,
+        evaluations=[read_evaluation(run, directory) for directory in run.evaluations()],
         probes=read_probes(run),
         checkpoints=[
             CheckpointRecord(
@@ -56,6 +57,19 @@ def read_report(run: RunDir) -> RunReport:
             else run.config_path.stat().st_mtime
         ),
         updated=newest_change(run),
+    )
+
+
+def read_evaluation(run: RunDir, directory: Path) -> EvaluationRecord:
+    """One kept evaluation: its settings (none for one written before they were kept), tables."""
+    settings, differences = directory / "settings.yaml", directory / "differences.csv"
+    return EvaluationRecord(
+        name=directory.relative_to(run.eval_dir).as_posix()
+        if directory != run.eval_dir
+        else "eval",
+        settings=yaml.safe_load(settings.read_text()) if settings.is_file() else None,
+        curves=read_curves_csv(directory / "curves.csv"),
+        differences=read_differences_csv(differences) if differences.is_file() else [],
     )
 
 

@@ -48,7 +48,7 @@ def run_trial(job: TrialJob) -> float:
         config = RunConfig.model_validate(job.config)
         train_run(config, run.path, resume=run.exists(), show_progress=False)
         trained = True
-    if job.metric == "headline" and (trained or not (run.eval_dir / "curves.csv").exists()):
+    if job.metric == "headline" and (trained or run.latest_evaluation() is None):
         evaluate_run(run.path)
     value = read_metric(run, job.metric)
     if value is None:
@@ -63,7 +63,8 @@ def read_metric(run: RunDir, metric: str) -> float | None:
     if metric == "loss":
         rows = run.read_metrics()
         return float(rows[-1]["loss"]) if rows else None
-    return headline_of(run.eval_dir / "curves.csv")[0]
+    latest = run.latest_evaluation()
+    return None if latest is None else headline_of(latest / "curves.csv")[0]
 
 
 def tune_trial(params: dict[str, int], jobs: Sequence[TrialJob]) -> None:

@@ -1,0 +1,50 @@
+"""The one-line answer an evaluation gives: the model against its reference yardstick at a
+telling prefix length, with the paired interval, in words."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from iclab.evaluation.curves import CurvePoint, PairedDifference
+from iclab.kinds import Metric
+from iclab.report.pivot import TRAINING_SHIFT, excludes_zero
+
+
+def telling_k(scored: Sequence[int], n_dims: int | None, metric: Metric) -> int:
+    """Where a result is quoted: k = 2d for regression (least squares is exact from d on, so 2d
+    separates learners that converge from those that do not), else the last k scored."""
+    if metric.name == "error" and n_dims is not None and 2 * n_dims in scored:
+        return 2 * n_dims
+    return max(scored)
+
+
+def result_sentence(
+    curves: Sequence[CurvePoint],
+    differences: Sequence[PairedDifference],
+    n_dims: int | None,
+    metric: Metric,
+) -> str | None:
+    """``At k=10 the model's error is 0.093; least_squares' is 0.000: model − least_squares =
+    +0.093 [+0.083, +0.103], least_squares is better.`` on the training distribution; None
+    before there is a first learner and a paired difference to quote."""
+    unshifted = [p for p in curves if p.shift == TRAINING_SHIFT]
+    pairs = [d for d in differences if d.shift == TRAINING_SHIFT]
+    if not unshifted or not pairs:
+        return None
+    learner, reference = unshifted[0].learner, pairs[0].reference
+    mine = {d.k: d for d in pairs if d.learner == learner}
+    if not mine:
+        return None
+    k = telling_k(sorted(mine), n_dims, metric)
+    means = {(p.learner, p.k): p.mean for p in unshifted}
+    difference = mine[k]
+    interval = f"{difference.mean:+.3f} [{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]"
+    if not excludes_zero(difference):
+        verdict = "no difference the prompts can tell"
+    else:
+        learner_better = (difference.mean > 0) == metric.higher_is_better
+        verdict = f"{learner if learner_better else reference} is better"
+    return (
+        f"At k={k} the {learner}'s {metric.name} is {means[learner, k]:.3f}; {reference}'s is "
+        f"{means[reference, k]:.3f}: {learner} − {reference} = {interval}, {verdict}."
+    )
