@@ -374,35 +374,84 @@ def reproduce(
 @app.command()
 @user_errors_exit_cleanly
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Evaluated run directories.")],
+    runs: Annotated[list[Path], typer.Argument(help="Trained run directories.")],
     out: Annotated[
         Path | None,
-        typer.Option(help="Directory for curves.csv and the figures (default runs/compare-A-B)."),
+        typer.Option(help="Directory for the tables and figures (default runs/compare-A-B)."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(help="The run every other model is compared with (default: the first)."),
+    ] = None,
+    k: Annotated[
+        str | None,
+        typer.Option(
+            "--k",
+            help="Prefix lengths to show, e.g. 2,5,10 (default: where the models differ most, "
+            "and d and 2d for regression).",
+        ),
     ] = None,
     algorithms: Annotated[
         str | None,
-        typer.Option(help="Algorithms to overlay, comma-separated (default: all evaluated)."),
+        typer.Option(help="Algorithms to evaluate beside the models (default: the first run's)."),
     ] = None,
+    n_prompts: Annotated[
+        int | None, typer.Option(min=2, help="Prompts to evaluate on (default: the first run's).")
+    ] = None,
+    progress: ProgressOption = True,
 ) -> None:
-    """Overlay the curves of several evaluated runs and their algorithms, one figure per
-    shift; the models are named after their runs."""
-    from iclab.evaluation.curves import reported_ks
+    """Compare trained runs: runs of one task are evaluated together on the very same prompts,
+    so each model's difference to the reference run comes with its own paired interval.
+
+    Prints parameters, steps and state size beside each model's curve, one line per pair ("A −
+    B at k=5: -0.120 [-0.150, -0.090], A better"), and warns about a model that is nowhere
+    better than a learner that ignores its context. Runs of different tasks are overlaid."""
     from iclab.kinds import kind_of
-    from iclab.report.compare import unique_label
-    from iclab.report.console import curve_table
-    from iclab.run import RunDir
-    from iclab.run.compare import write_comparison
+    from iclab.report.compare import default_ks, never_learned, pair_sentences, unique_label
+    from iclab.report.console import curve_table, runs_compared_table
+    from iclab.run.compare import compare_runs
 
     names = "-".join(unique_label(run, runs).replace("/", "_") for run in runs)
     out = out or Path("runs") / f"compare-{names}"
     specs = None if algorithms is None else split_specs(algorithms)
-    points = write_comparison(runs, out, specs)
-    task = RunDir(runs[0]).load_config().task
-    unshifted = [p for p in points if p.shift == "none"]
-    label = kind_of(task.build().kind).metric.label
-    console.print(curve_table(unshifted, reported_ks(unshifted, task.n_dims), label))
+    changes = [] if n_prompts is None else [f"eval.n_prompts={n_prompts}"]
+    comparison = compare_runs(runs, out, specs, reference, changes, show_progress=progress)
+    task = comparison.config.task
+    kind = kind_of(task.build().kind)
+    models = [run.label for run in comparison.runs]
+    curves = comparison.evaluation.curves
+    ks = parse_ks(k) if k is not None else default_ks(curves, models, task.n_dims)
+    unshifted = [p for p in curves if p.shift == "none"]
+    console.print(runs_compared_table(comparison))
+    console.print(curve_table(unshifted, ks, kind.metric.label))
+    for line in pair_sentences(comparison.evaluation.differences, models, ks, kind.metric):
+        console.print(line, highlight=False, soft_wrap=True)
+    chance = kind.chance(task.io())
+    for model in models:
+        if never_learned(curves, model, chance, kind.metric):
+            errors.print(
+                f"[yellow]warning:[/] {escape(model)} is nowhere better than a learner that "
+                f"ignores its context ({kind.metric.name} {chance:g}): it has not learned in "
+                "context",
+                highlight=False,
+                soft_wrap=True,
+            )
     figures = sorted(path.name for path in out.glob("curves*.png"))
-    console.print(f"\ncomparison: [bold]{out}[/] (curves.csv, {', '.join(figures)})")
+    console.print(
+        f"\ncomparison: {out} (curves.csv, differences.csv, {', '.join(figures)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = [int(part) for part in split_specs(text)]
+    except ValueError:
+        raise ConfigError(f"--k {text!r}: give prefix lengths such as 2,5,10") from None
+    if not ks or min(ks) < 0:
+        raise ConfigError(f"--k {text!r}: give prefix lengths such as 2,5,10")
+    return ks
 
 
 @app.command()

@@ -79,6 +79,11 @@ class Kind(ABC):
         """A prefix length marked in plots (k = d for regression), or None."""
         return None
 
+    def chance(self, io: TaskIO) -> float | None:
+        """The score of a learner that ignores its context (predicting 0; a uniform guess),
+        what a model that learned nothing in context scores; None where it is not a number."""
+        return None
+
     def check_tokens(self, tokens: str) -> None:
         if tokens not in self.codec_options:
             raise ConfigError(

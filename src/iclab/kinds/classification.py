@@ -54,3 +54,6 @@ class Classification(Kind):
 
     def scores(self, prediction: Tensor, episode: Episode, target_scale: float) -> Tensor:
         return (prediction.argmax(-1) == episode.targets).double()
+
+    def chance(self, io: TaskIO) -> float | None:
+        return 1.0 / io.n_classes  # a uniform guess

@@ -88,3 +88,6 @@ class Regression(Kind):
 
     def reference_k(self, n_dims: int | None) -> int | None:
         return n_dims  # least squares is exact from d noiseless examples on
+
+    def chance(self, io: TaskIO) -> float | None:
+        return 1.0  # predicting 0: squared error / E[y²] = 1

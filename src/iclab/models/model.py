@@ -95,6 +95,12 @@ class InContextModel(nn.Module):
     def n_params(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
 
+    def state_size(self, n_points: int) -> int:
+        """Floats every mixer carries per sequence after a prompt of ``n_points`` examples (the
+        KV cache of attention, the fixed state of recurrent mixers), summed over the layers."""
+        length = n_points * self.codec.tokens_per_example
+        return sum(block.mixer.state_size(length) for block in self.backbone.blocks)
+
 
 def build_model(
     config: ModelConfig, io: TaskIO, n_points: int, name: str = "model"

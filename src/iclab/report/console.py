@@ -331,3 +331,19 @@ def sweep_table(result: Any, keys: dict[str, str]) -> Table:
         metric = "-" if row.metric is None else f"{row.metric:.4g}"
         table.add_row(escape(row.trial), *cells, metric, styled_status(row.status))
     return table
+
+
+def runs_compared_table(comparison: Any) -> Table:
+    """The compared runs: parameters, training steps, state size at the evaluated length."""
+    table = Table(title="runs compared (state: floats per sequence, all layers)")
+    table.add_column("run", no_wrap=True)
+    for column in ("params", "steps", "state"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for run in comparison.runs:
+        table.add_row(
+            escape(run.label),
+            "-" if run.n_params is None else f"{run.n_params:,}",
+            "-" if run.steps is None else f"{run.steps:,}",
+            f"{run.state_size:,}",
+        )
+    return table
