@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"training"},
     {"report"},
     {"run"},
-    {"probes", "sweeps"},
+    {"probes", "sweeps", "predictor"},
     {"reproductions"},
     {"cli"},
     {"__main__"},

@@ -24,13 +24,15 @@ _EXPORTS = {
     "evaluate_run": "iclab.run",
     "load_trained_model": "iclab.run",
     "write_report": "iclab.run",
+    "load": "iclab.predictor",
+    "Predictor": "iclab.predictor",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted(__all__)
 
 
 def __getattr__(name: str) -> Any:

@@ -87,13 +87,6 @@ ThreadsOption = Annotated[
 ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
 
 
-def use_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 @app.command()
 @user_errors_exit_cleanly
 def train(
@@ -117,7 +110,6 @@ def train(
     from iclab.run import RunDir, train_run
     from iclab.training.distributed import leave_processes
 
-    use_threads(threads)
     if resume is not None:
         if config is not None:
             raise ConfigError("give either CONFIG or --resume RUN_DIR, not both")
@@ -131,7 +123,13 @@ def train(
         run_config = load_config(config, overrides or [])
         run_dir = out or Path("runs") / run_config.name
     try:
-        trainer = train_run(run_config, run_dir, resume=resume is not None, show_progress=progress)
+        trainer = train_run(
+            run_config,
+            run_dir,
+            resume=resume is not None,
+            show_progress=progress,
+            threads=threads,
+        )
     finally:
         leave_processes()  # under torchrun
     if trainer.processes.is_main:
@@ -365,7 +363,9 @@ def reproduce(
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     names = REPRODUCTIONS.names() if name == "all" else [REPRODUCTIONS.get(name).name]
-    use_threads(threads)
+    from iclab.devices import set_threads
+
+    set_threads(threads)
     verdicts = [run_reproduction(entry, out, scale, show_progress=progress) for entry in names]
     console.print(verdict_table(verdicts, scale))
     console.print(f"verdicts and figures: {out}/NAME/verdict.json, figure.png", soft_wrap=True)
@@ -526,9 +526,8 @@ def quickstart(
     from iclab.report.console import evaluation_files, evaluation_tables
     from iclab.run import RunDir, evaluate_run, train_run, write_report
 
-    use_threads(threads)
     config = load_config("quickstart", overrides or [])
-    train_run(config, out, resume=RunDir(out).exists(), show_progress=progress)
+    train_run(config, out, resume=RunDir(out).exists(), show_progress=progress, threads=threads)
     evaluation = evaluate_run(out, show_progress=progress)
     show(
         [*evaluation_tables(evaluation, config), evaluation_files(evaluation.directory, evaluation)]

@@ -1,4 +1,4 @@
-"""Which device a run trains or evaluates on."""
+"""Which device a run trains or evaluates on, and with how many CPU threads."""
 
 from __future__ import annotations
 
@@ -19,3 +19,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name != "cpu":
         raise ConfigError(f"device {name!r}: allowed auto, cpu, cuda")
     return torch.device(name)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process (None: leave torch's default, the core count)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)

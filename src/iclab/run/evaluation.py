@@ -23,7 +23,7 @@ import yaml
 
 from iclab.algorithms import build_algorithm
 from iclab.config import RunConfig, apply_overrides, build_config
-from iclab.devices import resolve_device
+from iclab.devices import resolve_device, set_threads
 from iclab.errors import ConfigError
 from iclab.evaluation.curves import (
     CurvePoint,
@@ -116,12 +116,16 @@ class RunEvaluation(Evaluation):
 
 
 def evaluate_run(
-    run_dir: Path, overrides: Sequence[str] = (), show_progress: bool = False
+    run_dir: Path,
+    overrides: Sequence[str] = (),
+    show_progress: bool = False,
+    threads: int | None = None,
 ) -> RunEvaluation:
     """The newest checkpoint's model and every configured algorithm on the same fresh prompts,
     with ``eval.*`` overrides → a new ``eval/NNN/`` (settings.yaml, curves.csv, differences.csv,
     figures) and plots/loss.png. Everything is checked (overrides, prompt length, checkpoint)
-    before anything is written."""
+    before anything is written. ``threads`` sets torch's CPU threads for the process."""
+    set_threads(threads)
     run = RunDir(Path(run_dir))
     config = with_eval_overrides(run.load_config(), overrides, source=f"iclab eval {run.path}")
     device = resolve_device(config.eval.device)

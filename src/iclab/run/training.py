@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from iclab.config import RunConfig, TrainConfig
+from iclab.devices import set_threads
 from iclab.errors import RunExistsError
 from iclab.run.directory import RunDir
 from iclab.run.log import StepCallback, TrainingLog
@@ -37,6 +38,7 @@ def train_run(
     show_progress: bool = True,
     console: Console | None = None,
     on_step: StepCallback | None = None,
+    threads: int | None = None,
 ) -> Trainer:
     """Train a new run in ``run_dir`` or, with ``resume``, continue the one that is there from
     its newest valid checkpoint (with ``config``, which may differ from the run's in what the
@@ -44,8 +46,10 @@ def train_run(
 
     Nothing is written before the config has built a model and any checkpoint has loaded into
     it, so a config that does not fit the run leaves the directory as it was. Under torchrun
-    every process calls this; only rank 0 writes.
+    every process calls this; only rank 0 writes. ``threads`` sets torch's CPU threads (for
+    the whole process; 1 suits several trainings sharing a few cores).
     """
+    set_threads(threads)
     processes = join_processes()
     run = RunDir(Path(run_dir))
     console = console or Console(stderr=True)
