@@ -68,8 +68,9 @@ def show_warnings_briefly() -> None:
 
 
 def show(renderables: Iterable[RenderableType]) -> None:
+    """Print what ``report.console`` rendered, wrapped to the terminal (indents kept)."""
     for renderable in renderables:
-        console.print(renderable, highlight=False, soft_wrap=True)
+        console.print(renderable, highlight=False)
 
 
 OverrideOption = Annotated[

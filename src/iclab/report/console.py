@@ -10,8 +10,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -36,6 +38,11 @@ STATUS_STYLES = {
 def plain(text: str) -> Text:
     """Text printed as it is (no markup, no highlighting)."""
     return Text(text)
+
+
+def indented(text: str) -> Padding:
+    """A detail line of a listing: indented by four, and wrapped under that indent."""
+    return Padding(Text(text), (0, 0, 0, 4), expand=False)
 
 
 def first_line(text: str | None) -> str:
@@ -72,9 +79,20 @@ def evaluation_files(directory: Path, evaluation: Evaluation) -> Text:
     )
 
 
+HEAVY_TAIL = 10.0  # |mean| past which a cell is marked: a few prompts dominate it
+HEAVY_TAIL_NOTE = (
+    "†: a heavy-tailed mean that a few prompts dominate (least squares near k = d inverts a "
+    "nearly singular matrix); the interval is wide for that reason"
+)
+
+
 def with_interval(row: CurvePoint | PairedDifference, signed: bool = False) -> str:
+    """``0.093±0.010``; a heavy-tailed mean compactly with a †: ``-1368±1750†``."""
     sign = "+" if signed else ""
-    return f"{row.mean:{sign}.3f}±{row.mean - row.ci_low:.3f}"
+    half = row.mean - row.ci_low
+    if abs(row.mean) >= HEAVY_TAIL:
+        return f"{row.mean:{sign}.4g}±{half:.4g}†"
+    return f"{row.mean:{sign}.3f}±{half:.3f}"
 
 
 def compact(value: float) -> str:
@@ -84,9 +102,17 @@ def compact(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 100 else f"{value:.3g}"
 
 
+def heavy_tailed(rows: Iterable[CurvePoint | PairedDifference]) -> bool:
+    return any(abs(row.mean) >= HEAVY_TAIL for row in rows)
+
+
 def curve_table(points: Sequence[CurvePoint], ks: Sequence[int], label: str) -> Table:
     """One row per learner: its metric at each of ``ks`` with the 95% interval."""
-    table = Table(title=f"{escape(label)} after k in-context examples, ± 95% CI")
+    shown = [p for p in points if p.k in ks]
+    table = Table(
+        title=f"{escape(label)} after k in-context examples, ± 95% CI",
+        caption=HEAVY_TAIL_NOTE if heavy_tailed(shown) else None,
+    )
     table.add_column("learner", no_wrap=True)
     for k in ks:
         table.add_column(f"k={k}", justify="right")
@@ -95,19 +121,39 @@ def curve_table(points: Sequence[CurvePoint], ks: Sequence[int], label: str) -> 
     return table
 
 
+def broken(name: str, width: int = 9) -> str:
+    """A long name on two lines, broken after the underscore nearest its middle, so that a
+    header never splits inside a word: ``least_squares`` → ``least_`` / ``squares``."""
+    cuts = [i + 1 for i, char in enumerate(name) if char == "_"]
+    if len(name) <= width or not cuts:
+        return name
+    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
+    return f"{name[:cut]}\n{name[cut:]}"
+
+
+def shift_label(shift: str, scored_k: int | None = None) -> str:
+    """A shift on up to three lines: its name, its options, the k it is read at when not the
+    table's (``scale_inputs`` / ``(factor=0.5)``)."""
+    name, parenthesis, options = shift.partition("(")
+    lines = [name, parenthesis + options] if parenthesis else [name]
+    if scored_k is not None:
+        lines.append(f"k={scored_k}")
+    return "\n".join(line for line in lines if line)
+
+
 def shift_table(points: Sequence[CurvePoint], shifts: Sequence[str], k: int) -> Table:
     """One row per shift: every learner's mean at ``k`` (or the last k the shift scores); the
-    intervals are in eval/curves.csv and the report."""
+    intervals are in eval/NNN/curves.csv and the report."""
     learners = list(pivot(points))
     table = Table(title=f"mean under each shift at k={k}")
     table.add_column("shift", no_wrap=True)
     for learner in learners:
-        table.add_column(escape(learner), justify="right", overflow="fold")
+        table.add_column(escape(broken(learner)), justify="right", no_wrap=True)
     for shift in shifts:
         rows = [p for p in points if p.shift == shift]
         shown = last_k_up_to(rows, k)
         cells = {p.learner: compact(p.mean) for p in rows if p.k == shown}
-        label = shift if shown == k else f"{shift} k={shown}"
+        label = shift_label(shift, None if shown == k else shown)
         table.add_row(escape(label), *(cells.get(learner, "-") for learner in learners))
     return table
 
@@ -115,26 +161,32 @@ def shift_table(points: Sequence[CurvePoint], shifts: Sequence[str], k: int) -> 
 def difference_table(
     differences: Sequence[PairedDifference], shifts: Sequence[str], ks: Sequence[int]
 ) -> Table:
-    """The first learner minus the reference, prompt by prompt, per shift at the reported k
-    (k=1 left out when there are four, to fit 80 columns)."""
+    """The first learner minus the reference, prompt by prompt, per shift at the reported k;
+    each cell the mean (starred when its 95% interval excludes 0) over its half-width, so four
+    k fit 80 columns."""
     learner, reference = differences[0].learner, differences[0].reference
-    ks = ks[1:] if len(ks) > 3 else ks
     title = f"{learner} − {reference} on the same prompts, ± 95% CI (*: excludes 0)"
-    table = Table(title=escape(title))
+    mine = [d for d in differences if d.learner == learner]
+    table = Table(title=escape(title), caption=HEAVY_TAIL_NOTE if heavy_tailed(mine) else None)
     table.add_column("shift", no_wrap=True)
     for k in ks:
-        table.add_column(f"k={k}", justify="right")
+        table.add_column(f"k={k}", justify="right", no_wrap=True)
     for shift in shifts:
-        pair = [d for d in differences if d.shift == shift and d.learner == learner]
+        pair = [d for d in mine if d.shift == shift]
         if not pair:
             continue
         by_k = next(iter(pivot(pair).values()))
-        cells = [
-            with_interval(by_k[k], signed=True) + "*" * excludes_zero(by_k[k]) if k in by_k else "-"
-            for k in ks
-        ]
-        table.add_row(escape(shift), *cells)
+        table.add_row(escape(shift_label(shift)), *(difference_cell(by_k.get(k)) for k in ks))
     return table
+
+
+def difference_cell(row: PairedDifference | None) -> str:
+    """``+0.093*`` over ``±0.010``; ``-`` where the shift does not score that k."""
+    if row is None:
+        return "-"
+    mean, _, half = with_interval(row, signed=True).partition("±")
+    marks = "*" * excludes_zero(row) + ("†" if half.endswith("†") else "")
+    return f"{mean}{marks}\n±{half.removesuffix('†')}"
 
 
 def probe_table(spec: str, run: Path, summary: dict[str, Any]) -> Table:
@@ -162,12 +214,12 @@ def verdict_table(verdicts: Sequence[Any], scale: str) -> Table:
 # --- listings -------------------------------------------------------------------------------
 
 
-def option_lines(options: type) -> list[Text]:
+def option_lines(options: type) -> list[Padding]:
     """``    name=default: description`` for every field of an ``Options`` class."""
     lines = []
     for field, info in options.model_fields.items():
         doc = f": {info.description}" if info.description else ""
-        lines.append(plain(f"    {field}={info.default!r}{doc}"))
+        lines.append(indented(f"{field}={info.default!r}{doc}"))
     return lines
 
 
@@ -180,9 +232,9 @@ def task_listing() -> list[RenderableType]:
     for name, family in TASKS:
         sizes = kind_of(family.kind).describe_sizes(family.default_n_dims, family.default_n_points)
         lines.append(f"[bold]{name}[/] ({family.kind}): {escape(first_line(family.__doc__))}")
-        lines += [plain(f"    paper: {family.paper}"), plain(f"    defaults: {sizes}")]
+        lines += [indented(f"paper: {family.paper}"), indented(f"defaults: {sizes}")]
         lines += option_lines(family.Options)
-        lines.append(plain(f"    yardsticks: {', '.join(family.yardsticks) or '-'}\n"))
+        lines += [indented(f"yardsticks: {', '.join(family.yardsticks) or '-'}"), ""]
     return lines
 
 
@@ -206,9 +258,9 @@ def mixer_listing(model_fields: dict[str, Any]) -> list[RenderableType]:
         sizes = ", ".join(f"t={t}: {mixer.state_size(t):,}" for t in lengths)
         lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
         lines += [
-            plain(f"    paper: {cls.paper}"),
-            plain(f"    forms: {', '.join(cls.forms)}"),
-            plain(f"    state: {cls.state_formula} ({sizes})"),
+            indented(f"paper: {cls.paper}"),
+            indented(f"forms: {', '.join(cls.forms)}"),
+            indented(f"state: {cls.state_formula} ({sizes})"),
             *option_lines(cls.Options),
             "",
         ]
@@ -232,8 +284,8 @@ def algorithm_listing() -> list[RenderableType]:
     lines: list[RenderableType] = [title]
     for name, cls in ALGORITHMS:
         lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        lines.append(plain(f"    applies to: {describe_applies_to(cls)}"))
-        lines += option_lines(cls.Options) or [plain("    options: none")]
+        lines.append(indented(f"applies to: {describe_applies_to(cls)}"))
+        lines += option_lines(cls.Options) or [indented("options: none")]
         lines.append("")
     return lines
 
@@ -256,7 +308,7 @@ def probe_listing(probes: Registry) -> list[RenderableType]:
     ]
     for name, cls in probes:
         lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        lines += [plain(f"    paper: {cls.paper}"), *option_lines(cls.Options), ""]
+        lines += [indented(f"paper: {cls.paper}"), *option_lines(cls.Options), ""]
     return lines
 
 
@@ -264,7 +316,7 @@ def reproduction_listing(reproductions: Registry) -> list[RenderableType]:
     lines: list[RenderableType] = []
     for name, cls in reproductions:
         lines.append(f"[bold]{name}[/] ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale)")
-        lines.append(plain(f"    {cls.claim}\n"))
+        lines += [indented(cls.claim), ""]
     return lines
 
 
@@ -277,34 +329,50 @@ def styled_status(status: str) -> str:
 
 
 def runs_table(entries: Iterable[Any], root: Path) -> Table:
-    """One row per indexed run."""
+    """One row per indexed run; the task's size on a second line, so 80 columns hold it."""
     table = Table(
         title=f"runs in {escape(str(root))}",
-        caption="headline: the model's error (err) or accuracy (acc) at the largest k on the "
-        "training distribution",
+        caption="steps: trained (of the run's total when unfinished); headline: the model's error "
+        "(err) or accuracy (acc) at the largest k of its newest evaluation",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    table.add_column("name", no_wrap=True)
-    for column in ("task", "model"):
-        table.add_column(column, overflow="fold")
+    entries = list(entries)
+    longest_word = max((len(w) for e in entries for w in (e.model or "-").split()), default=1)
+    longest_name = max((len(entry.name) for entry in entries), default=4)
+    table.add_column("name", overflow="fold", min_width=min(longest_name, 10))
+    table.add_column("task", no_wrap=True)
+    table.add_column("model", min_width=longest_word)
     for column in ("params", "steps"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("headline", justify="right", no_wrap=True)
     for entry in entries:
+        sizes = entry.task_label.removeprefix(entry.task or "").strip()
+        task = broken(entry.task or "-", width=18)
         table.add_row(
             escape(entry.name),
-            escape(entry.task_label),
+            escape(f"{task}\n{sizes}" if sizes else task),
             escape(entry.model or "-"),
             "-" if entry.n_params is None else f"{entry.n_params:,}",
-            "-" if entry.total_steps is None else f"{entry.steps}/{entry.total_steps}",
+            steps_of(entry),
             styled_status(entry.status),
             "-" if entry.headline is None else f"{entry.headline:.3f} {entry.headline_metric[:3]}",
         )
     return table
 
 
+def steps_of(entry: Any) -> str:
+    """``2500`` for a run trained to its end, ``1200/2500`` for one on its way."""
+    if entry.total_steps is None or entry.steps == entry.total_steps:
+        return str(entry.steps)
+    return f"{entry.steps}/{entry.total_steps}"
+
+
 def run_details(entry: Any) -> Table:
-    """Everything the index knows about one run, a field per line."""
+    """Everything the index knows about one run, a field per line, numbers readable."""
     from dataclasses import asdict
     from datetime import datetime
 
@@ -314,6 +382,10 @@ def run_details(entry: Any) -> Table:
     for field, value in asdict(entry).items():
         if isinstance(value, datetime):
             value = value.strftime("%Y-%m-%d %H:%M:%S %Z")
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:,}"
         table.add_row(field, "-" if value is None else escape(str(value)))
     return table
 
