@@ -134,8 +134,8 @@ def train(
     finally:
         leave_processes()  # under torchrun
     if trainer.processes.is_main:
-        console.print(f"run directory: [bold]{escape(str(run_dir))}[/]")
-        console.print(f"next: iclab eval {escape(str(run_dir))}", highlight=False)
+        console.print(f"run directory: [bold]{escape(str(run_dir))}[/]", soft_wrap=True)
+        console.print(f"next: iclab eval {escape(str(run_dir))}", highlight=False, soft_wrap=True)
 
 
 def eval_overrides(

@@ -114,12 +114,13 @@ def progress(
     fields: Sequence[str] = (),
     completed: int = 0,
     transient: bool = False,
-    every: float = PLAIN_EVERY_SECONDS,
+    every: float | None = None,
 ) -> Iterator[Tracker]:
     """Track ``total`` steps of work: a bar in a terminal, plain lines in a log (the last one
     when the work ends, unless ``transient``); nothing at all unless ``enabled``. ``fields``
     name values the work reports (``tracker.update(loss="0.31")``), shown after the count."""
     console = console or Console(stderr=True)
+    every = PLAIN_EVERY_SECONDS if every is None else every
     if not enabled:
         yield Tracker(description, total, console, fields, every=float("inf"), progress=None)
         return

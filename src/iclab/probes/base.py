@@ -8,6 +8,7 @@ per table and one PNG per figure (``iclab.probes.run_probe``).
 
 from __future__ import annotations
 
+import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,14 @@ class Probe(ABC):
     ) -> ProbeResult:
         """Probe ``model`` (in eval mode) on fresh prompts of ``task`` with ``n_points`` examples
         drawn from ``generator`` (on the model's device)."""
+
+
+def explain(figure: Figure, words: str) -> Figure:
+    """``figure`` with ``words`` beneath it, wrapped to its width: what its keys and axes mean,
+    so a figure read alone (in a report, a paper draft) says what it shows."""
+    width = max(40, int(figure.get_figwidth() * 13))  # characters a line fits at 8 points
+    figure.text(0.01, -0.02, textwrap.fill(words, width), ha="left", va="top", fontsize=8)
+    return figure
 
 
 PROBES: Registry[type[Probe]] = Registry("probe")

@@ -23,7 +23,7 @@ from iclab.algorithms.linear import gradient_descent_weights, prefix_moments
 from iclab.episode import Episode
 from iclab.errors import ConfigError
 from iclab.models import InContextModel
-from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
+from iclab.probes.base import Probe, ProbeOptions, ProbeResult, explain, register_probe
 from iclab.tasks.base import Task
 
 # Step sizes tried when fitting η to several GD steps (von Oswald et al. fit η to the model).
@@ -216,4 +216,10 @@ def alignment_figure(rows: list[dict], summary_k: int, steps: int) -> Figure:
     cosine_axes.legend(fontsize=8)
     figure.suptitle(f"Alignment with {steps}-step gradient descent (η fitted per layer and k)")
     figure.tight_layout()
-    return figure
+    return explain(
+        figure,
+        "Left: cosine between how the prediction at k (read out at each layer) changes with "
+        f"the query and how {steps}-step GD's does (1: the same direction). Right: their squared "
+        "difference over E[y²] (0: the same predictions). The dotted line is the k of the "
+        "summary.",
+    )

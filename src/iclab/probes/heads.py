@@ -36,7 +36,7 @@ from torch import Tensor
 from iclab.episode import Episode
 from iclab.errors import ConfigError
 from iclab.models import InContextModel
-from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
+from iclab.probes.base import Probe, ProbeOptions, ProbeResult, explain, register_probe
 from iclab.tasks.base import Task
 
 PROMPTS_PER_PASS = 8  # attention maps are (B, H, T, T) per layer, twice: keep B small
@@ -270,6 +270,18 @@ def maps_figure(maps: Tensor, layer: int) -> Figure:
     return figure
 
 
+SCORE_MEANINGS = {
+    "previous_token": "Mean attention from each token to the one just before it (1: a head that "
+    "always looks one token back).",
+    "prefix_matching": "Mean attention from a token to the token after an earlier occurrence of "
+    "the same input (what an induction head attends to).",
+    "induction": "On a prompt repeated twice, mean attention from a token of the second copy to "
+    "the token after its first occurrence (1: a perfect induction head).",
+    "ngram": "Mean attention to the token after an earlier match of the last n − 1 tokens (an "
+    "n-gram head, Akyürek et al. 2024).",
+}
+
+
 def score_heatmap(scores: dict[tuple[int, str], Tensor], name: str) -> Figure:
     """A (layer × head) heatmap of one score, values written in the cells."""
     layers = sorted(layer for layer, score in scores if score == name)
@@ -284,6 +296,6 @@ def score_heatmap(scores: dict[tuple[int, str], Tensor], name: str) -> Figure:
     axis.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     axis.set_xlabel("head")
     axis.set_ylabel("layer")
-    axis.set_title(f"{name} score")
+    axis.set_title(f"{name.replace('_', ' ')} score")
     figure.colorbar(image, ax=axis)
-    return figure
+    return explain(figure, SCORE_MEANINGS.get(name.rstrip("0123456789"), ""))

@@ -28,7 +28,7 @@ from iclab.algorithms.linear import prefix_moments
 from iclab.episode import Episode
 from iclab.errors import ConfigError
 from iclab.models import InContextModel
-from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
+from iclab.probes.base import Probe, ProbeOptions, ProbeResult, explain, register_probe
 from iclab.seeding import generator_for
 from iclab.tasks.base import Task
 
@@ -248,4 +248,10 @@ def r2_figure(rows: list[dict], targets: list[str]) -> plt.Figure:
         axis.set_xticks(range(0, len(positions), every), [str(k) for k in positions[::every]])
         axis.set_yticks(range(len(layers)), [str(layer) for layer in layers])
     figure.colorbar(image, ax=axes[0].tolist(), shrink=0.9)
-    return figure
+    return explain(
+        figure,
+        "Held-out R² of a ridge probe from each layer's hidden state at x_k's token to a "
+        "quantity of the prompt's first k examples: w (the true weights), least_squares (their "
+        "estimate from the k examples) or xty (the moment Σ y_j x_j). 1: the layer holds it "
+        "linearly; 0: no better than its mean.",
+    )

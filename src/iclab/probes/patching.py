@@ -31,12 +31,13 @@ from contextlib import contextmanager
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pydantic import Field
 from torch import Tensor
 
 from iclab.episode import Episode
 from iclab.models import InContextModel
-from iclab.probes.base import Probe, ProbeOptions, ProbeResult, register_probe
+from iclab.probes.base import Probe, ProbeOptions, ProbeResult, explain, register_probe
 from iclab.tasks.base import Task
 
 POSITION_SETS = ("context", "query", "all")
@@ -207,5 +208,12 @@ def effect_figure(rows: list[dict], pairing: str) -> Figure:
     axis.set_xlabel("layer patched (0: embedding)")
     axis.set_ylabel("effect: share of the move from B's prediction to A's")
     axis.set_title(f"activation patching ({pairing})")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.legend(title="positions patched")
-    return figure
+    return explain(
+        figure,
+        "Prompt A's residual stream at one layer is pasted into prompt B's at the positions "
+        "named: context (every token before the query), query (the query token) or all. An "
+        "effect of 1 means B then predicts what A predicts (that layer and those positions carry "
+        "the answer), 0 that B's prediction does not move.",
+    )

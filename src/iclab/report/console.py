@@ -22,6 +22,7 @@ from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, re
 from iclab.kinds import kind_of
 from iclab.registry import Registry
 from iclab.report.pivot import TRAINING_SHIFT, excludes_zero, last_k_up_to, pivot
+from iclab.report.summary import result_sentence
 
 STATUS_STYLES = {
     "completed": "green",
@@ -54,7 +55,7 @@ def first_line(text: str | None) -> str:
 # --- evaluations ----------------------------------------------------------------------------
 
 
-def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Table]:
+def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[RenderableType]:
     """Every learner's metric at a few prefix lengths; under shifts, each shift at one k; the
     paired difference of the first learner to the reference."""
     metric = kind_of(config.task.build().kind).metric
@@ -66,6 +67,11 @@ def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Table]:
         tables.append(shift_table(evaluation.curves, shifts, ks[-2] if len(ks) > 1 else ks[-1]))
     if evaluation.differences:
         tables.append(difference_table(evaluation.differences, shifts, ks))
+    sentence = result_sentence(
+        evaluation.curves, evaluation.differences, config.task.n_dims, metric
+    )
+    if sentence is not None:
+        tables.append(plain(sentence))
     return tables
 
 

@@ -24,9 +24,9 @@ def result_sentence(
     n_dims: int | None,
     metric: Metric,
 ) -> str | None:
-    """``At k=10 the model's error is 0.093; least_squares' is 0.000: model − least_squares =
-    +0.093 [+0.083, +0.103], least_squares is better.`` on the training distribution; None
-    before there is a first learner and a paired difference to quote."""
+    """``At k=10 (error): model 0.093, least_squares 0.000; model − least_squares = +0.093
+    [+0.083, +0.103], least_squares is better.`` on the training distribution; None before
+    there is a first learner and a paired difference to quote."""
     unshifted = [p for p in curves if p.shift == TRAINING_SHIFT]
     pairs = [d for d in differences if d.shift == TRAINING_SHIFT]
     if not unshifted or not pairs:
@@ -45,6 +45,6 @@ def result_sentence(
         learner_better = (difference.mean > 0) == metric.higher_is_better
         verdict = f"{learner if learner_better else reference} is better"
     return (
-        f"At k={k} the {learner}'s {metric.name} is {means[learner, k]:.3f}; {reference}'s is "
-        f"{means[reference, k]:.3f}: {learner} − {reference} = {interval}, {verdict}."
+        f"At k={k} ({metric.name}): {learner} {means[learner, k]:.3f}, {reference} "
+        f"{means[reference, k]:.3f}; {learner} − {reference} = {interval}, {verdict}."
     )

@@ -73,7 +73,7 @@ class TrainingLog:
 
     def __enter__(self) -> TrainingLog:
         trainer, run = self.trainer, self.run
-        self.console.print(describe(trainer))
+        self.console.print(describe(trainer), soft_wrap=True)
         run.update_info(
             created=run.read_info().get("created") or datetime.now(UTC).isoformat(),
             status="running",
@@ -187,4 +187,5 @@ class TrainingLog:
                 f"{trainer.config.name}: trained to step {trainer.step}, loss "
                 f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s)",
                 highlight=False,
+                soft_wrap=True,
             )

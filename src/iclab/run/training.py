@@ -67,7 +67,8 @@ def train_run(
             console.print(
                 f"{run.path} has trained {trainer.step} of {config.train.steps} steps: nothing "
                 "to train (raise train.steps to continue, e.g. --set "
-                f"train.steps={2 * config.train.steps})"
+                f"train.steps={2 * config.train.steps})",
+                soft_wrap=True,
             )
             return trainer
         warn_about_the_schedule(meta, config, trainer.step)
@@ -83,7 +84,8 @@ def train_run(
             console.print(
                 f"resuming {run.path} from step {trainer.step}"
                 if checkpoint is not None
-                else f"[yellow]no valid checkpoint in {run.path}; starting from step 0"
+                else f"[yellow]no valid checkpoint in {run.path}; starting from step 0",
+                soft_wrap=True,
             )
     log = TrainingLog(trainer, run, console, show_progress, on_step) if processes.is_main else None
     try:

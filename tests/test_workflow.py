@@ -1,0 +1,136 @@
+"""The researcher's workflow (issue 17): feedback on long work in a log as in a terminal,
+schedules that do not surprise, kept evaluations in the report, helpful errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import latest_evaluation, tiny_config
+from iclab import progress as progress_module
+from iclab.cli import app
+from iclab.config import TrainConfig, load_config
+from iclab.errors import ConfigError
+from iclab.report.plots import curriculum_stages
+from iclab.run import RunDir, evaluate_run, train_run, write_report
+from iclab.training.schedule import curriculum_shortfall, learning_rate, schedule_jump
+
+runner = CliRunner()
+
+
+def write_config(tmp_path, **sections):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(tiny_config(**sections).to_yaml())
+    return path
+
+
+@pytest.fixture
+def every_update_printed(monkeypatch):
+    """Plain progress lines at every update, as a log file sees them every 10 seconds."""
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_SECONDS", 0.0)
+
+
+def test_training_piped_to_a_log_shows_progress_lines_and_ends_with_the_loss_and_what_next(
+    tmp_path, every_update_printed
+):
+    config, run = write_config(tmp_path, train={"steps": 12}), tmp_path / "run"
+    result = runner.invoke(app, ["train", str(config), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("train: ")]
+    assert len(lines) >= 10 and "train: 12/12 (100%)" in lines[-1]
+    assert "loss " in lines[5] and "left" in lines[5] and "d=3 n=8" in lines[5]
+    assert "trained to step 12, loss " in result.output
+    assert f"next: iclab eval {run}" in result.output
+
+
+def test_evaluation_and_probes_say_what_they_are_doing_in_a_log(tmp_path, every_update_printed):
+    config, run = write_config(tmp_path, train={"steps": 2}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    shifted = runner.invoke(app, ["eval", str(run), "--shift", "all", "--n-prompts", "16"])
+    assert "evaluating, skewed_covariance:" in shifted.output
+    assert "evaluating, half_subspace:" in shifted.output
+    probed = runner.invoke(app, ["probe", str(run), "--probe", "gd_alignment(n_prompts=16)"])
+    assert "probe gd_alignment(n_prompts=16): 1/1 (100%)" in probed.output
+
+
+def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):
+    config, run = write_config(tmp_path, train={"steps": 4}), tmp_path / "run"
+    runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*")}
+    result = runner.invoke(app, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "has trained 4 of 4 steps: nothing to train" in result.output
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*")} == before
+
+
+def test_a_resume_that_restretches_a_cosine_warns_and_decay_steps_keeps_the_schedule(tmp_path):
+    cosine = {"steps": 20, "schedule": "cosine", "lr": 1e-3, "checkpoint_every": 20}
+    run = tmp_path / "run"
+    train_run(tiny_config(train=cosine), run, show_progress=False)
+    longer = tiny_config(train={**cosine, "steps": 40})
+    with pytest.warns(UserWarning, match=r"add --set train.decay_steps=20"):
+        train_run(longer, run, resume=True, show_progress=False)
+    before, kept = TrainConfig(**cosine), TrainConfig(**{**cosine, "steps": 40, "decay_steps": 20})
+    assert schedule_jump(before, kept, 20) is None
+    floor = before.min_lr_ratio * before.lr
+    assert all(learning_rate(kept, step) == pytest.approx(floor) for step in (20, 30, 39))
+    assert learning_rate(TrainConfig(**{**cosine, "steps": 40}), 20) > 5 * floor
+
+
+def test_a_curriculum_that_ends_short_of_the_evaluated_size_is_announced(tmp_path):
+    short = load_config("quickstart", ["train.steps=200"])
+    message = curriculum_shortfall(short)
+    assert message is not None and "d=3" in message and "d=5" in message
+    assert curriculum_shortfall(load_config("quickstart")) is None
+    with pytest.warns(UserWarning, match="the curriculum reaches"):
+        train_run(short.updated(train={"steps": 2}), tmp_path / "run", show_progress=False)
+
+
+def test_the_loss_plot_marks_each_curriculum_stage():
+    rows = [
+        {"step": 25, "loss": 1.0, "n_dims": 2, "n_points": 6},
+        {"step": 50, "loss": 0.9, "n_dims": 2, "n_points": 6},
+        {"step": 75, "loss": 1.1, "n_dims": 3, "n_points": 9},
+    ]
+    assert curriculum_stages(rows) == [(25, "d=2 n=6"), (75, "d=3 n=9")]
+
+
+def test_the_report_opens_with_the_result_shows_every_evaluation_and_others_may_read_it(tmp_path):
+    run = tmp_path / "run"
+    train_run(tiny_config(train={"steps": 3}), run, show_progress=False)
+    evaluate_run(run)
+    evaluate_run(run, ["eval.n_prompts=16"])
+    path = write_report(run)
+    text = path.read_text()
+    assert '<p class="result">At k=6 (error): model ' in text
+    assert "model − least_squares = " in text
+    assert "Evaluation 001: " in text and "eval.n_prompts=16" in text
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_an_override_that_misspells_a_key_is_named_with_a_suggestion(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--set train.step=3: train.step: unknown key; did you mean train.steps\?",
+    ):
+        load_config("quickstart", ["train.step=3"])
+    with pytest.raises(ConfigError, match=r"did you mean softmax"):
+        load_config("quickstart", ["model.mixer=softmx"])
+
+
+def test_eval_settings_record_what_was_used_and_the_prompt_length_is_checked_first(tmp_path):
+    run = tmp_path / "run"
+    train_run(tiny_config(train={"steps": 2}), run, show_progress=False)
+    refused = runner.invoke(app, ["eval", str(run), "--n-points", "100000"])
+    assert refused.exit_code == 2 and "learned position table" in refused.output
+    assert RunDir(run).evaluations() == []
+    assert yaml.safe_load((run / "config.yaml").read_text())["eval"]["n_points"] is None
+    evaluate_run(run, ["eval.n_points=5"])
+    settings = yaml.safe_load((latest_evaluation(run) / "settings.yaml").read_text())
+    assert settings["eval"]["n_points"] == 5 and settings["overrides"] == ["eval.n_points=5"]
+    assert math.isfinite(float(settings["checkpoint_step"]))
