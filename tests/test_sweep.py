@@ -70,16 +70,16 @@ def grid_sweep(local_ray, tmp_path_factory):
     path = write_sweep(
         directory, parameters={"train.lr": [3.0e-3, 1.0e-3], "model.d_model": [16, 32]}
     )
-    heard = []
-    result = run_sweep(path, directory / "out", on_trial=heard.append)
-    return path, directory / "out", result, heard
+    heard, lines = [], []
+    result = run_sweep(path, directory / "out", on_trial=heard.append, on_progress=lines.append)
+    return path, directory / "out", result, heard, lines
 
 
 # --- the Ray run and its summary ----------------------------------------------------------------
 
 
 def test_grid_sweep_trains_every_trial_as_a_normal_run(grid_sweep):
-    _, out, result, _ = grid_sweep
+    _, out, result, _, _ = grid_sweep
     names = [row.trial for row in result.rows]
     assert names == [
         "trial-000-lr3e-03-d_model16",
@@ -104,7 +104,7 @@ def test_grid_sweep_trains_every_trial_as_a_normal_run(grid_sweep):
 
 
 def test_sweep_csv_holds_each_runs_headline_and_the_best_is_the_lowest_error(grid_sweep):
-    _, _, result, _ = grid_sweep
+    _, _, result, _, _ = grid_sweep
     rows = read_csv(result.directory / "sweep.csv")
     assert list(rows[0]) == ["trial", "train.lr", "model.d_model", "status", "metric", "error"]
     assert len(rows) == 4
@@ -123,15 +123,34 @@ def test_sweep_csv_holds_each_runs_headline_and_the_best_is_the_lowest_error(gri
     assert (result.directory / "sweep.png").stat().st_size > 10_000
 
 
-def test_on_trial_hears_every_trial_once_with_its_outcome(grid_sweep):
-    _, _, result, heard = grid_sweep
+def test_on_trial_hears_every_trial_once_with_its_outcome_and_each_start(grid_sweep):
+    _, _, result, heard, lines = grid_sweep
     assert sorted(row.trial for row in heard) == [row.trial for row in result.rows]
     summary = {row.trial: row.metric for row in result.rows}
     assert {row.trial: row.metric for row in heard} == summary
+    started = sorted(line.split()[1] for line in lines if line.startswith("started "))
+    assert started == [row.trial for row in result.rows]
+    assert all(" done, " in line and " running, " in line for line in lines)
+
+
+def test_the_heartbeat_says_where_each_running_trial_is(tmp_path, monkeypatch):
+    from iclab.sweeps import runner
+
+    run_dir = tmp_path / "trial-000"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 40}\n{"step": 60}\n')
+    job = runner.TrialJob("trial-000", {"train": {"steps": 100}}, str(run_dir), "loss", 1)
+    lines = []
+    events = runner.TrialEvents([job], {"trial-000": {}}, 1, None, lines.append)
+    events.started_trial(0)
+    monkeypatch.setattr(runner, "HEARTBEAT_SECONDS", 0.0)
+    events.tick()
+    assert lines[-1].startswith("sweep: 1/2 done, 1 running, ")
+    assert lines[-1].endswith("trial-000 step 60/100")
 
 
 def test_a_rerun_reads_completed_trials_back_without_training(grid_sweep, tmp_path):
-    path, out, result, _ = grid_sweep
+    path, out, result, _, _ = grid_sweep
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     metrics = copy / "tiny-sweep" / result.rows[0].trial / "metrics.jsonl"
@@ -144,7 +163,7 @@ def test_a_rerun_reads_completed_trials_back_without_training(grid_sweep, tmp_pa
 
 
 def test_a_rerun_into_runs_of_another_config_is_refused(grid_sweep, tmp_path):
-    path, out, _, _ = grid_sweep
+    path, out, _, _, _ = grid_sweep
     shutil.copytree(out, tmp_path / "out")
     changed = yaml.safe_load(path.read_text()) | {"set": ["eval.n_prompts=32"]}
     path = tmp_path / "sweep.yaml"
@@ -212,7 +231,7 @@ def test_run_trial_resumes_an_interrupted_run_to_the_same_final_loss(tmp_path):
 
 
 def test_cli_prints_the_trials_best_first_and_the_best_one(grid_sweep, tmp_path):
-    path, out, result, _ = grid_sweep
+    path, out, result, _, _ = grid_sweep
     shutil.copytree(out, tmp_path / "out")  # completed trials: read back, no Ray needed
     outcome = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out")])
     assert outcome.exit_code == 0, outcome.output

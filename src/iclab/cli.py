@@ -487,7 +487,17 @@ def sweep(
         metric = "" if row.metric is None else f": {row.metric:.4g}"
         console.print(f"{styled_status(row.status)} {escape(row.trial)}{metric}")
 
-    result = run_sweep(file, out, address, on_trial=announce, overrides=overrides or [])
+    def progress_line(line: str) -> None:
+        console.print(escape(line), highlight=False, soft_wrap=True)
+
+    result = run_sweep(
+        file,
+        out,
+        address,
+        on_trial=announce,
+        overrides=overrides or [],
+        on_progress=progress_line,
+    )
     console.print(sweep_table(result, short_keys(list(result.spec.parameters))))
     for row in result.ranked():
         if row.error is not None:

@@ -273,7 +273,7 @@ def _read_run(run: RunDir) -> dict[str, Any]:
     if status == "completed" and isinstance(info.get("steps"), int):
         steps = info["steps"]
     else:  # while training, run.json still holds the steps of an earlier, resumed-from run
-        steps = _reading("metrics.jsonl", lambda: _last_logged_step(run.metrics_path))
+        steps = _reading("metrics.jsonl", lambda: last_logged_step(run.metrics_path))
     latest = run.latest_evaluation()
     headline, metric = (None, None)
     if latest is not None:
@@ -313,7 +313,7 @@ def _process_gone(info: dict[str, Any]) -> bool:
     return False
 
 
-def _last_logged_step(path: Path) -> int:
+def last_logged_step(path: Path) -> int:
     """The step of the last complete line of metrics.jsonl, 0 without one. Reads only the tail
     (the file grows with training), and skips a last line a running training is still writing."""
     if not path.exists():

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,9 @@ import torch
 
 from iclab.config import RunConfig
 from iclab.errors import ConfigError
+from iclab.progress import duration
 from iclab.run import RunDir, evaluate_run, train_run
-from iclab.run.catalog import headline_of
+from iclab.run.catalog import headline_of, last_logged_step
 from iclab.sweeps.spec import SweepSpec, Trial, expand_trials, load_sweep, metric_sense
 from iclab.sweeps.summary import SweepResult, TrialRow, write_summary
 from iclab.training.trainer import with_batch_shards
@@ -83,12 +85,14 @@ def run_sweep(
     address: str | None = None,
     on_trial: Callable[[TrialRow], None] | None = None,
     overrides: Sequence[str] = (),
+    on_progress: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run every trial of a sweep file (with ``overrides`` for every trial, after the file's
     ``set``) on Ray Tune (a local instance unless ``address`` names a cluster, whose nodes must
     share ``out``), then write the summary. Trials whose run directory already holds a completed
     run are read back, not retrained. ``on_trial`` hears of each trial as its outcome is
-    known."""
+    known, ``on_progress`` of trials starting and, every half minute, of where the running
+    ones are."""
     spec = load_sweep(path, overrides)
     if address is not None:
         check_reachable(address)
@@ -110,7 +114,8 @@ def run_sweep(
     if jobs:
         directory.mkdir(parents=True, exist_ok=True)
         values = {trial.name: trial.values for trial in trials}
-        outcomes |= run_on_ray(spec, jobs, values, directory, address, on_trial)
+        reporter = TrialEvents(jobs, values, len(trials) - len(jobs), on_trial, on_progress)
+        outcomes |= run_on_ray(spec, jobs, values, directory, address, reporter)
     rows = [outcomes[trial.name] for trial in trials]
     return write_summary(spec, directory, measure, label, mode, rows)
 
@@ -154,7 +159,7 @@ def run_on_ray(
     values: dict[str, dict[str, Any]],
     directory: Path,
     address: str | None,
-    on_trial: Callable[[TrialRow], None] | None,
+    reporter: TrialEvents,
 ) -> dict[str, TrialRow]:
     """Run the jobs as one Tune experiment (Tune's files in ``directory/.tune``) on the Ray
     instance this process has already started (tests share one; ``address`` is then unused),
@@ -195,7 +200,7 @@ def run_on_ray(
             run_config=tune.RunConfig(
                 storage_path=str(directory / ".tune"),
                 verbose=0,
-                callbacks=[trial_reporter(jobs, values, on_trial)] if on_trial else None,
+                callbacks=[tune_callback(reporter)],
             ),
         )
         # the legacy reporter honours verbose=0; trials keep the working directory, so
@@ -235,23 +240,83 @@ def error_summary(error: BaseException) -> str:
     return f"{type(cause).__name__}: {'; '.join(lines)}" if lines else type(cause).__name__
 
 
-def trial_reporter(
-    jobs: Sequence[TrialJob],
-    values: dict[str, dict[str, Any]],
-    on_trial: Callable[[TrialRow], None],
-) -> Any:
-    """A Tune callback that passes each finished trial's row to ``on_trial``."""
+HEARTBEAT_SECONDS = 30.0
+
+
+class TrialEvents:
+    """What the sweep tells its caller as Tune runs the trials: each finished trial's row
+    (``on_trial``), and lines (``on_progress``) when a trial starts and, every half minute,
+    where the running ones are (the steps their run directories have logged)."""
+
+    def __init__(
+        self,
+        jobs: Sequence[TrialJob],
+        values: dict[str, dict[str, Any]],
+        settled: int,
+        on_trial: Callable[[TrialRow], None] | None,
+        on_progress: Callable[[str], None] | None,
+    ) -> None:
+        self.jobs, self.values, self.settled = list(jobs), values, settled
+        self.on_trial, self.on_progress = on_trial, on_progress
+        self.total = settled + len(self.jobs)
+        self.running: set[int] = set()
+        self.done = 0
+        self.started = self.last_heartbeat = time.perf_counter()
+
+    def started_trial(self, index: int) -> None:
+        self.running.add(index)
+        self.say(f"started {self.jobs[index].name} ({self.status()})")
+
+    def finished_trial(self, index: int, row: TrialRow) -> None:
+        self.running.discard(index)
+        self.done += 1
+        if self.on_trial is not None:
+            self.on_trial(row)
+
+    def tick(self) -> None:
+        """A heartbeat line when half a minute has passed since the last."""
+        if time.perf_counter() - self.last_heartbeat < HEARTBEAT_SECONDS or not self.running:
+            return
+        self.last_heartbeat = time.perf_counter()
+        where = ", ".join(self.where(self.jobs[index]) for index in sorted(self.running))
+        self.say(f"sweep: {self.status()}; {where}")
+
+    @staticmethod
+    def where(job: TrialJob) -> str:
+        """``trial-001 step 300/1500``: the steps its run directory has logged."""
+        step = last_logged_step(Path(job.run_dir) / "metrics.jsonl")
+        return f"{job.name} step {step}/{job.config['train']['steps']}"
+
+    def status(self) -> str:
+        elapsed = duration(time.perf_counter() - self.started)
+        done = self.settled + self.done
+        return f"{done}/{self.total} done, {len(self.running)} running, {elapsed}"
+
+    def say(self, line: str) -> None:
+        if self.on_progress is not None:
+            self.on_progress(line)
+
+
+def tune_callback(events: TrialEvents) -> Any:
+    """A Tune callback passing trial starts, results and heartbeats to ``events``."""
     from ray import cloudpickle, tune
 
-    class TrialReporter(tune.Callback):
-        def __init__(self, names: list[str], on_trial: Callable[[TrialRow], None]) -> None:
-            self.names, self.values = names, values
-            self.on_trial: Callable[[TrialRow], None] | None = on_trial
+    class Reporter(tune.Callback):
+        def __init__(self, events: TrialEvents) -> None:
+            self.events: TrialEvents | None = events
 
         def __getstate__(self) -> dict[str, Any]:
             """Tune saves its callbacks with the experiment; the saved copy reports nothing
-            (``on_trial`` may hold a console, which does not pickle)."""
-            return {**vars(self), "on_trial": None}
+            (the events may hold a console, which does not pickle)."""
+            return {"events": None}
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.events is not None:
+                self.events.started_trial(trial.config["trial"])
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            if self.events is not None:
+                self.events.tick()
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.report(trial, None)
@@ -265,12 +330,13 @@ def trial_reporter(
                 self.report(trial, RuntimeError("failed; sweep.csv will say why"))
 
         def report(self, trial: Any, error: BaseException | None) -> None:
-            if self.on_trial is not None:
-                name = self.names[trial.config["trial"]]
-                self.on_trial(outcome_row(name, self.values[name], trial.last_result, error))
+            if self.events is not None:
+                index = trial.config["trial"]
+                name = self.events.jobs[index].name
+                row = outcome_row(name, self.events.values[name], trial.last_result, error)
+                self.events.finished_trial(index, row)
 
-    # arguments, not closure cells: Tune pickles the class along with the experiment
-    return TrialReporter([job.name for job in jobs], on_trial)
+    return Reporter(events)
 
 
 @contextlib.contextmanager
