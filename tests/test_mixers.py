@@ -137,7 +137,7 @@ def test_unknown_option_or_value_is_a_clear_error():
         resolve_mixer("softmax(positions=sinusoid)")
     with pytest.raises(ValueError, match="mixer 'softmax\\(window=3\\)': window"):
         resolve_mixer("softmax(window=3)")
-    with pytest.raises(KeyError, match=r"unknown mixer 'transformer'; registered: .*softmax"):
+    with pytest.raises(KeyError, match=r"unknown mixer 'transformer' \(registered: .*softmax"):
         resolve_mixer("transformer")
 
 
