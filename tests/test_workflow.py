@@ -134,3 +134,31 @@ def test_eval_settings_record_what_was_used_and_the_prompt_length_is_checked_fir
     settings = yaml.safe_load((latest_evaluation(run) / "settings.yaml").read_text())
     assert settings["eval"]["n_points"] == 5 and settings["overrides"] == ["eval.n_points=5"]
     assert math.isfinite(float(settings["checkpoint_step"]))
+
+
+def test_iclab_help_needs_no_torch():
+    """`iclab --help` answers without importing torch (a second and more on a busy machine)."""
+    import subprocess
+    import sys
+
+    code = "import sys, iclab.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_curve_figures_keep_the_legend_off_the_curves_and_label_k_in_whole_examples():
+    from iclab.evaluation.curves import CurvePoint
+    from iclab.report.plots import curves_figure
+
+    points = [
+        CurvePoint(learner, "error", "none", k, 1 / (k + 1), 0.0, 1.0, 8)
+        for learner in ("model", "least_squares")
+        for k in range(9)
+    ]
+    figure = curves_figure(points, "t", "error", marker_k=3)
+    axes = figure.axes[0]
+    figure.canvas.draw()
+    legend = axes.get_legend().get_window_extent()
+    assert legend.x0 >= axes.get_window_extent().x1  # beside the axes, not over the curves
+    ticks = [tick for tick in axes.get_xticks() if 0 <= tick <= 8]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+    assert any(text.get_text() == "k = d = 3" for text in axes.texts)
