@@ -11,14 +11,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Torch is pinned and installed first: an unpinned resolve would download GBs of CUDA wheels.
+# The demo needs the package alone; tests add the dev extras (Ray, MLflow, Selenium, pytest).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-dev
 
-demo: install
+demo: $(VENV)/.installed
 	$(BIN)/iclab quickstart
 
 # Headless Chromium for the report's browser test (Debian packages); where it cannot be
@@ -34,7 +39,7 @@ test: install browser
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow --durations=10
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
