@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install browser demo test test-slow lint format bench clean
+.PHONY: install browser demo test test-slow lint format bench listings clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ lint: install
 format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
+
+# The listings' snapshot (src/iclab/listing.json), after adding or changing a registered class;
+# a test says when it is due.
+listings: install
+	$(BIN)/python -m iclab.listing
 
 bench: install
 	$(BIN)/python benchmarks/train_speed.py

@@ -209,12 +209,12 @@ def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):
 
 
 def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch):
-    from iclab.report import console
+    from iclab.report import listings
 
-    def broken_listing():
+    def broken_listing(snapshot, section):
         raise ValueError("an internal bug")
 
-    monkeypatch.setattr(console, "task_listing", broken_listing)
+    monkeypatch.setattr(listings, "listing", broken_listing)
     result = runner.invoke(app, ["tasks"])
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)
     assert "error:" not in result.output

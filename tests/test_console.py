@@ -13,11 +13,11 @@ from rich.console import Console
 
 from conftest import tiny_config
 from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference
-from iclab.evaluation.shifts import SHIFTS, STANDARD_SHIFTS
-from iclab.models import ModelConfig
-from iclab.probes import PROBES
+from iclab.evaluation.shifts import STANDARD_SHIFTS
+from iclab.listing import SNAPSHOT as SNAPSHOT_FILE
+from iclab.listing import describe, read
 from iclab.report import console as render
-from iclab.reproductions import REPRODUCTIONS
+from iclab.report import listings
 from iclab.run.catalog import RunEntry
 
 WIDTH = 80
@@ -32,19 +32,13 @@ def rendered(renderables) -> list[str]:
     return out.file.getvalue().splitlines()
 
 
-LISTINGS = {
-    "tasks": render.task_listing,
-    "models": lambda: render.mixer_listing(ModelConfig.model_fields),
-    "algorithms": render.algorithm_listing,
-    "shifts": lambda: render.shift_listing(SHIFTS, STANDARD_SHIFTS),
-    "probes": lambda: render.probe_listing(PROBES),
-    "reproductions": lambda: render.reproduction_listing(REPRODUCTIONS),
-}
+SNAPSHOT = describe()
+LISTINGS = ["tasks", "mixers", "algorithms", "shifts", "probes", "reproductions"]
 
 
 @pytest.mark.parametrize("name", LISTINGS)
 def test_listings_fit_80_columns_and_wrapped_details_keep_their_indent(name):
-    lines = rendered(LISTINGS[name]())
+    lines = rendered(listings.listing(SNAPSHOT, name))
     assert max(len(line) for line in lines) <= WIDTH
     entries = [line for line in lines if line and not line.startswith(" ")]
     details = [line for line in lines if line.startswith("    ")]
@@ -112,3 +106,11 @@ def test_the_runs_table_fits_80_columns_and_details_print_readable_numbers():
     assert "0.986 err" in "\n".join(lines) and "1,234,567" in "\n".join(lines)
     details = "\n".join(rendered([render.run_details(entry)]))
     assert "0.9861" in details and "0.9861135" not in details and "1,234,567" in details
+
+
+def test_the_listing_snapshot_is_the_registries_own():
+    """The listings print a snapshot (no torch to import); it must say what is registered."""
+    assert read() == SNAPSHOT, (
+        f"{SNAPSHOT_FILE.name} is out of date with the registries: run `make listings` "
+        "(python -m iclab.listing)"
+    )

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"run"},
     {"probes", "sweeps", "predictor"},
     {"reproductions"},
+    {"listing"},
     {"cli"},
     {"__main__"},
 ]
@@ -68,8 +69,11 @@ def imports() -> dict[str, set[tuple[str, str]]]:
 
 
 def test_every_package_has_a_layer():
-    packages = {path.relative_to(SOURCE).parts[0].removesuffix(".py") for path in SOURCE.iterdir()}
-    packages -= {"__pycache__", "configs", "py.typed"}
+    packages = {
+        path.name.removesuffix(".py")
+        for path in SOURCE.iterdir()
+        if path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists())
+    }
     assert packages <= set(LEVEL), f"place {sorted(packages - set(LEVEL))} in LAYERS"
 
 

@@ -73,6 +73,14 @@ def show(renderables: Iterable[RenderableType]) -> None:
         console.print(renderable, highlight=False)
 
 
+def show_listing(section: str) -> None:
+    """A listing from the snapshot of the registries (``iclab.listing``): no torch to import."""
+    from iclab.listing import read
+    from iclab.report.listings import listing
+
+    show(listing(read(), section))
+
+
 OverrideOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a config field, e.g. --set train.steps=2000."),
@@ -275,10 +283,7 @@ def report_skipped_shifts(config: Any) -> None:
 @user_errors_exit_cleanly
 def shifts() -> None:
     """List the distribution shifts (iclab eval RUN --shift NAME) with their options."""
-    from iclab.evaluation.shifts import SHIFTS, STANDARD_SHIFTS
-    from iclab.report.console import shift_listing
-
-    show(shift_listing(SHIFTS, STANDARD_SHIFTS))
+    show_listing("shifts")
 
 
 @app.command()
@@ -323,10 +328,7 @@ def probe(
 @user_errors_exit_cleanly
 def probes() -> None:
     """List the probes with their options and papers."""
-    from iclab.probes import PROBES
-    from iclab.report.console import probe_listing
-
-    show(probe_listing(PROBES))
+    show_listing("probes")
 
 
 @app.command()
@@ -353,14 +355,14 @@ def reproduce(
 ) -> None:
     """Reproduce a paper's headline claim: its runs, a figure like the paper's and a verdict
     (reproduced, not reproduced or inconclusive) in OUT/NAME/verdict.json."""
-    from iclab.report.console import reproduction_listing, verdict_table
+    if list_them:
+        show_listing("reproductions")
+        return
+    from iclab.report.console import verdict_table
     from iclab.reproductions import REPRODUCTIONS
     from iclab.reproductions import reproduce as run_reproduction
     from iclab.reproductions.base import SCALES
 
-    if list_them:
-        show(reproduction_listing(REPRODUCTIONS))
-        return
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
     names = REPRODUCTIONS.names() if name == "all" else [REPRODUCTIONS.get(name).name]
@@ -550,28 +552,21 @@ def quickstart(
 @user_errors_exit_cleanly
 def tasks() -> None:
     """List the in-context task families with their options, defaults and papers."""
-    from iclab.report.console import task_listing
-
-    show(task_listing())
+    show_listing("tasks")
 
 
 @app.command()
 @user_errors_exit_cleanly
 def models() -> None:
     """List the sequence mixers a model can be built from, with options and state sizes."""
-    from iclab.models import ModelConfig
-    from iclab.report.console import mixer_listing
-
-    show(mixer_listing(ModelConfig.model_fields))
+    show_listing("mixers")
 
 
 @app.command()
 @user_errors_exit_cleanly
 def algorithms() -> None:
     """List the reference algorithms, their options, and the tasks they apply to."""
-    from iclab.report.console import algorithm_listing
-
-    show(algorithm_listing())
+    show_listing("algorithms")
 
 
 runs_app = typer.Typer(

@@ -13,14 +13,13 @@ from typing import Any
 from rich import box
 from rich.console import RenderableType
 from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
 from iclab.kinds import kind_of
-from iclab.registry import Registry
+from iclab.report.listings import plain
 from iclab.report.pivot import TRAINING_SHIFT, excludes_zero, last_k_up_to, pivot
 from iclab.report.summary import result_sentence
 
@@ -34,22 +33,6 @@ STATUS_STYLES = {
     "new": "dim",
     "invalid": "yellow",
 }
-
-
-def plain(text: str) -> Text:
-    """Text printed as it is (no markup, no highlighting)."""
-    return Text(text)
-
-
-def indented(text: str) -> Padding:
-    """A detail line of a listing: indented by four, and wrapped under that indent."""
-    return Padding(Text(text), (0, 0, 0, 4), expand=False)
-
-
-def first_line(text: str | None) -> str:
-    """A docstring's summary: its first paragraph on one line."""
-    paragraph = (text or "").strip().split("\n\n")[0]
-    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 # --- evaluations ----------------------------------------------------------------------------
@@ -215,115 +198,6 @@ def verdict_table(verdicts: Sequence[Any], scale: str) -> Table:
         style = {"reproduced": "green", "not reproduced": "red"}.get(verdict.verdict, "yellow")
         table.add_row(verdict.reproduction, f"[{style}]{verdict.verdict}[/]", escape(numbers))
     return table
-
-
-# --- listings -------------------------------------------------------------------------------
-
-
-def option_lines(options: type) -> list[Padding]:
-    """``    name=default: description`` for every field of an ``Options`` class."""
-    lines = []
-    for field, info in options.model_fields.items():
-        doc = f": {info.description}" if info.description else ""
-        lines.append(indented(f"{field}={info.default!r}{doc}"))
-    return lines
-
-
-def task_listing() -> list[RenderableType]:
-    from iclab.tasks import TASKS
-
-    lines: list[RenderableType] = [
-        "[bold]task families[/] (task.name), each with its defaults and options\n"
-    ]
-    for name, family in TASKS:
-        sizes = kind_of(family.kind).describe_sizes(family.default_n_dims, family.default_n_points)
-        lines.append(f"[bold]{name}[/] ({family.kind}): {escape(first_line(family.__doc__))}")
-        lines += [indented(f"paper: {family.paper}"), indented(f"defaults: {sizes}")]
-        lines += option_lines(family.Options)
-        lines += [indented(f"yardsticks: {', '.join(family.yardsticks) or '-'}"), ""]
-    return lines
-
-
-def mixer_listing(model_fields: dict[str, Any]) -> list[RenderableType]:
-    import torch
-
-    from iclab.models.mixers import MIXERS
-
-    width, heads, lengths = 256, 8, (64, 1024)
-    lines: list[RenderableType] = [
-        plain(
-            "mixers (model.mixer, or one per block in model.layers; options as in "
-            "linear_attention(form=chunked))\n"
-            "state: floats carried between tokens per layer and sequence, E = d_model, "
-            f"H = n_heads, t = tokens so far; the numbers are for E={width}, H={heads}\n"
-        )
-    ]
-    for name, cls in MIXERS:
-        with torch.device("meta"):
-            mixer = cls(width, heads)
-        sizes = ", ".join(f"t={t}: {mixer.state_size(t):,}" for t in lengths)
-        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        lines += [
-            indented(f"paper: {cls.paper}"),
-            indented(f"forms: {', '.join(cls.forms)}"),
-            indented(f"state: {cls.state_formula} ({sizes})"),
-            *option_lines(cls.Options),
-            "",
-        ]
-    lines.append(
-        plain(
-            "around every mixer (model.*): "
-            + "; ".join(
-                f"{field}: {model_fields[field].description}"
-                for field in ("mlp_ratio", "norm", "target_params")
-            )
-        )
-    )
-    return lines
-
-
-def algorithm_listing() -> list[RenderableType]:
-    from iclab.algorithms import ALGORITHMS
-    from iclab.algorithms.base import describe_applies_to
-
-    title = "[bold]algorithms[/] (eval.algorithms; options as in knn(k=5))\n"
-    lines: list[RenderableType] = [title]
-    for name, cls in ALGORITHMS:
-        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        lines.append(indented(f"applies to: {describe_applies_to(cls)}"))
-        lines += option_lines(cls.Options) or [indented("options: none")]
-        lines.append("")
-    return lines
-
-
-def shift_listing(shifts: Registry, standard: Sequence[str]) -> list[RenderableType]:
-    lines: list[RenderableType] = [
-        "[bold]shifts[/] (iclab eval RUN --shift NAME, or eval.shifts; options as in "
-        "scale_inputs(factor=2); a+b composes two)\n"
-    ]
-    for name, cls in shifts:
-        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        lines += [*option_lines(cls.Options), ""]
-    lines.append(plain(f"all: {', '.join(standard)} (those the task allows)"))
-    return lines
-
-
-def probe_listing(probes: Registry) -> list[RenderableType]:
-    lines: list[RenderableType] = [
-        "[bold]probes[/] (iclab probe RUN --probe NAME; options as in gd_alignment(steps=2))\n"
-    ]
-    for name, cls in probes:
-        lines.append(f"[bold]{name}[/]: {escape(first_line(cls.__doc__))}")
-        lines += [indented(f"paper: {cls.paper}"), *option_lines(cls.Options), ""]
-    return lines
-
-
-def reproduction_listing(reproductions: Registry) -> list[RenderableType]:
-    lines: list[RenderableType] = []
-    for name, cls in reproductions:
-        lines.append(f"[bold]{name}[/] ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale)")
-        lines += [indented(cls.claim), ""]
-    return lines
 
 
 # --- runs and sweeps --------------------------------------------------------------------------
