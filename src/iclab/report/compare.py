@@ -12,7 +12,8 @@ from iclab.config import RunConfig
 from iclab.errors import ConfigError
 from iclab.evaluation.curves import CurvePoint, PairedDifference
 from iclab.kinds import Metric
-from iclab.report.pivot import TRAINING_SHIFT, excludes_zero
+from iclab.report.pivot import TRAINING_SHIFT
+from iclab.report.summary import judged
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,9 @@ def pair_sentences(
             continue
         if difference.k not in ks:
             continue
-        interval = f"{difference.mean:+.3f} [{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]"
-        if not excludes_zero(difference):
-            verdict = "no difference the prompts can tell"
-        else:
-            better = (difference.mean > 0) == metric.higher_is_better
-            verdict = f"{difference.learner if better else difference.reference} better"
         lines.append(
             f"{difference.learner} − {difference.reference} at k={difference.k}: "
-            f"{interval}, {verdict}"
+            f"{judged(difference, metric)}"
         )
     return lines
 

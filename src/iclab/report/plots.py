@@ -60,16 +60,7 @@ def curves_figure(
         axes.plot(ks, [p.mean for p in rows], label=learner, **style)
         axes.fill_between(ks, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
     if marker_k is not None:
-        axes.axvline(marker_k, color="grey", linestyle=":", linewidth=1)
-        axes.annotate(
-            f"k = d = {marker_k}",
-            (marker_k, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -12),
-            textcoords="offset points",
-            fontsize=8,
-            color="grey",
-        )
+        labelled_line(axes, marker_k, f"k = d = {marker_k}")
     if trained_k is not None:
         axes.axvline(trained_k, color="black", linestyle="--", linewidth=1, label="trained length")
     metric = points[0].metric if points else "error"
@@ -81,6 +72,20 @@ def curves_figure(
     axes.grid(alpha=0.3)
     axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     return figure
+
+
+def labelled_line(axes: plt.Axes, x: float, label: str) -> None:
+    """A dotted vertical line at ``x`` with ``label`` written at its top."""
+    axes.axvline(x, color="grey", linestyle=":", linewidth=1)
+    axes.annotate(
+        label,
+        (x, 1.0),
+        xycoords=("data", "axes fraction"),
+        xytext=(3, -12),
+        textcoords="offset points",
+        fontsize=8,
+        color="grey",
+    )
 
 
 def plot_training(metrics: Sequence[dict[str, Any]], path: Path, title: str) -> None:
@@ -100,16 +105,7 @@ def training_figure(metrics: Sequence[dict[str, Any]], title: str) -> plt.Figure
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     for step, stage in curriculum_stages(metrics)[1:]:
-        axes.axvline(step, color="grey", linestyle=":", linewidth=1)
-        axes.annotate(
-            stage,
-            (step, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(2, -10),
-            textcoords="offset points",
-            fontsize=7,
-            color="grey",
-        )
+        labelled_line(axes, step, stage)
     if any("lr" in row for row in metrics):
         rate = axes.twinx()
         rate.plot(steps, [row.get("lr") for row in metrics], color="tab:orange", linewidth=1)

@@ -37,14 +37,17 @@ def result_sentence(
         return None
     k = telling_k(sorted(mine), n_dims, metric)
     means = {(p.learner, p.k): p.mean for p in unshifted}
-    difference = mine[k]
-    interval = f"{difference.mean:+.3f} [{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]"
-    if not excludes_zero(difference):
-        verdict = "no difference the prompts can tell"
-    else:
-        learner_better = (difference.mean > 0) == metric.higher_is_better
-        verdict = f"{learner if learner_better else reference} is better"
     return (
         f"At k={k} ({metric.name}): {learner} {means[learner, k]:.3f}, {reference} "
-        f"{means[reference, k]:.3f}; {learner} − {reference} = {interval}, {verdict}."
+        f"{means[reference, k]:.3f}; {learner} − {reference} = {judged(mine[k], metric)}."
     )
+
+
+def judged(difference: PairedDifference, metric: Metric) -> str:
+    """``+0.093 [+0.080, +0.106], least_squares better``: a paired difference and what it
+    says (no difference when its 95% interval holds 0)."""
+    interval = f"{difference.mean:+.3f} [{difference.ci_low:+.3f}, {difference.ci_high:+.3f}]"
+    if not excludes_zero(difference):
+        return f"{interval}, no difference the prompts can tell"
+    learner_better = (difference.mean > 0) == metric.higher_is_better
+    return f"{interval}, {difference.learner if learner_better else difference.reference} better"
