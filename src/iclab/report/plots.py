@@ -74,17 +74,20 @@ def curves_figure(
     return figure
 
 
-def labelled_line(axes: plt.Axes, x: float, label: str) -> None:
-    """A dotted vertical line at ``x`` with ``label`` written at its top."""
+def labelled_line(axes: plt.Axes, x: float, label: str, along: bool = False) -> None:
+    """A dotted vertical line at ``x`` with ``label`` at its top: across, or ``along`` the line
+    where neighbouring lines would crowd labels written across."""
     axes.axvline(x, color="grey", linestyle=":", linewidth=1)
     axes.annotate(
         label,
         (x, 1.0),
         xycoords=("data", "axes fraction"),
-        xytext=(3, -12),
+        xytext=(2, -4) if along else (3, -12),
         textcoords="offset points",
-        fontsize=8,
+        fontsize=8 if not along else 7,
         color="grey",
+        rotation=90 if along else 0,
+        va="top",
     )
 
 
@@ -105,7 +108,7 @@ def training_figure(metrics: Sequence[dict[str, Any]], title: str) -> plt.Figure
     axes.set_title(title)
     axes.grid(alpha=0.3, which="both")
     for step, stage in curriculum_stages(metrics)[1:]:
-        labelled_line(axes, step, stage)
+        labelled_line(axes, step, stage, along=True)
     if any("lr" in row for row in metrics):
         rate = axes.twinx()
         rate.plot(steps, [row.get("lr") for row in metrics], color="tab:orange", linewidth=1)
