@@ -8,14 +8,16 @@ import torch
 from conftest import model_for
 from iclab.config import ModelConfig, TaskConfig
 from iclab.episode import Episode
+from iclab.kinds import KINDS
 from iclab.models.mixers import MIXERS
 from iclab.models.model import count_params
 
 
-def small_model(n_dims=3, n_points=8):
+def small_model(n_dims=3, n_points=8, tokens="interleaved"):
     torch.manual_seed(0)
     return model_for(
-        ModelConfig(n_layers=2, d_model=32, n_heads=4), TaskConfig(n_dims=n_dims, n_points=n_points)
+        ModelConfig(n_layers=2, d_model=32, n_heads=4, tokens=tokens),
+        TaskConfig(n_dims=n_dims, n_points=n_points),
     )
 
 
@@ -27,8 +29,9 @@ def random_episode(batch=4, n_points=8, n_dims=3, seed=0):
     )
 
 
-def test_prediction_at_i_ignores_target_i_and_everything_later():
-    model, episode = small_model(), random_episode()
+@pytest.mark.parametrize("tokens", KINDS["regression"].codec_options)
+def test_prediction_at_i_ignores_target_i_and_everything_later(tokens):
+    model, episode = small_model(tokens=tokens), random_episode()
     before = model.predict(episode)
     for i in range(episode.n_points):
         changed = Episode(episode.inputs.clone(), episode.targets.clone())
@@ -49,6 +52,30 @@ def test_codec_interleaves_x_then_y_with_y_in_the_first_coordinate():
     torch.testing.assert_close(tokens[0, 0], read_in(episode.inputs[0, 0]))
     torch.testing.assert_close(tokens[0, 1], read_in(expected_y))
     torch.testing.assert_close(tokens[0, 2], read_in(episode.inputs[0, 1]))
+
+
+def test_lagged_tokens_pair_each_input_with_the_previous_target():
+    model, episode = small_model(tokens="lagged"), random_episode(batch=1, n_points=3)
+    codec = model.codec
+    tokens = codec.encode(episode.inputs, episode.targets)
+    assert tokens.shape == (1, 3, 32) and codec.tokens_per_example == 1
+    first = torch.cat([episode.inputs[0, 0], torch.zeros(1)])
+    third = torch.cat([episode.inputs[0, 2], episode.targets[0, 1:2]])
+    torch.testing.assert_close(tokens[0, 0], codec.read_in(first))
+    torch.testing.assert_close(tokens[0, 2], codec.read_in(third))
+
+
+def test_bfloat16_attention_on_cpu_matches_float32():
+    """Under bf16 autocast the CPU takes the explicit attention path (matmuls in bf16, softmax
+    in float32); it computes what the fused float32 kernel does, to bf16's precision."""
+    model, episode = small_model(), random_episode()
+    exact = model.predict(episode)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model.predict(episode).float()
+    torch.testing.assert_close(fast, exact, rtol=0.05, atol=0.05)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(episode).float().pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
 
 
 def test_output_has_one_prediction_per_example():

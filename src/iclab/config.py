@@ -134,10 +134,12 @@ class TrainConfig(Strict):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["float32", "bfloat16"] = Field(
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
         "float32",
         description="bfloat16: forward and backward under bf16 autocast (weights and optimizer "
-        "state stay float32); on CUDA, float32 matmuls use TF32 either way",
+        "state stay float32); auto: bfloat16 where the hardware multiplies it fast (CPUs with "
+        "AVX-512-BF16 or AMX, GPUs with bf16), float32 elsewhere, fixed in the run's config when "
+        "it starts; on CUDA, float32 matmuls use TF32 either way",
     )
     compile: bool = Field(
         False, description="torch.compile the model for training (checkpoints stay portable)"

@@ -65,15 +65,38 @@ class PairedCodec(nn.Module):
         return self.read_out(hidden[:, 0::2]).squeeze(-1)
 
 
+class LaggedCodec(nn.Module):
+    """One token per example: token i is (x_i, y_{i−1}), y_0 written as 0, and the prediction
+    of y_i is read at token i. A causal model sees at token i exactly what Garg et al.'s
+    interleaved layout shows at x_i's token (x_1..x_i and y_1..y_{i−1}), in half the sequence:
+    half the matmul work and a quarter of the attention's."""
+
+    tokens_per_example = 1
+
+    def __init__(self, n_dims: int, d_model: int) -> None:
+        super().__init__()
+        self.read_in = nn.Linear(n_dims + 1, d_model)
+        self.read_out = nn.Linear(d_model, 1)
+
+    def encode(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """(B, n, d), (B, n) → (B, n, E)."""
+        previous = torch.cat((torch.zeros_like(targets[:, :1]), targets[:, :-1]), dim=1)
+        return self.read_in(torch.cat((inputs, previous[..., None]), dim=-1))
+
+    def decode(self, hidden: Tensor) -> Tensor:
+        """(B, n, E) → (B, n)."""
+        return self.read_out(hidden).squeeze(-1)
+
+
 class Regression(Kind):
     name = "regression"
     metric = Metric("error", "squared error / E[y²]", higher_is_better=False)
-    codec_options = ("interleaved", "paired")
+    codec_options = ("interleaved", "paired", "lagged")
 
     def build_codec(self, io: TaskIO, d_model: int, tokens: str) -> nn.Module:
         self.check_tokens(tokens)
-        codec = PairedCodec if tokens == "paired" else InterleavedCodec
-        return codec(io.n_dims, d_model)
+        codecs = {"interleaved": InterleavedCodec, "paired": PairedCodec, "lagged": LaggedCodec}
+        return codecs[tokens](io.n_dims, d_model)
 
     def check_prediction(self, prediction: Tensor, episode: Episode) -> None:
         expected, got = tuple(episode.targets.shape), tuple(prediction.shape)

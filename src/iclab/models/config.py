@@ -38,10 +38,11 @@ class ModelConfig(BaseModel):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on the embeddings and every residual branch"
     )
-    tokens: Literal["interleaved", "paired"] = Field(
+    tokens: Literal["interleaved", "paired", "lagged"] = Field(
         "interleaved",
-        description="regression tokens: interleaved x and y tokens (Garg et al.), or paired: a "
-        "query token (x, 0) then (x, y) per example (von Oswald et al.)",
+        description="regression tokens: interleaved x and y tokens (Garg et al.); paired: a "
+        "query token (x, 0) then (x, y) per example (von Oswald et al.); lagged: one token "
+        "(x_i, y_{i-1}) per example, half the sequence with the same causal information",
     )
     target_params: int | None = Field(
         None,

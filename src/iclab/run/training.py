@@ -60,6 +60,7 @@ def train_run(
         )
     config = with_batch_shards(config, processes.world_size)
     trainer = Trainer(config, processes)
+    config = trainer.config  # precision auto: fixed to what this device runs fast
     checkpoint = latest_valid_checkpoint(run.checkpoints) if resume else None
     if checkpoint is not None:
         meta = trainer.load(checkpoint)

@@ -10,7 +10,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from iclab.config import RunConfig, TrainConfig
-from iclab.devices import resolve_device
+from iclab.devices import resolve_device, resolve_precision
 from iclab.episode import Episode, concatenate
 from iclab.errors import ConfigError
 from iclab.metrics import training_loss
@@ -97,9 +97,9 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, processes: Processes | None = None) -> None:
-        self.config = config
         self.processes = processes or Processes()
         self.device = resolve_device(config.train.device, self.processes.local_rank)
+        self.config = config = with_precision(config, self.device)
         if self.device.type == "cuda":  # TF32 matmuls: float32 range, 10-bit mantissa
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -109,11 +109,13 @@ class Trainer:
             config.model, self.task.io(), config.task.n_points, name=config.name
         ).to(self.device)
         train = config.train
+        cuda = self.device.type == "cuda"
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, train.weight_decay),
             lr=train.lr,
             betas=train.betas,
-            fused=self.device.type == "cuda",  # one kernel for all parameters; same state
+            fused=cuda,  # one kernel for all parameters on CUDA; the same state
+            foreach=not cuda,  # on CPU, one op per kind for all parameters, not per parameter
         )
         self.network = self._trainable(self.model)
         self.step = 0
@@ -199,6 +201,14 @@ class Trainer:
                 if hooks is not None:
                     hooks.checkpoint(self.step)
                 self.processes.barrier()
+
+
+def with_precision(config: RunConfig, device: torch.device) -> RunConfig:
+    """The config with ``train.precision: auto`` fixed to what ``device`` runs fast, so that a
+    run keeps its precision when it resumes elsewhere."""
+    train = config.train
+    precision = resolve_precision(train.precision, device)
+    return config.model_copy(update={"train": train.model_copy(update={"precision": precision})})
 
 
 def with_batch_shards(config: RunConfig, world_size: int) -> RunConfig:

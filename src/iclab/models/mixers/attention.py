@@ -77,12 +77,16 @@ class CausalSelfAttention(Mixer):
         return self.proj(mixed.transpose(1, 2).reshape(batch, length, self.d_model))
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
-        q, k, v = self._heads(x)
-        positions = torch.arange(x.shape[1], device=x.device)
-        if self.options.positions == "rotary":
-            q, k = self._rotate(q, positions), self._rotate(k, positions)
+        q, k, v = self._queries_keys_values(x)
         dropout = self.options.dropout if self.training else 0.0
+        if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            # PyTorch's fused CPU kernel is 5× slower in bfloat16 than in float32 (its backward
+            # most); the explicit form runs its two matmuls in bfloat16 and its softmax in
+            # float32, and is faster than either (benchmarks/RESULTS.md).
+            weights = F.dropout(self._weights(q, k), dropout, self.training)
+            return self._merge(weights.to(v.dtype) @ v)
         if self.options.positions == "alibi":
+            positions = torch.arange(x.shape[1], device=x.device)
             bias = self._alibi_bias(positions, positions).to(q.dtype)  # (H, T, T), -inf above
             mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
         else:
@@ -92,15 +96,26 @@ class CausalSelfAttention(Mixer):
     def attention_weights(self, x: Tensor) -> Tensor:
         """The softmax weights (B, H, T, T) the forward pass uses, computed explicitly (the fused
         kernel never forms them): for attention maps and head scores."""
-        q, k, _ = self._heads(x)
-        positions = torch.arange(x.shape[1], device=x.device)
+        q, k, _ = self._queries_keys_values(x)
+        return self._weights(q, k)
+
+    def _queries_keys_values(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v (B, H, T, E/H), with rotary phases applied when the mixer uses them."""
+        q, k, v = self._heads(x)
         if self.options.positions == "rotary":
+            positions = torch.arange(x.shape[1], device=x.device)
             q, k = self._rotate(q, positions), self._rotate(k, positions)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, T)
+        return q, k, v
+
+    def _weights(self, q: Tensor, k: Tensor) -> Tensor:
+        """Causal softmax weights (B, H, T, T) in float32 (the scores in q's dtype)."""
+        length = q.shape[2]
+        positions = torch.arange(length, device=q.device)
+        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)  # (B, H, T, T)
         if self.options.positions == "alibi":
             scores = scores + self._alibi_bias(positions, positions)
         else:
-            causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()
+            causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
             scores = scores.masked_fill(~causal, float("-inf"))
         return scores.softmax(-1)
 
