@@ -11,7 +11,8 @@ clock stops and the model is evaluated on 1280 fresh prompts for each of ``--eva
 evaluation seeds (the error at k = 2d, averaged over them); the time to threshold is the
 training time (sampling, forward, backward, step) when that average first reaches 0.1.
 The table gives each seed's time and the mean over seeds (a seed that never gets there
-counts as the budget, marked >).
+counts as the budget, marked >), and the error each seed ended at (at the threshold, or where
+the budget ran out).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main() -> None:
         f"{args.preset}, threshold {THRESHOLD} at k = 2d, budget {args.budget:g} s, "
         f"{args.eval_seeds} evaluation seeds, {torch.get_num_threads()} threads"
     )
-    print(f"{'mixer':18} {'variant':34} {'seconds per training seed':32} {'mean':>7}")
+    print(f"{'mixer':18} {'variant':34} {'seconds per training seed':26} {'mean':>7}  errors")
     for mixer in args.mixers.split(","):
         for variant in variants:
             changes = [item for item in variant.split("+") if item]
@@ -93,7 +94,11 @@ def main() -> None:
             mean = statistics.mean(min(s, args.budget) for s in seconds)
             marker = ">" if any(s == float("inf") for s in seconds) else " "
             label = "+".join(changes) + (" " + " ".join(args.overrides) if args.overrides else "")
-            print(f"{mixer:18} {label or '(preset)':34} {shown:32} {marker}{mean:6.1f}", flush=True)
+            ended = " ".join(f"{e:.3f}" for e in errors)
+            print(
+                f"{mixer:18} {label or '(preset)':34} {shown:26} {marker}{mean:6.1f}  {ended}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

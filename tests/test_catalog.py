@@ -221,6 +221,8 @@ def test_cli_lists_runs_and_shows_one_with_its_config(root):
     assert show.exit_code == 0, show.output
     assert "  d_model: 32\n" in show.output and "  name: linear_regression\n" in show.output
     assert f"  {latest_evaluation(root / 'alpha').resolve()}\n" in show.output
+    group_root = runner.invoke(app, ["runs", "--root", str(root), "show", "alpha"])
+    assert group_root.exit_code == 0 and group_root.output == show.output
 
 
 def test_cli_errors_are_one_clear_message(root, tmp_path):

@@ -160,3 +160,68 @@ def test_a_safetensors_header_length_starting_like_a_pickle_still_loads(tmp_path
             break
     assert path.read_bytes()[0] == first_byte
     assert torch.equal(read_tensors(path)["w" * length], torch.arange(3.0))
+
+
+def edit_meta(checkpoint, edit) -> None:
+    path = checkpoint.path / "meta.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(meta)))
+
+
+META_DAMAGE = {
+    "no rng": lambda meta: {k: v for k, v in meta.items() if k != "rng"},
+    "optimizer null": lambda meta: {**meta, "optimizer": None},
+    "a list": lambda meta: [meta],
+    "step 999": lambda meta: {**meta, "step": 999},
+    "step as text": lambda meta: {**meta, "step": "20"},
+    "rng not text": lambda meta: {**meta, "rng": {"torch": 5}},
+    "extra file listed": lambda meta: {**meta, "sha256": {**meta["sha256"], "../x": "0"}},
+    "format from the future": lambda meta: {**meta, "format": 99},
+}
+
+
+@pytest.mark.parametrize("damage", sorted(META_DAMAGE))
+def test_a_meta_that_breaks_its_schema_falls_back_like_file_damage(tmp_path, damage):
+    model, optimizer = model_and_optimizer()
+    save_checkpoint(tmp_path, 10, model, optimizer, {})
+    edit_meta(save_checkpoint(tmp_path, 20, model, optimizer, {}), META_DAMAGE[damage])
+    with pytest.warns(UserWarning, match="skipping checkpoint step-0000020: .*meta.json"):
+        found = latest_valid_checkpoint(tmp_path, model, optimizer)
+    assert found is not None and found.step == 10
+    assert load_checkpoint(found, model, optimizer)["step"] == 10
+
+
+@pytest.mark.parametrize("wrong", ["model", "optimizer"])
+def test_tensors_of_the_wrong_shapes_are_found_before_loading(tmp_path, wrong):
+    """Another model's weights: an error naming the tensor (resume keeps the architecture),
+    never a fallback. Optimizer moments of the wrong shapes with a matching checksum: damage,
+    skipped for the older checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    model, optimizer = model_and_optimizer()
+    save_checkpoint(tmp_path, 10, model, optimizer, {})
+    newest = save_checkpoint(tmp_path, 20, model, optimizer, {})
+    if wrong == "model":
+        wider = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+        with pytest.raises(CheckpointError, match=r"does not fit .*0\.weight: saved \(8, 4\)"):
+            latest_valid_checkpoint(tmp_path, wider, torch.optim.AdamW(wider.parameters()))
+        with pytest.raises(CheckpointError, match="architecture cannot change"):
+            load_checkpoint(newest, wider)
+        return
+    path = newest.path / "optimizer.safetensors"
+    tensors = load_file(str(path))
+    name = next(name for name in tensors if name.endswith("exp_avg"))
+    tensors[name] = torch.zeros(3, 3)
+    save_file(tensors, str(path))
+    edit_meta(newest, lambda meta: {**meta, "sha256": {**meta["sha256"], path.name: sha256(path)}})
+    with pytest.warns(UserWarning, match=rf"skipping .*{name} has shape \(3, 3\)"):
+        assert latest_valid_checkpoint(tmp_path, model, optimizer).step == 10
+
+
+def test_staging_left_by_a_killed_save_is_removed_by_the_next(tmp_path):
+    model, optimizer = model_and_optimizer()
+    save_checkpoint(tmp_path, 10, model, optimizer, {})
+    (tmp_path / ".step-0000020.abc123").mkdir()  # what kill -9 mid-save leaves
+    (tmp_path / ".retired.xyz").mkdir()
+    save_checkpoint(tmp_path, 20, model, optimizer, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000010", "step-0000020"]

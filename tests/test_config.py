@@ -128,3 +128,56 @@ def test_quickstart_preset_is_valid():
     config = load_config("quickstart")
     assert isinstance(config, RunConfig)
     assert (config.task.n_dims, config.task.n_points) == (5, 21)
+
+
+# --- hostile files: each fails fast as a ConfigError naming the file (and the field) -----------
+
+LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+HOSTILE = {
+    "billion laughs": (LAUGHS, r"more than 100,000 values with aliases expanded"),
+    "3000 levels": ("train: " + "[" * 3000 + "]" * 3000, r"nested more than 32 levels deep"),
+    "a date": ("train:\n  steps: 2024-01-01\n", r"train\.steps: .*got '2024-01-01'"),
+    "a python tag": ("train: !!python/object:os.system {}\n", r"not valid YAML"),
+    "n_layers 1e9": ("model:\n  n_layers: 1000000000\n", r"model\.n_layers: must be at most 256"),
+    "n_dims 1e6": ("task:\n  n_dims: 1000000\n", r"task\.n_dims: must be at most 1,024"),
+    "a huge pool": (
+        "task:\n  name: finite_pool_regression\n  pool_size: 100000000\n",
+        r"pool_size × n_dims = .* must be at most",
+    ),
+    "lr inf": ("train:\n  lr: .inf\n", r"train\.lr: Input should be a finite number"),
+    "weight decay nan": ("train:\n  weight_decay: .nan\n", r"train\.weight_decay: .*finite"),
+    "betas out of range": ("train:\n  betas: [5, -3]\n", r"train\.betas\.0: .*less than 1"),
+    "knn k=-1": ("eval:\n  algorithms: [knn(k=-1)]\n", r"knn\(k=-1\)'?: k: .*greater than"),
+    "a bogus reference": ("eval:\n  reference: bogus\n", r"eval\.reference: 'bogus' is none"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_config_file_is_a_config_error_naming_it(tmp_path, case):
+    text, message = HOSTILE[case]
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"hostile\.yaml: .*{message}"):
+        load_config(path)
+
+
+def test_files_that_are_not_yaml_text_are_config_errors_naming_them(tmp_path):
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"train:\n  lr: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"latin\.yaml: not UTF-8 text"):
+        load_config(latin)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match=r"folder: a directory, not a YAML file"):
+        load_config(tmp_path / "folder")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * 1_100_000)
+    with pytest.raises(ConfigError, match=r"huge\.yaml: larger than 1,000,000 bytes"):
+        load_config(huge)
+
+
+def test_size_limits_are_lifted_by_the_environment(monkeypatch):
+    monkeypatch.setenv("ICLAB_NO_SIZE_LIMITS", "1")
+    config = build_config({"model": {"n_layers": 300, "d_model": 8, "n_heads": 1}})
+    assert config.model.n_layers == 300  # validated without building 300 blocks

@@ -73,3 +73,16 @@ def test_first_prompts_of_an_episode_keep_their_meta_and_mask():
     head = episode.first(1)
     assert torch.equal(head.targets, episode.targets[:1]) and head.meta["w"].tolist() == [[1.0]]
     assert head.loss_mask.tolist() == [[True, False, True]] and head.kind == "classification"
+
+
+def test_a_non_finite_prediction_scores_the_worst_value_not_unscored():
+    episode = Episode(torch.zeros(1, 3, 2), torch.tensor([[1.0, -3.0, 0.5]]))
+    prediction = torch.tensor([[math.nan, math.inf, 0.5]])
+    assert score(prediction, episode).tolist() == [[math.inf, math.inf, 0.0]]
+    logits = torch.zeros(2, 3, 3)
+    logits[0, 0] = torch.tensor([math.nan, 0.0, 0.0])  # argmax would pick the NaN: class 0
+    values = score(logits, classification_episode())
+    assert values[0, 0] == 0.0 and values[1, 2] == 1.0  # the target there is class 0 too
+    mask = torch.tensor([[True, False, True]])
+    masked = Episode(episode.inputs, episode.targets, loss_mask=mask)
+    assert score(prediction, masked)[0, 1].isnan()  # unscored stays unscored

@@ -8,19 +8,23 @@ import logging
 import re
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+import iclab
 from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.config import ConfigError
 from iclab.run import RunDir, catalog, train_run
 from iclab.sweeps import TrialJob, expand_trials, load_sweep, run_sweep, run_trial
+from iclab.sweeps.spec import parameter_values
 
 runner = CliRunner()
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SHIPPED_SWEEPS = Path(iclab.__file__).parent / "configs" / "sweeps"
 
 
 def write_sweep(directory, **fields):
@@ -199,6 +203,8 @@ def test_invalid_and_failing_trials_are_reported_and_the_others_run(local_ray, t
     )
     assert "completed trial-000-n_heads2-n_points8: " in outcome.output  # as it finished
     assert outcome.output.count("failed trial-001-n_heads2-n_points40") == 2  # and with its error
+    live = next(line for line in outcome.output.splitlines() if "failed trial-001" in line)
+    assert "PromptTooLongError: prompts of 40 examples" in live  # read from Tune's error.txt
     assert "best: trial-000-n_heads2-n_points8" in outcome.output
 
 
@@ -396,3 +402,11 @@ def test_cli_reports_a_sweep_file_error_in_one_line(tmp_path):
     assert outcome.exit_code == 2
     assert "train has no field 'lrr'" in outcome.output
     assert "Traceback" not in outcome.output
+
+
+@pytest.mark.parametrize("path", sorted(SHIPPED_SWEEPS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_loads_and_each_trial_is_a_valid_config(path):
+    spec = load_sweep(path)
+    trials = expand_trials(spec)
+    assert len(trials) == len(list(parameter_values(spec))) > 1
+    assert all(trial.problem is None for trial in trials), [t.problem for t in trials]

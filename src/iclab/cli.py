@@ -371,7 +371,9 @@ def reproduce(
     set_threads(threads)
     verdicts = [run_reproduction(entry, out, scale, show_progress=progress) for entry in names]
     console.print(verdict_table(verdicts, scale))
-    console.print(f"verdicts and figures: {out}/NAME/verdict.json, figure.png", soft_wrap=True)
+    console.print(
+        f"verdicts and figures: {escape(str(out))}/NAME/verdict.json, figure.png", soft_wrap=True
+    )
 
 
 @app.command()
@@ -486,8 +488,9 @@ def sweep(
     from iclab.sweeps import TrialRow, run_sweep, short_keys
 
     def announce(row: TrialRow) -> None:
-        metric = "" if row.metric is None else f": {row.metric:.4g}"
-        console.print(f"{styled_status(row.status)} {escape(row.trial)}{metric}")
+        outcome = row.error if row.metric is None else f"{row.metric:.4g}"
+        outcome = "" if outcome is None else f": {escape(outcome)}"
+        console.print(f"{styled_status(row.status)} {escape(row.trial)}{outcome}", soft_wrap=True)
 
     def progress_line(line: str) -> None:
         console.print(escape(line), highlight=False, soft_wrap=True)
@@ -617,6 +620,7 @@ def runs(
     from iclab.run import catalog
 
     if context.invoked_subcommand is not None:
+        context.obj = root  # `iclab runs --root X show NAME` looks under X
         return
     if rebuild:
         catalog.rebuild(root)
@@ -638,13 +642,20 @@ def runs(
 @runs_app.command("show")
 @user_errors_exit_cleanly
 def runs_show(
+    context: typer.Context,
     name: Annotated[str, typer.Argument(help="Run name: its path under ROOT (sweep1/trial-0).")],
-    root: RootOption = Path("runs"),
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory that holds the run directories (default: iclab runs --root, else runs)."
+        ),
+    ] = None,
 ) -> None:
     """Everything the index knows about one run, its config, and where its results are."""
     from iclab.report.console import run_details
     from iclab.run import RunDir, catalog
 
+    root = root or context.obj or Path("runs")
     entry = catalog.get_run(root, name)
     console.print(run_details(entry))
     config_path = entry.path / "config.yaml"

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,8 +26,9 @@ from pydantic import (
 
 from iclab.algorithms import ALGORITHM_SPEC, ALGORITHMS
 from iclab.algorithms.base import check_applies
-from iclab.errors import ConfigError, UserError
+from iclab.errors import ConfigError, UserError, limit_note, within_size_limit
 from iclab.evaluation.shifts import build_shift, resolve_shifts
+from iclab.io import YAML_MAX_DEPTH, parse_yaml, plain_copy, read_yaml
 from iclab.kinds import TaskIO
 from iclab.models import InContextModel, ModelConfig, build_model
 from iclab.registry import UnknownNameError
@@ -35,24 +36,44 @@ from iclab.specs import resolve_spec
 from iclab.tasks import TASKS, make_task
 
 PRESETS_DIR = Path(__file__).parent / "configs"
+# Task sizes refused before the task is built unless ICLAB_NO_SIZE_LIMITS=1
+# (``iclab.errors.within_size_limit``).
+MAX_DIMS = 1024
+MAX_POINTS = 100_000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
 
 class TaskConfig(BaseModel):
     """Which task family, its size, and the family's own options (checked against the family)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "linear_regression"
     n_dims: int | None = Field(
-        None, ge=1, description="input dimension (default: the family's; token tasks ignore it)"
+        None,
+        ge=1,
+        description="input dimension (default: the family's; token tasks ignore it); "
+        + limit_note(MAX_DIMS),
     )
     n_points: int | None = Field(
-        None, ge=2, description="examples (tokens) per prompt (default: the family's)"
+        None,
+        ge=2,
+        description="examples (tokens) per prompt (default: the family's); "
+        + limit_note(MAX_POINTS),
     )
+
+    @field_validator("n_dims")
+    @classmethod
+    def _dims_within_limit(cls, n_dims: int | None) -> int | None:
+        return None if n_dims is None else within_size_limit(n_dims, MAX_DIMS)
+
+    @field_validator("n_points")
+    @classmethod
+    def _points_within_limit(cls, n_points: int | None) -> int | None:
+        return None if n_points is None else within_size_limit(n_points, MAX_POINTS)
 
     @field_validator("name")
     @classmethod
@@ -115,12 +136,17 @@ class CurriculumConfig(Strict):
     points: Ramp | None = None
 
 
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class TrainConfig(Strict):
     steps: int = Field(5000, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-4, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = Field(
+        (0.9, 0.999), description="AdamW's decay rates of its moment estimates, each in [0, 1)"
+    )
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine floor as a share of lr")
@@ -154,6 +180,12 @@ class TrainConfig(Strict):
     log_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
+    divergence_patience: int = Field(
+        3,
+        ge=0,
+        description="steps in a row whose loss or gradients are not finite that are skipped "
+        "(no update) before the run stops as diverged; 0 stops at the first",
+    )
 
     @model_validator(mode="after")
     def _shards_divide_batch(self) -> TrainConfig:
@@ -188,7 +220,7 @@ class EvalConfig(Strict):
         None,
         ge=1,
         description="examples per evaluation prompt (default task.n_points); more than trained "
-        "tests length generalisation",
+        "tests length generalisation; " + limit_note(MAX_POINTS),
     )
     reference: str | None = Field(
         None,
@@ -198,6 +230,11 @@ class EvalConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where models and algorithms run (auto: the GPU when there is one)"
     )
+
+    @field_validator("n_points")
+    @classmethod
+    def _points_within_limit(cls, n_points: int | None) -> int | None:
+        return None if n_points is None else within_size_limit(n_points, MAX_POINTS)
 
     @field_validator("shifts")
     @classmethod
@@ -261,8 +298,12 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _evaluation_fits_task(self) -> RunConfig:
-        """The shifts and algorithms apply to the task (default algorithms: its yardsticks)."""
-        task = self.task.build()
+        """The task can be built, and the shifts and algorithms apply to it (default algorithms:
+        its yardsticks)."""
+        try:
+            task = self.task.build()
+        except UserError as error:
+            raise ValueError(f"task: {error}") from None
         try:
             resolve_shifts(self.eval.shifts, task)
         except UserError as error:
@@ -316,11 +357,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw_value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} must look like section.field=value")
-    try:
-        value = yaml.safe_load(raw_value)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from None
-    return key.strip().split("."), value
+    path = key.strip().split(".")
+    if len(path) > YAML_MAX_DEPTH:
+        raise ConfigError(f"override {text!r}: more than {YAML_MAX_DEPTH} dotted keys")
+    return path, parse_yaml(raw_value, f"override {text!r}: value")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -355,13 +395,19 @@ def describe_validation_error(
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown key" + suggestion(location, schema)
-        got = "" if problem["type"] == "missing" else f" (got {problem['input']!r})"
+        got = "" if problem["type"] == "missing" else f" (got {shortened(problem['input'])})"
         if problem["type"] == "extra_forbidden" or isinstance(problem["input"], dict):
             got = ""
         if repr(problem.get("input")) in message:  # a spec's message quotes it already
             got = ""
         lines.append(f"{source_of(location, source, overrides)}: {where}: {message}{got}")
     return "\n".join(lines)
+
+
+def shortened(value: Any, width: int = 80) -> str:
+    """``repr(value)``, cut to ``width`` characters: a message quotes a huge value in part."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def suggestion(location: list[str], schema: type[BaseModel] | None) -> str:
@@ -395,10 +441,11 @@ def source_of(location: list[str], source: str, overrides: Sequence[str]) -> str
 def build_config(
     data: dict[str, Any], overrides: Sequence[str] = (), source: str = "config"
 ) -> RunConfig:
-    """Validate a config dict after applying overrides; raise ``ConfigError`` with clear lines."""
+    """Validate a config dict after applying overrides; raise ``ConfigError`` with clear lines
+    (for any ``data``: values other than plain data are errors too)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
-    data = apply_overrides(data, list(overrides))
+    data = apply_overrides(plain_copy(data, source), list(overrides))
     try:
         return RunConfig.model_validate(data)
     except ValidationError as error:
@@ -423,11 +470,23 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Load a YAML config file (or preset), apply dotted overrides and validate."""
     path = resolve_config_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = read_yaml(path)
     data = {} if data is None else data
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
-    return build_config(data, overrides, source=str(path))
+    config = build_config(data, overrides, source=str(path))
+    check_reference(config, source_of(["eval", "reference"], str(path), overrides))
+    return config
+
+
+def check_reference(config: RunConfig, source: str) -> None:
+    """A ``ConfigError`` unless ``eval.reference`` names a learner the run's evaluation has: its
+    model (``model``) or one of ``eval.algorithms``. Checked for a run's config, not in
+    ``RunConfig``: comparisons name their models otherwise."""
+    reference = config.eval.reference
+    learners = ["model", *(str(spec) for spec in config.eval.algorithms)]
+    if reference is not None and reference not in learners:
+        raise ConfigError(
+            f"{source}: eval.reference: {reference!r} is none of the run's learners "
+            f"({', '.join(dict.fromkeys(learners))})"
+        )

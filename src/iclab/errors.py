@@ -8,6 +8,11 @@ user errors too).
 
 from __future__ import annotations
 
+import os
+
+# Set to 1 to lift the size limits (``within_size_limit``), on a machine that can hold the size.
+NO_SIZE_LIMITS = "ICLAB_NO_SIZE_LIMITS"
+
 
 class UserError(Exception):
     """Bad input, named in the message with what is allowed instead."""
@@ -19,9 +24,47 @@ class ConfigError(UserError, ValueError):
     A ``ValueError`` too, so that pydantic validators can raise it and name the field."""
 
 
+def within_size_limit(value: int, limit: int) -> int:
+    """``value``, or a ``ConfigError`` stating ``limit`` and how to lift it. Sizes past the limits
+    iclab states (``model.n_layers: 1.0e+9``) are taken for typos and refused before anything is
+    built, rather than exhausting memory while it is."""
+    if value > limit and os.environ.get(NO_SIZE_LIMITS) != "1":
+        raise ConfigError(
+            f"must be at most {limit:,}, a limit that stops a typo from exhausting memory "
+            f"({NO_SIZE_LIMITS}=1 lifts it)"
+        )
+    return value
+
+
+def limit_note(limit: int) -> str:
+    """A field description's words for its size limit."""
+    return f"at most {limit:,} unless {NO_SIZE_LIMITS}=1"
+
+
 class RunExistsError(UserError, FileExistsError):
     """A run directory that already holds a run, where a new one was asked for."""
 
 
 class RunNotFoundError(UserError, FileNotFoundError):
     """A path that is not a run directory, or a run without what a command needs."""
+
+
+class RunBusyError(UserError):
+    """A run that another process is training: one writer per run directory."""
+
+
+class RunDamagedError(UserError):
+    """A file of a run directory that cannot be read; the message names it and where."""
+
+
+class DivergedError(UserError, ArithmeticError):
+    """Training met non-finite losses or gradients for longer than ``train.divergence_patience``
+    allows; the run stops with status ``diverged`` and keeps its last finite checkpoint."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while a run was written; the message says how to resume it."""

@@ -37,10 +37,19 @@ def training_loss(prediction: Tensor, episode: Episode) -> Tensor:
 
 def score(prediction: Tensor, episode: Episode, target_scale: float = 1.0) -> Tensor:
     """(B, n) float64 score of every position; NaN where ``loss_mask`` excludes it. Squared
-    errors are divided by ``target_scale`` (a task's E[y²], ``Task.target_scale``)."""
+    errors are divided by ``target_scale`` (a task's E[y²], ``Task.target_scale``).
+
+    A position whose prediction is not finite (a diverged model) scores the worst value, an
+    infinite error or zero accuracy: NaN means "not scored", and a broken prediction is scored.
+    """
     kind = kind_of(episode.kind)
     kind.check_prediction(prediction, episode)
     values = kind.scores(prediction, episode, target_scale)
+    broken = ~prediction.isfinite()
+    if broken.dim() > values.dim():  # logits: one broken class breaks the position
+        broken = broken.flatten(values.dim()).any(-1)
+    worst = 0.0 if kind.metric.higher_is_better else torch.inf
+    values = values.masked_fill(broken.to(values.device), worst)
     if episode.loss_mask is not None:
         values = values.masked_fill(~episode.loss_mask, torch.nan)
     return values

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, NamedTuple
 
-import yaml
 from pydantic import BaseModel, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema
 
 from iclab.errors import ConfigError
+from iclab.io import parse_yaml
 from iclab.registry import Registry, UnknownNameError
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^()]*)\))?\s*$")
@@ -83,9 +83,9 @@ def parse_spec(text: str, what: str = "algorithm") -> tuple[str, dict[str, Any]]
         if not sep or not key.strip().isidentifier():
             raise SpecError(f"{what} {text!r}: option {item!r} must look like option=value")
         try:
-            options[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise SpecError(f"{what} {text!r}: value of {key.strip()} is not valid") from None
+            options[key.strip()] = parse_yaml(raw, f"{what} {text!r}: value of {key.strip()}")
+        except ConfigError as error:
+            raise SpecError(str(error)) from None
     return name, options
 
 

@@ -28,7 +28,7 @@ class AlgorithmOptions(BaseModel):
     never an option, so a spec cannot contradict the task it is evaluated on.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class Algorithm:

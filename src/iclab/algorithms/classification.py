@@ -275,7 +275,6 @@ class LogisticRegressionOptions(AlgorithmOptions):
     alpha: float = Field(
         1.0,
         gt=0,
-        allow_inf_nan=False,
         description="L2 penalty on the weights (sklearn's C = 1 / alpha; intercepts are not "
         "penalised)",
     )

@@ -134,7 +134,6 @@ class GradientDescentOptions(AlgorithmOptions):
     lr: float | None = Field(
         None,
         gt=0,
-        allow_inf_nan=False,
         description="step size; null: one per prefix length, tuned on held-out prompts of the task",
     )
 
@@ -294,7 +293,7 @@ def prefix_orthogonal_matching_pursuit(inputs: Tensor, targets: Tensor, n_nonzer
 
 
 class LassoOptions(AlgorithmOptions):
-    alpha: float = Field(0.01, gt=0, allow_inf_nan=False, description="L1 penalty")
+    alpha: float = Field(0.01, gt=0, description="L1 penalty")
 
 
 @register_algorithm("lasso")
@@ -454,7 +453,6 @@ class RidgeOnFeaturesOptions(AlgorithmOptions):
     alpha: float | None = Field(
         None,
         gt=0,
-        allow_inf_nan=False,
         description="L2 penalty; null: the Bayes-optimal σ²/τ² of the task (least squares when "
         "σ = 0)",
     )

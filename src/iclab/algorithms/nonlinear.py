@@ -210,9 +210,7 @@ def fit_boosting(
 
 class GradientBoostingOptions(AlgorithmOptions):
     n_rounds: int = Field(100, ge=1, description="boosting rounds (trees)")
-    learning_rate: float = Field(
-        0.3, gt=0, allow_inf_nan=False, description="shrinkage of each tree"
-    )
+    learning_rate: float = Field(0.3, gt=0, description="shrinkage of each tree")
     max_depth: int = Field(
         6, ge=1, le=16, description="depth of each tree (num_leaves is 2**max_depth)"
     )
@@ -320,7 +318,7 @@ def train_networks(
 class TwoLayerNetworkOptions(AlgorithmOptions):
     hidden: int = Field(100, ge=1, description="hidden units")
     steps: int = Field(100, ge=1, description="Adam steps")
-    lr: float = Field(5e-3, gt=0, allow_inf_nan=False, description="Adam's learning rate")
+    lr: float = Field(5e-3, gt=0, description="Adam's learning rate")
     seed: int = Field(0, ge=0, description="seed of the initial weights")
     chunk_size: int = Field(512, ge=1, description="networks trained together")
 

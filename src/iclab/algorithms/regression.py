@@ -288,7 +288,6 @@ class RidgeOptions(AlgorithmOptions):
     alpha: float = Field(
         0.1,
         gt=0,
-        allow_inf_nan=False,
         description="L2 penalty (alpha -> 0 is least_squares)",
     )
 

@@ -127,7 +127,6 @@ class NGramOptions(AlgorithmOptions):
     alpha: float = Field(
         1.0,
         gt=0,
-        allow_inf_nan=False,
         description="add-alpha smoothing; changes the log-probabilities, never the argmax of one "
         "order",
     )

@@ -34,7 +34,7 @@ from iclab.tasks.regression import random_rotations
 
 
 class ShiftOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class Shift(ABC):

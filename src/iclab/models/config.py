@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from iclab.errors import limit_note, within_size_limit
 from iclab.models.mixers import MIXER_SPEC
 from iclab.specs import Spec, split_specs
+
+# Sizes refused at load unless ICLAB_NO_SIZE_LIMITS=1 (``iclab.errors.within_size_limit``).
+MODEL_LIMITS = {
+    "n_layers": 256,
+    "d_model": 65_536,
+    "n_heads": 4096,
+    "mlp_ratio": 64,
+    "target_params": 10_000_000_000,
+}
 
 
 class ModelConfig(BaseModel):
@@ -20,7 +30,7 @@ class ModelConfig(BaseModel):
     budget, for comparisons of architectures at equal size.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
     mixer: MIXER_SPEC = Field(
         "softmax", validate_default=True, description="mixer spec for every block (iclab models)"
@@ -28,10 +38,15 @@ class ModelConfig(BaseModel):
     layers: list[MIXER_SPEC] | None = Field(
         None, description="one mixer spec per block, for hybrids; sets n_layers"
     )
-    n_layers: int = Field(12, ge=1)
-    d_model: int = Field(256, ge=8)
-    n_heads: int = Field(8, ge=1)
-    mlp_ratio: int = Field(4, ge=0, description="MLP width / d_model; 0: mixer-only blocks")
+    n_layers: int = Field(12, ge=1, description=limit_note(MODEL_LIMITS["n_layers"]))
+    d_model: int = Field(256, ge=8, description=limit_note(MODEL_LIMITS["d_model"]))
+    n_heads: int = Field(8, ge=1, description=limit_note(MODEL_LIMITS["n_heads"]))
+    mlp_ratio: int = Field(
+        4,
+        ge=0,
+        description="MLP width / d_model; 0: mixer-only blocks; "
+        + limit_note(MODEL_LIMITS["mlp_ratio"]),
+    )
     norm: Literal["layernorm", "none"] = Field(
         "layernorm", description="pre-norm in every block and at the end, or none"
     )
@@ -48,13 +63,23 @@ class ModelConfig(BaseModel):
         None,
         ge=1000,
         description="choose d_model (ignoring the one given) to land within 5% of this many "
-        "parameters; the chosen width is printed and recorded in run.json",
+        "parameters; the chosen width is printed and recorded in run.json; "
+        + limit_note(MODEL_LIMITS["target_params"]),
     )
+
+    @field_validator(*MODEL_LIMITS)
+    @classmethod
+    def _within_size_limits(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return None if value is None else within_size_limit(value, MODEL_LIMITS[info.field_name])
 
     @field_validator("layers", mode="before")
     @classmethod
     def _split_layer_string(cls, layers: Any) -> Any:
-        return split_specs(layers) if isinstance(layers, str) else layers
+        """A comma-separated string as a list; no more blocks than ``n_layers`` may have."""
+        layers = split_specs(layers) if isinstance(layers, str) else layers
+        if isinstance(layers, list):
+            within_size_limit(len(layers), MODEL_LIMITS["n_layers"])
+        return layers
 
     @field_validator("layers")
     @classmethod

@@ -27,7 +27,7 @@ from iclab.tasks.base import Task
 class ProbeOptions(BaseModel):
     """Options of a probe; subclass per probe and give every field a ``description``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 @dataclass

@@ -29,6 +29,7 @@ STATUS_STYLES = {
     "interrupted": "yellow",
     "stopped": "red",
     "failed": "red",
+    "diverged": "red",
     "broken": "red",
     "new": "dim",
     "invalid": "yellow",

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 import torch
-import yaml
 
 from iclab import __version__
 from iclab.config import RunConfig, load_config, merged
@@ -39,7 +38,7 @@ from iclab.evaluation.curves import (
     write_curves_csv,
     write_differences_csv,
 )
-from iclab.io import atomic_write_text
+from iclab.io import atomic_write_text, read_yaml
 from iclab.models import InContextModel
 from iclab.registry import Registry
 from iclab.run import RunDir, evaluate_config, evaluate_run, load_trained_model, train_run
@@ -206,8 +205,10 @@ def evaluated(run: RunDir) -> Path:
     latest = run.latest_evaluation()
     settings = None if latest is None else latest / "settings.yaml"
     if settings is not None and settings.is_file() and newer_than_checkpoints(settings, [run]):
-        used = yaml.safe_load(settings.read_text()).get("eval")
-        if used == run.load_config().eval.model_dump(mode="json"):
+        used = read_yaml(settings)
+        if isinstance(used, dict) and used.get("eval") == run.load_config().eval.model_dump(
+            mode="json"
+        ):
             return latest
     return evaluate_run(run.path).directory
 

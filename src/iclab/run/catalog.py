@@ -30,6 +30,7 @@ import yaml
 from iclab.config import build_config
 from iclab.errors import ConfigError, RunNotFoundError
 from iclab.evaluation.curves import read_curves_csv
+from iclab.io import read_yaml
 from iclab.registry import UnknownNameError
 from iclab.run.directory import RunDir
 from iclab.tasks import TASKS
@@ -42,6 +43,7 @@ SCHEMA_VERSION = 1  # PRAGMA user_version; bump it when the table changes (old i
 # own time, and so does a legacy eval/curves.csv rewritten in place.
 SOURCES = ("config.yaml", "run.json", "metrics.jsonl", "eval")
 METRICS_TAIL_BYTES = 64 * 1024
+MODEL = "model"  # the learner a run's own model is evaluated as
 READ_ERRORS = (ConfigError, yaml.YAMLError, OSError, ValueError, KeyError, TypeError)
 
 T = TypeVar("T")
@@ -259,9 +261,8 @@ def _reading(label: str, read: Callable[[], T]) -> T:
 
 
 def _read_run(run: RunDir) -> dict[str, Any]:
-    data = _reading("config.yaml", lambda: yaml.safe_load(run.config_path.read_text()))
     try:
-        config = build_config(data, source="config.yaml")
+        config = build_config(read_yaml(run.config_path), source="config.yaml")
     except ConfigError as error:  # its message already names config.yaml and the field
         raise _BrokenRunError(str(error)) from None
     info = _reading("run.json", run.read_info)
@@ -331,15 +332,15 @@ def last_logged_step(path: Path) -> int:
 
 
 def headline_of(curves_path: Path) -> tuple[float | None, str | None]:
-    """The first learner's mean at the largest k on the training distribution, and its metric
-    (the run catalog's and the sweep's headline); (None, None) before the run is evaluated."""
+    """The model's mean at the largest k on the training distribution, and its metric: the run
+    catalog's and the sweep's headline. (None, None) before the run is evaluated, and when the
+    evaluation has no rows of the model: a yardstick's value is never a run's headline."""
     if not curves_path.exists():
         return None, None
-    points = [point for point in read_curves_csv(curves_path) if point.shift == "none"]
+    points = [p for p in read_curves_csv(curves_path) if p.shift == "none" and p.learner == MODEL]
     if not points:
         return None, None
-    learner = points[0].learner
-    last = max((point for point in points if point.learner == learner), key=lambda p: p.k)
+    last = max(points, key=lambda p: p.k)
     return last.mean, last.metric
 
 

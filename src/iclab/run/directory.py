@@ -13,27 +13,56 @@ runs/<name>/
   probes/         <probe spec>/: summary.json, tables, figures
   report.html     the whole run on one page
   tb/             TensorBoard event files
+  .lock           held by the one process training the run (its pid, host and start)
 ```
 
 Only the run layer (this package) writes here, and only after validating what it was given;
-config.yaml changes only when training starts or resumes, never by evaluating.
+config.yaml changes only when training starts or resumes, never by evaluating. One process at a
+time trains a run (``RunDir.writer_lock``); evaluations, reports and listings read it meanwhile.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
+import os
 import platform
+import shutil
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
-import yaml
 
 from iclab import __version__
 from iclab.config import RunConfig, build_config
-from iclab.errors import RunNotFoundError
-from iclab.io import atomic_write_json, atomic_write_text
+from iclab.errors import RunBusyError, RunDamagedError, RunNotFoundError
+from iclab.io import atomic_write_json, atomic_write_text, read_yaml
+
+LOCK_FILE = ".lock"
+
+
+def describe_holder(text: str) -> str:
+    """Who holds a lock, from its file: "process 123 on host h since …"."""
+    try:
+        holder = json.loads(text)
+        return f"process {holder['pid']} on {holder['host']} (since {holder['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def strict(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with non-finite numbers as None: what strict JSON can hold."""
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in row.items()
+    }
 
 
 def environment() -> dict[str, str]:
@@ -89,6 +118,50 @@ class RunDir:
     def tensorboard_dir(self) -> Path:
         return self.path / "tb"
 
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the run's exclusive training lock (``.lock``, with this process's pid, host and
+        start), or fail at once with a ``RunBusyError`` naming the holder. The kernel releases
+        the lock when its process ends however it ends, so a lock left by a killed process is
+        never in the way. A directory this created that holds nothing but the lock when the
+        lock is released is removed again: a training that failed its checks leaves nothing."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = self._locked_handle()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            handle.write(
+                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
+            )
+            handle.flush()
+            yield
+        finally:
+            if created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+                shutil.rmtree(self.path, ignore_errors=True)
+            handle.close()  # releases the lock
+
+    def _locked_handle(self) -> IO[str]:
+        """The lock file, open and locked by this process (retried if it was replaced between
+        opening and locking, so two processes never lock two different files)."""
+        path = self.path / LOCK_FILE
+        while True:
+            handle = path.open("a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = describe_holder(handle.read())
+                handle.close()
+                raise RunBusyError(
+                    f"{self.path} is being trained by {holder}; wait for it to end (or stop "
+                    "it), then try again"
+                ) from None
+            if path.exists() and os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
+                return handle
+            handle.close()
+
     def evaluations(self) -> list[Path]:
         """Every kept evaluation, oldest first (``eval/001``, ``eval/002``, ...; ``eval/`` itself
         first for a run evaluated before evaluations were kept apart)."""
@@ -113,8 +186,7 @@ class RunDir:
     def load_config(self) -> RunConfig:
         if not self.config_path.exists():
             raise RunNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
-        data = yaml.safe_load(self.config_path.read_text())
-        return build_config(data, source=str(self.config_path))
+        return build_config(read_yaml(self.config_path), source=str(self.config_path))
 
     def write_config(self, config: RunConfig) -> None:
         atomic_write_text(self.config_path, config.to_yaml())
@@ -128,12 +200,33 @@ class RunDir:
         atomic_write_json(self.info_path, {**self.read_info(), **fields})
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged training steps. A torn last line (a write cut short by a crash or a full
+        disk) is left out with a warning naming it; resuming rewrites the file without it. A
+        loss logged as null (a non-finite step) reads as NaN."""
         if not self.metrics_path.exists():
             return []
-        lines = self.metrics_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        lines = self.metrics_path.read_text(errors="replace").splitlines()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                    raise ValueError("not a logged step")
+            except ValueError as error:
+                where = f"{self.metrics_path}, line {number}"
+                if number == len(lines):
+                    warnings.warn(f"{where} is torn ({error}); left out", stacklevel=2)
+                    break
+                raise RunDamagedError(f"cannot read {where}: {error}") from None
+            if row.get("loss", 0.0) is None:
+                row["loss"] = math.nan
+            rows.append(row)
+        return rows
 
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after ``step`` by an interrupted run (they will be redone)."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
+        text = "".join(json.dumps(strict(row), allow_nan=False) + "\n" for row in kept)
+        atomic_write_text(self.metrics_path, text)

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from iclab.algorithms import build_algorithm
-from iclab.config import RunConfig, apply_overrides, build_config
+from iclab.config import RunConfig, apply_overrides, build_config, check_reference
 from iclab.devices import resolve_device, set_threads
 from iclab.errors import ConfigError
 from iclab.evaluation.curves import (
@@ -128,6 +128,7 @@ def evaluate_run(
     set_threads(threads)
     run = RunDir(Path(run_dir))
     config = with_eval_overrides(run.load_config(), overrides, source=f"iclab eval {run.path}")
+    check_reference(config, f"iclab eval {run.path}")
     device = resolve_device(config.eval.device)
     model = config.build_model()
     model.check_points(evaluation_points(config))

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from iclab.kinds import kind_of
 from iclab.progress import progress
-from iclab.run.directory import RunDir, environment
+from iclab.run.directory import RunDir, environment, strict
 from iclab.run.tracking import open_tracker
 from iclab.training.flops import peak_flops, training_flops_per_step
 from iclab.training.trainer import Trainer
@@ -39,7 +40,7 @@ def describe(trainer: Trainer) -> str:
     if trainer.processes.distributed:
         where += f", {trainer.processes.world_size} processes"
     return (
-        f"[bold]{config.name}[/]: {model_config.describe()} model, "
+        f"[bold]{escape(config.name)}[/]: {model_config.describe()} model, "
         f"d_model={model.backbone.d_model}, {model.n_params():,} parameters{fitted}, on {where}; "
         f"task {task.name} ({sizes})"
     )
@@ -137,7 +138,7 @@ class TrainingLog:
         elapsed = time.perf_counter() - self.started
         row = {"step": step, "loss": loss, **used, "time": round(elapsed, 3)}
         self.last_loss = loss
-        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.write(json.dumps(strict(row), allow_nan=False) + "\n")  # NaN as null
         self.metrics.flush()
         scalars = {"train/loss": loss, **{f"train/{name}": value for name, value in used.items()}}
         for tag, value in scalars.items():
@@ -184,7 +185,7 @@ class TrainingLog:
         )
         if self.last_loss is not None:
             self.console.print(
-                f"{trainer.config.name}: trained to step {trainer.step}, loss "
+                f"{escape(trainer.config.name)}: trained to step {trainer.step}, loss "
                 f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s)",
                 highlight=False,
                 soft_wrap=True,

@@ -6,10 +6,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 from iclab.evaluation.curves import read_curves_csv, read_differences_csv
-from iclab.io import atomic_write_text
+from iclab.io import atomic_write_text, read_yaml
 from iclab.report.html import (
     CheckpointRecord,
     EvaluationRecord,
@@ -67,7 +65,7 @@ def read_evaluation(run: RunDir, directory: Path) -> EvaluationRecord:
         name=directory.relative_to(run.eval_dir).as_posix()
         if directory != run.eval_dir
         else "eval",
-        settings=yaml.safe_load(settings.read_text()) if settings.is_file() else None,
+        settings=read_yaml(settings) if settings.is_file() else None,
         curves=read_curves_csv(directory / "curves.csv"),
         differences=read_differences_csv(differences) if differences.is_file() else [],
     )

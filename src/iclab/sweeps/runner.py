@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -218,10 +219,15 @@ def run_on_ray(
 
 
 def outcome_row(
-    name: str, values: dict[str, Any], metrics: dict[str, Any] | None, error: Exception | None
+    name: str,
+    values: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    error: BaseException | str | None,
 ) -> TrialRow:
+    """A finished trial's row; ``error``: the exception (from Tune's results) or its summary."""
     if error is not None:
-        return TrialRow(name, values, "failed", error=error_summary(error))
+        summary = error if isinstance(error, str) else error_summary(error)
+        return TrialRow(name, values, "failed", error=summary)
     value = (metrics or {}).get("value")
     if value is None:
         return TrialRow(name, values, "failed", error="the trial reported no metric")
@@ -238,6 +244,20 @@ def error_summary(error: BaseException) -> str:
         return lines[-1] if lines else type(error).__name__
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
     return f"{type(cause).__name__}: {'; '.join(lines)}" if lines else type(cause).__name__
+
+
+def error_text_summary(text: str) -> str:
+    """``error_summary`` of a traceback written as text (a trial's error.txt, which the sweep
+    reads rather than unpickling Tune's copy of the exception): the exception's lines after the
+    last indented traceback line, its type without its module."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    tail: list[str] = []
+    for line in reversed(lines):
+        if line[0].isspace() or line.startswith("Failure #"):
+            break
+        tail.append(line.strip())
+    summary = "; ".join(reversed(tail))
+    return re.sub(r"^[\w.]+\.(\w+): ", r"\1: ", summary)
 
 
 HEARTBEAT_SECONDS = 30.0
@@ -299,7 +319,7 @@ class TrialEvents:
 
 def tune_callback(events: TrialEvents) -> Any:
     """A Tune callback passing trial starts, results and heartbeats to ``events``."""
-    from ray import cloudpickle, tune
+    from ray import tune
 
     class Reporter(tune.Callback):
         def __init__(self, events: TrialEvents) -> None:
@@ -322,14 +342,11 @@ def tune_callback(events: TrialEvents) -> Any:
             self.report(trial, None)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            # the trial has just written its error beside it; storage has no copy yet
-            pickled = trial.pickled_error_file
-            if pickled and Path(pickled).exists():
-                self.report(trial, cloudpickle.loads(Path(pickled).read_bytes()))
-            else:
-                self.report(trial, RuntimeError("failed; sweep.csv will say why"))
+            # the trial has just written its traceback beside it, as text (error.txt)
+            text = Path(trial.error_file).read_text() if trial.error_file else ""
+            self.report(trial, error_text_summary(text) or "failed; sweep.csv will say why")
 
-        def report(self, trial: Any, error: BaseException | None) -> None:
+        def report(self, trial: Any, error: str | None) -> None:
             if self.events is not None:
                 index = trial.config["trial"]
                 name = self.events.jobs[index].name

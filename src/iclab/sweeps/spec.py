@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -35,6 +34,7 @@ from iclab.config import (
     parse_override,
     resolve_config_path,
 )
+from iclab.io import read_yaml
 from iclab.metrics import METRICS
 from iclab.tasks import TASKS
 
@@ -156,10 +156,7 @@ def load_sweep(path: Path, overrides: Sequence[str] = ()) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no sweep file {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sweep fields")
     if overrides:
@@ -236,11 +233,9 @@ def base_data(spec: SweepSpec) -> dict[str, Any]:
     relative = spec.source.parent / spec.base
     try:
         path = resolve_config_path(relative if relative.exists() else spec.base)
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except ConfigError as error:
         raise ConfigError(f"{spec.source}: base: {error}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{spec.source}: base: {path} is not valid YAML: {error}") from None
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{spec.source}: base: {path} is not a mapping of config sections")

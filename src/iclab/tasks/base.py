@@ -10,9 +10,14 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from iclab.episode import Episode, EpisodeKind
+from iclab.errors import ConfigError, within_size_limit
 from iclab.kinds import TaskIO
 from iclab.registry import Registry
 from iclab.seeding import generator_for
+
+# Numbers a family may draw for the structure it fixes for a run (a task pool, class centres, a
+# feature map), unless ICLAB_NO_SIZE_LIMITS=1: configs are validated by building their task.
+STRUCTURE_LIMIT = 1 << 24
 
 
 class TaskOptions(BaseModel):
@@ -21,7 +26,7 @@ class TaskOptions(BaseModel):
     Give every field a ``description``: ``iclab tasks`` shows it.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class Task(ABC):
@@ -90,6 +95,15 @@ class Task(ABC):
         zero predictor scores 1 (Garg et al. 2022 divide by d for linear regression, where E[y²]
         = d, and by the sparsity for sparse linear regression)."""
         return float(self.n_dims)
+
+    def check_structure_size(self, n_numbers: int, what: str) -> None:
+        """A ``ConfigError`` naming ``what`` (``pool_size × n_dims``) before a family draws
+        more than ``STRUCTURE_LIMIT`` numbers of structure: a typo in a size must not exhaust
+        memory while a config is validated."""
+        try:
+            within_size_limit(n_numbers, STRUCTURE_LIMIT)
+        except ConfigError as error:
+            raise ConfigError(f"{self.name}: {what} = {n_numbers:,} {error}") from None
 
     def structure_generator(self, seed: int) -> torch.Generator:
         """A CPU generator for parameters fixed for a whole run, from the family and ``seed``."""

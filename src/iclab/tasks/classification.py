@@ -212,6 +212,7 @@ class BurstyClassification(Task):
     def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
         super().__init__(n_dims, options)
         options = self.options
+        self.check_structure_size(options.n_clusters * self.n_dims, "n_clusters × n_dims")
         structure = self.structure_generator(options.structure_seed)
         self.centres = torch.randn(options.n_clusters, self.n_dims, generator=structure)
         self.centres /= math.sqrt(self.n_dims)  # (K, d)

@@ -273,6 +273,7 @@ class FinitePoolRegression(GaussianLinearFamily):
     def draw_structure(self, generator: torch.Generator) -> None:
         self.pool: Tensor | None = None  # (M, d) float32 on CPU
         if self.options.pool_size is not None:
+            self.check_structure_size(self.options.pool_size * self.n_dims, "pool_size × n_dims")
             pool = torch.randn(self.options.pool_size, self.n_dims, generator=generator)
             self.pool = self.options.weight_std * pool
 
@@ -325,7 +326,12 @@ class RepresentationRegression(GaussianLinearFamily):
 
     def draw_structure(self, generator: torch.Generator) -> None:
         options = self.options
-        widths = [self.n_dims] + [options.hidden_width] * (options.depth - 1)
+        hidden = options.hidden_width
+        weights = (self.n_dims + (options.depth - 2) * hidden + options.feature_dim) * hidden
+        if options.depth == 1:
+            weights = self.n_dims * options.feature_dim
+        self.check_structure_size(weights, "the feature map's weights")
+        widths = [self.n_dims] + [hidden] * (options.depth - 1)
         widths.append(options.feature_dim)
         self.layers = [  # (out, in) float32 on CPU
             torch.randn(fan_out, fan_in, generator=generator) / math.sqrt(fan_in)
@@ -356,7 +362,7 @@ class RepresentationRegression(GaussianLinearFamily):
 class MixtureComponent(BaseModel):
     """One family of a mixture, its weight and its options."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     name: str = Field(description="a registered task family (not mixture)")
     weight: float = Field(1.0, gt=0.0, description="relative probability of this component")

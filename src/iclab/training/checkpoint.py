@@ -3,8 +3,10 @@
 A checkpoint is a directory ``step-000500/`` holding ``model.safetensors``,
 ``optimizer.safetensors`` and ``meta.json`` (step, config, random states, versions and the
 SHA-256 of each tensor file). It is assembled in a hidden temporary directory and renamed into
-place, so a crash leaves either a whole checkpoint or none. Loading checks the checksums and the
-safetensors header before reading a tensor, and nothing is ever unpickled.
+place, so a crash leaves either a whole checkpoint or none (and the next save removes what a
+killed one left). Verifying checks the meta against its schema and its directory's step, the
+checksums and the safetensors headers; loading checks every tensor's name and shape against the
+model and optimizer before reading one. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -33,6 +36,7 @@ MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 META_FILE = "meta.json"
 PICKLE_SIGNATURES = {b"\x80": "a Python pickle", b"PK": "a zip archive (torch.save format)"}
+STAGING_PREFIXES = (".step-", ".retired.")  # hidden directories of saves in progress
 
 
 class CheckpointError(UserError):
@@ -68,6 +72,35 @@ def unwrap(model: nn.Module) -> nn.Module:
         if not isinstance(inner, nn.Module):
             return model
         model = inner
+
+
+class RngStates(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    torch: str
+    cuda: list[str] | None = None
+
+
+class OptimizerRest(BaseModel):
+    """What of an optimizer's state is not a tensor (``optimizer_to_flat``)."""
+
+    model_config = ConfigDict(strict=True)
+
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, dict[str, Any]]
+
+
+class CheckpointMeta(BaseModel):
+    """The schema of meta.json, checked before any of it is used (other keys: the config,
+    versions, the caller's own)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    format: int = Field(ge=1, le=FORMAT_VERSION)
+    step: int = Field(ge=0)
+    rng: RngStates
+    optimizer: OptimizerRest | None
+    sha256: dict[str, str]
 
 
 # --- optimizer state as flat tensors + JSON -----------------------------------------------------
@@ -128,8 +161,11 @@ def save_checkpoint(
     meta: dict[str, Any],
     keep: int | None = None,
 ) -> Checkpoint:
-    """Write ``directory/step-XXXXXXX`` atomically, then keep only the newest ``keep``."""
+    """Write ``directory/step-XXXXXXX`` atomically, then keep only the newest ``keep``. What
+    an earlier save killed midway left (its hidden staging directory) is removed first: the one
+    process that trains a run is the one that saves."""
     directory.mkdir(parents=True, exist_ok=True)
+    remove_staging(directory)
     staging = Path(tempfile.mkdtemp(dir=directory, prefix=f".{checkpoint_name(step)}."))
     try:
         files = {
@@ -170,6 +206,13 @@ def save_checkpoint(
     return Checkpoint(target, step)
 
 
+def remove_staging(directory: Path) -> None:
+    """Remove the hidden directories of saves that never finished."""
+    for path in directory.iterdir():
+        if path.is_dir() and path.name.startswith(STAGING_PREFIXES):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 # --- loading --------------------------------------------------------------------------------------
 
 
@@ -202,30 +245,112 @@ def check_safetensors_file(path: Path) -> None:
     raise CheckpointError(f"{path} is not a valid safetensors file")
 
 
-def verify_checkpoint(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The checkpoint's meta after checking every file is present, well-formed and intact."""
+def verify_checkpoint(
+    checkpoint: Checkpoint,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """The checkpoint's meta after checking it against its schema and its directory's step,
+    every file it lists as present, well-formed and intact, and (given ``model``) every tensor's
+    name and shape against ``model`` and ``optimizer``. A model that does not fit is a
+    ``CheckpointMismatchError``: the config changed, not the checkpoint."""
     meta_path = checkpoint.path / META_FILE
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        meta = CheckpointMeta.model_validate_json(meta_path.read_bytes())
+    except OSError as error:
         raise CheckpointError(f"{meta_path} is missing or unreadable: {error}") from None
-    for filename, expected in meta.get("sha256", {}).items():
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        raise CheckpointError(f"{meta_path}: {where}: {problem['msg']}") from None
+    if meta.step != checkpoint.step:
+        raise CheckpointError(f"{meta_path} says step {meta.step} in {checkpoint.path.name}")
+    expected = {MODEL_FILE} | ({OPTIMIZER_FILE} if meta.optimizer is not None else set())
+    if set(meta.sha256) != expected:
+        raise CheckpointError(f"{meta_path} lists {sorted(meta.sha256)}, not {sorted(expected)}")
+    for filename, checksum in meta.sha256.items():
         path = checkpoint.path / filename
         if not path.exists():
             raise CheckpointError(f"{path} is missing")
         check_safetensors_file(path)
-        if sha256(path) != expected:
+        if sha256(path) != checksum:
             raise CheckpointError(f"{path} does not match its checksum (corrupted)")
-    if MODEL_FILE not in meta.get("sha256", {}):
-        raise CheckpointError(f"{meta_path} lists no {MODEL_FILE}")
-    return meta
+    if model is not None:
+        check_model_fits(checkpoint, model)
+    if optimizer is not None:
+        check_optimizer_fits(checkpoint, meta, optimizer)
+    return meta.model_dump()
 
 
-def latest_valid_checkpoint(directory: Path) -> Checkpoint | None:
-    """The newest checkpoint that verifies; broken newer ones are skipped with a warning."""
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint of another architecture than the config's model."""
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's name and shape in a safetensors file, from its header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except SafetensorError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def check_model_fits(checkpoint: Checkpoint, model: nn.Module) -> None:
+    """A ``CheckpointMismatchError`` naming the tensors whose names or shapes differ."""
+    expected = {name: tuple(t.shape) for name, t in unwrap(model).state_dict().items()}
+    saved = tensor_shapes(checkpoint.path / MODEL_FILE)
+    problems = [
+        f"{name}: saved {saved.get(name)}, model {shape}"
+        for name, shape in expected.items()
+        if saved.get(name) != shape
+    ]
+    problems += [f"{name}: saved, not in the model" for name in saved.keys() - expected.keys()]
+    if problems:
+        raise CheckpointMismatchError(
+            f"{checkpoint.path} does not fit this config's model: a run's architecture cannot "
+            f"change when it resumes ({'; '.join(sorted(problems)[:3])})"
+        )
+
+
+def check_optimizer_fits(
+    checkpoint: Checkpoint, meta: CheckpointMeta, optimizer: torch.optim.Optimizer
+) -> None:
+    """A ``CheckpointError`` unless the saved optimizer state has ``optimizer``'s groups and
+    each of its tensors a parameter of that shape (a step count: any shape torch keeps)."""
+    if meta.optimizer is None:
+        raise CheckpointError(f"{checkpoint.path} holds no optimizer state")
+    groups = meta.optimizer.param_groups
+    if [len(g.get("params", ())) for g in groups] != [
+        len(g["params"]) for g in optimizer.param_groups
+    ]:
+        raise CheckpointError(f"{checkpoint.path}: the optimizer state's parameter groups differ")
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, shape in tensor_shapes(checkpoint.path / OPTIMIZER_FILE).items():
+        prefix, index, key = [*name.split(".", 2), "", ""][:3]
+        if prefix != "state" or not index.isdigit() or int(index) >= len(parameters):
+            raise CheckpointError(
+                f"{checkpoint.path}: optimizer tensor {name!r} is for no parameter"
+            )
+        if key != "step" and shape != tuple(parameters[int(index)].shape):
+            raise CheckpointError(
+                f"{checkpoint.path}: optimizer tensor {name} has shape {shape}, its parameter "
+                f"{tuple(parameters[int(index)].shape)}"
+            )
+
+
+def latest_valid_checkpoint(
+    directory: Path,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> Checkpoint | None:
+    """The newest checkpoint that verifies (``verify_checkpoint``); broken newer ones are
+    skipped with a warning. One that does not fit ``model`` is an error, never skipped: an
+    older checkpoint of the same run would not fit either."""
     for checkpoint in reversed(list_checkpoints(directory)):
         try:
-            verify_checkpoint(checkpoint)
+            verify_checkpoint(checkpoint, model, optimizer)
+        except CheckpointMismatchError:
+            raise
         except CheckpointError as error:
             warnings.warn(f"skipping checkpoint {checkpoint.path.name}: {error}", stacklevel=2)
             continue
@@ -247,17 +372,15 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Load weights (and optimizer state) in place after verification; returns the meta."""
-    meta = verify_checkpoint(checkpoint)
+    """Load weights (and optimizer state) in place once ``verify_checkpoint`` has checked that
+    every tensor fits; returns the meta."""
+    meta = verify_checkpoint(checkpoint, model, optimizer)
     try:
         unwrap(model).load_state_dict(read_tensors(checkpoint.path / MODEL_FILE, device))
         if optimizer is not None:
             tensors = read_tensors(checkpoint.path / OPTIMIZER_FILE, device)
             optimizer.load_state_dict(optimizer_from_flat(tensors, meta["optimizer"]))
-    except (RuntimeError, ValueError, KeyError) as error:  # tensors of another model's shapes
-        reason = str(error).strip().splitlines()
-        raise CheckpointError(
-            f"{checkpoint.path} does not fit this config's model (was the model changed?): "
-            + " ".join(line.strip() for line in reason[:3])
-        ) from None
+    except (RuntimeError, ValueError, KeyError) as error:  # what the checks cannot see
+        reason = " ".join(line.strip() for line in str(error).strip().splitlines()[:3])
+        raise CheckpointError(f"{checkpoint.path} cannot be loaded: {reason}") from None
     return meta

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from iclab.config import RunConfig, TrainConfig
 from iclab.devices import resolve_device, resolve_precision
 from iclab.episode import Episode, concatenate
-from iclab.errors import ConfigError
+from iclab.errors import ConfigError, DivergedError
 from iclab.metrics import training_loss
 from iclab.models import build_model
 from iclab.seeding import derive_seed, generator_for
@@ -119,6 +120,7 @@ class Trainer:
         )
         self.network = self._trainable(self.model)
         self.step = 0
+        self.bad_steps = 0  # non-finite steps in a row, skipped so far
 
     def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
         """What the loop calls: the model, wrapped for data parallelism and compiled as asked.
@@ -165,7 +167,9 @@ class Trainer:
 
     def train_step(self, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """One optimisation step on the batch of ``step``; returns this process's loss and what
-        the step used."""
+        the step used. A step whose loss or gradient norm is not finite (on any process) makes
+        no update; more than ``train.divergence_patience`` of them in a row is a
+        ``DivergedError``."""
         train = self.config.train
         stage = curriculum_at(self.config, step)
         lr = learning_rate(train, step)
@@ -177,15 +181,36 @@ class Trainer:
             prediction = self.network(episode)
         loss = training_loss(prediction.float(), episode)
         loss.backward()  # DistributedDataParallel averages the gradients over the processes
-        if train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
-        self.optimizer.step()
+        limit = math.inf if train.grad_clip is None else train.grad_clip  # inf: measure only
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
+        if self.finite(loss + norm):
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+            if self.bad_steps > train.divergence_patience:
+                raise DivergedError(
+                    f"training diverged: the loss ({loss.item():.4g}) or the gradient norm "
+                    f"({norm.item():.4g}) was not finite for {self.bad_steps} steps in a row, "
+                    f"up to step {step + 1}; lower train.lr (now {train.lr:g}) or raise "
+                    "train.warmup_steps",
+                    step + 1,
+                )
         self.optimizer.zero_grad(set_to_none=True)
         return loss, {"lr": lr, "n_dims": stage.n_dims_active, "n_points": stage.n_points}
 
+    def finite(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` is finite on every process (so that all skip a step together)."""
+        return self.processes.mean(value.detach().isfinite().float()).item() == 1.0
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite: a checkpoint is saved only then."""
+        return all(parameter.isfinite().all() for parameter in self.model.parameters())
+
     def fit(self, hooks: TrainingHooks | None = None) -> None:
         """Train until ``train.steps``, telling ``hooks`` (if any) what happens; every process
-        runs the loop, and the processes meet at each checkpoint."""
+        runs the loop, and the processes meet at each checkpoint. Only finite weights are
+        checkpointed: a ``DivergedError`` stops the loop first."""
         train = self.config.train
         while self.step < train.steps:
             loss, used = self.train_step(self.step)
@@ -198,6 +223,12 @@ class Trainer:
             if hooks is not None:
                 hooks.advanced(self.step)
             if self.step % train.checkpoint_every == 0 or last:
+                if not self.weights_finite():  # a finite step to infinite weights (lr = inf)
+                    raise DivergedError(
+                        f"training diverged: the weights are not finite at step {self.step} "
+                        f"(train.lr {train.lr:g}); nothing was saved of them",
+                        self.step,
+                    )
                 if hooks is not None:
                     hooks.checkpoint(self.step)
                 self.processes.barrier()

@@ -29,7 +29,7 @@ class MixerOptions(BaseModel):
     """Options of a mixer; subclass per mixer and give every field a ``description``
     (``iclab models`` shows it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class Mixer(nn.Module):
