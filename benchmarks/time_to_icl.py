@@ -11,8 +11,8 @@ clock stops and the model is evaluated on 1280 fresh prompts for each of ``--eva
 evaluation seeds (the error at k = 2d, averaged over them); the time to threshold is the
 training time (sampling, forward, backward, step) when that average first reaches 0.1.
 The table gives each seed's time and the mean over seeds (a seed that never gets there
-counts as the budget, marked >), and the error each seed ended at (at the threshold, or where
-the budget ran out).
+counts as the budget, marked >), and the error and step each seed ended at (at the threshold,
+or where the budget ran out).
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def error_at_2d(trainer: Trainer, eval_seeds: int) -> float:
     return statistics.mean(errors)
 
 
-def time_to_threshold(config, budget: float, every: int, eval_seeds: int) -> tuple[float, float]:
-    """(training seconds until the threshold, or inf; the last error measured)."""
+def time_to_threshold(
+    config, budget: float, every: int, eval_seeds: int
+) -> tuple[float, int, float]:
+    """(training seconds until the threshold, or inf; the steps trained; the last error)."""
     trainer = Trainer(config)
     trained, error = 0.0, float("nan")
     while trainer.step < config.train.steps and trained < budget:
@@ -55,8 +57,8 @@ def time_to_threshold(config, budget: float, every: int, eval_seeds: int) -> tup
         trained += time.perf_counter() - started
         error = error_at_2d(trainer, eval_seeds)
         if error <= THRESHOLD:
-            return trained, error
-    return float("inf"), error
+            return trained, trainer.step, error
+    return float("inf"), trainer.step, error
 
 
 def main() -> None:
@@ -77,16 +79,22 @@ def main() -> None:
         f"{args.preset}, threshold {THRESHOLD} at k = 2d, budget {args.budget:g} s, "
         f"{args.eval_seeds} evaluation seeds, {torch.get_num_threads()} threads"
     )
-    print(f"{'mixer':18} {'variant':34} {'seconds per training seed':26} {'mean':>7}  errors")
+    print(
+        f"{'mixer':18} {'variant':34} {'seconds per training seed':26} {'mean':>7}  "
+        "error@steps where each seed stopped"
+    )
     for mixer in args.mixers.split(","):
         for variant in variants:
             changes = [item for item in variant.split("+") if item]
             overrides = [f"model.mixer={mixer}", *args.overrides, *changes]
-            seconds, errors = [], []
+            seconds, steps, errors = [], [], []
             for seed in range(args.train_seeds):
                 config = load_config(args.preset, [*overrides, f"train.seed={seed}"])
-                spent, error = time_to_threshold(config, args.budget, args.every, args.eval_seeds)
+                spent, trained, error = time_to_threshold(
+                    config, args.budget, args.every, args.eval_seeds
+                )
                 seconds.append(spent)
+                steps.append(trained)
                 errors.append(error)
             shown = " ".join(
                 f"{s:6.1f}" if s != float("inf") else f">{args.budget:5.0f}" for s in seconds
@@ -94,7 +102,7 @@ def main() -> None:
             mean = statistics.mean(min(s, args.budget) for s in seconds)
             marker = ">" if any(s == float("inf") for s in seconds) else " "
             label = "+".join(changes) + (" " + " ".join(args.overrides) if args.overrides else "")
-            ended = " ".join(f"{e:.3f}" for e in errors)
+            ended = " ".join(f"{e:.3f}@{n}" for e, n in zip(errors, steps, strict=True))
             print(
                 f"{mixer:18} {label or '(preset)':34} {shown:26} {marker}{mean:6.1f}  {ended}",
                 flush=True,

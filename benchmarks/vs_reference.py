@@ -2,14 +2,16 @@
 
     python benchmarks/vs_reference.py                      # 2 rounds of 700 steps each
     python benchmarks/vs_reference.py --rounds 3 --steps 700
+    python benchmarks/vs_reference.py --precision float32  # iclab in float32 too
 
 The same model and training on both sides: GPT-2 style, 4 layers × 128 wide × 4 heads, d = 5,
 21 points (42 tokens), batch 64, Adam at 3e-4, no curriculum, 2 threads. iclab runs as a user
-runs it, ``iclab train`` with its progress bar, logging, TensorBoard and checkpoints (and its
-default precision for this CPU). The reference is written the way Garg et al.'s code builds it:
-Hugging Face's ``GPT2Model`` (tanh GELU, a token embedding table that is never used), a linear
-read-in and read-out, plain ``torch.optim.Adam``, no extras; it needs ``pip install
-transformers``, which iclab does not depend on.
+runs it, ``iclab train`` with its progress bar, logging, TensorBoard and checkpoints, in
+``--precision`` (default auto: bfloat16 on CPUs that multiply it fast, as the quickstart
+trains; the reference always trains in float32). The reference is written the way Garg et
+al.'s code builds it: Hugging Face's ``GPT2Model`` (tanh GELU, a token embedding table that is
+never used), a linear read-in and read-out, plain ``torch.optim.Adam``, no extras; it needs
+``pip install transformers``, which iclab does not depend on.
 
 Each run is a fresh process, so its peak RSS is its own; the two alternate, round by round, so
 a busy machine slows both alike. Steps 100-600 of each run are timed. The last two lines are
@@ -109,10 +111,10 @@ def peak_rss_of(command: list[str], environment: dict[str, str]) -> tuple[str, f
     return output, usage.ru_maxrss / 1024
 
 
-def run_iclab(steps: int, environment: dict[str, str]) -> dict[str, float]:
+def run_iclab(steps: int, environment: dict[str, str], precision: str) -> dict[str, float]:
     """``iclab train`` on the shared config; steps/s from its metrics.jsonl times."""
     with tempfile.TemporaryDirectory() as directory:
-        config = {**CONFIG, "train": {**CONFIG["train"], "steps": steps}}
+        config = {**CONFIG, "train": {**CONFIG["train"], "steps": steps, "precision": precision}}
         path = Path(directory) / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         run = Path(directory) / "run"
@@ -139,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
     args = parser.parse_args()
     if args.steps <= LAST:
         parser.error(f"--steps must exceed {LAST}: steps {FIRST}-{LAST} are timed")
@@ -151,8 +154,10 @@ def main() -> None:
     for round_ in range(args.rounds):
         order = ("iclab", "reference") if round_ % 2 == 0 else ("reference", "iclab")
         for name in order:
-            runner = run_iclab if name == "iclab" else run_reference
-            result = runner(args.steps, environment)
+            if name == "iclab":
+                result = run_iclab(args.steps, environment, args.precision)
+            else:
+                result = run_reference(args.steps, environment)
             results[name].append(result)
             print(
                 f"round {round_ + 1} {name:9} {result['steps_per_second']:6.2f} steps/s  "

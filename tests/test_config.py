@@ -181,3 +181,17 @@ def test_size_limits_are_lifted_by_the_environment(monkeypatch):
     monkeypatch.setenv("ICLAB_NO_SIZE_LIMITS", "1")
     config = build_config({"model": {"n_layers": 300, "d_model": 8, "n_heads": 1}})
     assert config.model.n_layers == 300  # validated without building 300 blocks
+
+
+def test_lr_auto_is_each_mixers_tuned_rate_and_the_config_records_the_number():
+    from iclab.models.mixers import MIXERS
+
+    for name, cls in MIXERS:
+        config = build_config({"model": {"mixer": name}, "train": {"lr": "auto"}})
+        assert config.train.lr == cls.learning_rate, name
+        assert yaml.safe_load(config.to_yaml())["train"]["lr"] == cls.learning_rate
+    rates = {name: cls.learning_rate for name, cls in MIXERS}
+    hybrid = build_config({"model": {"layers": "mamba, softmax"}, "train": {"lr": "auto"}})
+    assert hybrid.train.lr == min(rates["mamba"], rates["softmax"])
+    with pytest.raises(ConfigError, match=r"train\.lr: .*got 'fast'"):
+        build_config({"train": {"lr": "fast"}})

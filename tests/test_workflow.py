@@ -89,9 +89,9 @@ def test_a_resume_that_restretches_a_cosine_warns_and_decay_steps_keeps_the_sche
 
 
 def test_a_curriculum_that_ends_short_of_the_evaluated_size_is_announced(tmp_path):
-    short = load_config("quickstart", ["train.steps=200"])
+    short = load_config("quickstart", ["train.steps=120"])
     message = curriculum_shortfall(short)
-    assert message is not None and "d=3" in message and "d=5" in message
+    assert message is not None and "reaches d=4, n_points=12" in message and "d=5" in message
     assert curriculum_shortfall(load_config("quickstart")) is None
     with pytest.warns(UserWarning, match="the curriculum reaches"):
         train_run(short.updated(train={"steps": 2}), tmp_path / "run", show_progress=False)

@@ -142,7 +142,13 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 class TrainConfig(Strict):
     steps: int = Field(5000, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
+    lr: float = Field(
+        1e-4,
+        gt=0.0,
+        description="Adam's peak learning rate; in a run config, auto: the rate a sweep chose for "
+        "the model's mixer on the quickstart task (iclab models; a hybrid's smallest), written "
+        "into the run's config.yaml as the number",
+    )
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[Beta, Beta] = Field(
         (0.9, 0.999), description="AdamW's decay rates of its moment estimates, each in [0, 1)"
@@ -282,6 +288,21 @@ class RunConfig(Strict):
     logging: LoggingConfig = Field(
         default_factory=LoggingConfig, description="experiment trackers besides TensorBoard"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tuned_learning_rate(cls, data: Any) -> Any:
+        """``train.lr: auto`` becomes the number the mixers' sweep chose, so that the run's
+        config.yaml (and its digest) says what was trained with. (A model section with errors
+        leaves it unresolved; its own errors say why.)"""
+        train = data.get("train") if isinstance(data, dict) else None
+        if isinstance(train, dict) and train.get("lr") == "auto":
+            try:
+                model = ModelConfig.model_validate(data.get("model") or {})
+            except ValidationError:
+                return data
+            data = {**data, "train": {**train, "lr": model.tuned_learning_rate()}}
+        return data
 
     @model_validator(mode="after")
     def _curriculum_fits_task(self) -> RunConfig:

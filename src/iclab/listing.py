@@ -67,6 +67,7 @@ def mixers() -> list[Entry]:
             f"paper: {cls.paper}",
             f"forms: {', '.join(cls.forms)}",
             f"state: {cls.state_formula} ({sizes})",
+            f"learning rate (train.lr: auto): {cls.learning_rate:g}",
             *option_lines(cls.Options),
         ]
         entries.append({"name": name, "title": f": {first_line(cls.__doc__)}", "details": details})

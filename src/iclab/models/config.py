@@ -117,6 +117,11 @@ class ModelConfig(BaseModel):
             multiple = math.lcm(multiple, cls.width_multiple(self.n_heads, options))
         return multiple
 
+    def tuned_learning_rate(self) -> float:
+        """What ``train.lr: auto`` trains with: the smallest of the blocks' mixers' rates chosen
+        by a sweep (``Mixer.learning_rate``)."""
+        return min(cls.learning_rate for cls, _ in self.layer_specs)
+
     def describe(self) -> str:
         """``4 × softmax`` or ``mamba, mamba, softmax, mamba``: the stack in a few words."""
         specs = [str(spec) for spec in self.layer_specs]

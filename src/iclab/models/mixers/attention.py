@@ -37,6 +37,7 @@ class CausalSelfAttention(Mixer):
     Options = SoftmaxOptions
     state_formula = "2·E·t (KV cache)"
     paper = "Vaswani et al. 2017 (1706.03762); GPT-2, Radford et al. 2019"
+    learning_rate = 2e-3
 
     def __init__(
         self,
