@@ -120,6 +120,7 @@ class DeltaNet(Mixer):
     Options: ClassVar[type[MixerOptions]] = DeltaNetOptions
     forms: ClassVar[tuple[str, ...]] = ("parallel", "chunked", "recurrent")
     state_formula: ClassVar[str] = "E²/H"
+    learning_rate: ClassVar[float] = 2e-3
     paper: ClassVar[str] = (
         "Schlag, Irie & Schmidhuber 2021, arXiv 2102.11174; chunked form: Yang et al. 2024, "
         "arXiv 2406.06484"

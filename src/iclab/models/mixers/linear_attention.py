@@ -298,6 +298,7 @@ class LinearAttention(DecayedLinearMixer):
 
     Options = LinearAttentionOptions
     state_formula = "E²/H (+E if normalize, +E·(short_conv − 1))"
+    learning_rate = 2e-3
     paper = (
         "Katharopoulos et al. 2020, arXiv 2006.16236; chunked form after Lightning "
         "Attention-2, Qin et al. 2024, arXiv 2401.04658"
@@ -345,6 +346,7 @@ class LinearSelfAttention(LinearAttention):
     which one step of gradient descent on in-context least squares is written exactly."""
 
     Options = LinearSelfAttentionOptions
+    learning_rate = 5e-3
     paper = "von Oswald et al. 2023, arXiv 2212.07677"
     bias = False
 
@@ -371,6 +373,7 @@ class GatedLinearAttention(DecayedLinearMixer):
     S_t = α_t S_{t-1} + k_t v_tᵀ, then a per-head GroupNorm and a swish output gate."""
 
     Options = GatedLinearAttentionOptions
+    learning_rate = 5e-3
     paper = (
         "Yang et al. 2023, arXiv 2312.06635 (scalar per-head gates as in gated retention); "
         "fixed decays from Sun et al. 2023, arXiv 2307.08621"
@@ -427,4 +430,5 @@ class Retention(GatedLinearAttention):
     fixed decays."""
 
     Options = RetentionOptions
+    learning_rate = 2e-3
     paper = "Sun et al. 2023, arXiv 2307.08621"
