@@ -193,6 +193,18 @@ class TrainConfig(Strict):
         "(no update) before the run stops as diverged; 0 stops at the first",
     )
 
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _number_or_auto(cls, lr: Any) -> Any:
+        """What is left of ``auto`` here found no mixer to ask (``RunConfig`` resolves it)."""
+        if lr == "auto":
+            raise ValueError(
+                "auto takes the rate of the model's mixer; the model section is invalid"
+            )
+        if isinstance(lr, str) and not is_number(lr):
+            raise ValueError(f"a number or auto, got {lr!r}")
+        return lr
+
     @model_validator(mode="after")
     def _shards_divide_batch(self) -> TrainConfig:
         if self.batch_shards is not None and self.batch_size % self.batch_shards:
@@ -423,6 +435,14 @@ def describe_validation_error(
             got = ""
         lines.append(f"{source_of(location, source, overrides)}: {where}: {message}{got}")
     return "\n".join(lines)
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def shortened(value: Any, width: int = 80) -> str:
