@@ -195,3 +195,13 @@ def test_lr_auto_is_each_mixers_tuned_rate_and_the_config_records_the_number():
     assert hybrid.train.lr == min(rates["mamba"], rates["softmax"])
     with pytest.raises(ConfigError, match=r"train\.lr: a number or auto, got 'fast'"):
         build_config({"train": {"lr": "fast"}})
+
+
+@pytest.mark.parametrize(
+    ("file_name", "name"),
+    [("my config[2].yaml", "my-config-2"), ("]z.yaml", "z"), ("[].yaml", "run")],
+)
+def test_a_config_files_name_becomes_a_valid_run_name(tmp_path, file_name, name):
+    path = tmp_path / file_name
+    path.write_text("train:\n  steps: 3\n")
+    assert load_config(path).name == name

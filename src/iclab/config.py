@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ PRESETS_DIR = Path(__file__).parent / "configs"
 # (``iclab.errors.within_size_limit``).
 MAX_DIMS = 1024
 MAX_POINTS = 100_000
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class Strict(BaseModel):
@@ -292,7 +294,7 @@ class LoggingConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field("run", pattern=RUN_NAME)
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -514,10 +516,17 @@ def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> RunConfi
     data = read_yaml(path)
     data = {} if data is None else data
     if isinstance(data, dict):
-        data.setdefault("name", path.stem)
+        data.setdefault("name", name_from_stem(path.stem))
     config = build_config(data, overrides, source=str(path))
     check_reference(config, source_of(["eval", "reference"], str(path), overrides))
     return config
+
+
+def name_from_stem(stem: str) -> str:
+    """A run name from a config file's name: what a name may not hold becomes ``-``
+    (``my config[2]`` → ``my-config-2``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-_.")
+    return name if re.match(RUN_NAME, name) else "run"
 
 
 def check_reference(config: RunConfig, source: str) -> None:
