@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,6 +45,11 @@ MAX_POINTS = 100_000
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+def at_most(limit: int) -> AfterValidator:
+    """A field's size limit (``within_size_limit``), for ``Annotated[int, at_most(N)]``."""
+    return AfterValidator(lambda value: within_size_limit(value, limit))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
 
@@ -54,28 +60,18 @@ class TaskConfig(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "linear_regression"
-    n_dims: int | None = Field(
+    n_dims: Annotated[int, at_most(MAX_DIMS)] | None = Field(
         None,
         ge=1,
         description="input dimension (default: the family's; token tasks ignore it); "
         + limit_note(MAX_DIMS),
     )
-    n_points: int | None = Field(
+    n_points: Annotated[int, at_most(MAX_POINTS)] | None = Field(
         None,
         ge=2,
         description="examples (tokens) per prompt (default: the family's); "
         + limit_note(MAX_POINTS),
     )
-
-    @field_validator("n_dims")
-    @classmethod
-    def _dims_within_limit(cls, n_dims: int | None) -> int | None:
-        return None if n_dims is None else within_size_limit(n_dims, MAX_DIMS)
-
-    @field_validator("n_points")
-    @classmethod
-    def _points_within_limit(cls, n_points: int | None) -> int | None:
-        return None if n_points is None else within_size_limit(n_points, MAX_POINTS)
 
     @field_validator("name")
     @classmethod
@@ -236,7 +232,7 @@ class EvalConfig(Strict):
         description="distribution shifts evaluated besides the training distribution, e.g. "
         "scale_inputs(factor=2), or all (iclab shifts lists them)",
     )
-    n_points: int | None = Field(
+    n_points: Annotated[int, at_most(MAX_POINTS)] | None = Field(
         None,
         ge=1,
         description="examples per evaluation prompt (default task.n_points); more than trained "
@@ -250,11 +246,6 @@ class EvalConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where models and algorithms run (auto: the GPU when there is one)"
     )
-
-    @field_validator("n_points")
-    @classmethod
-    def _points_within_limit(cls, n_points: int | None) -> int | None:
-        return None if n_points is None else within_size_limit(n_points, MAX_POINTS)
 
     @field_validator("shifts")
     @classmethod

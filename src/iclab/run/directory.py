@@ -57,12 +57,13 @@ def describe_holder(text: str) -> str:
         return "another process"
 
 
-def strict(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with non-finite numbers as None: what strict JSON can hold."""
-    return {
+def metrics_line(row: dict[str, Any]) -> str:
+    """A metrics.jsonl line: ``row`` as strict JSON, non-finite numbers as null."""
+    finite = {
         key: None if isinstance(value, float) and not math.isfinite(value) else value
         for key, value in row.items()
     }
+    return json.dumps(finite, allow_nan=False) + "\n"
 
 
 def environment() -> dict[str, str]:
@@ -228,5 +229,4 @@ class RunDir:
     def truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after ``step`` by an interrupted run (they will be redone)."""
         kept = [row for row in self.read_metrics() if row["step"] <= step]
-        text = "".join(json.dumps(strict(row), allow_nan=False) + "\n" for row in kept)
-        atomic_write_text(self.metrics_path, text)
+        atomic_write_text(self.metrics_path, "".join(map(metrics_line, kept)))

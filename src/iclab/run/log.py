@@ -5,7 +5,6 @@ and tells this log (its ``TrainingHooks``) what happened; this writes.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -15,11 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 
 from iclab.kinds import kind_of
 from iclab.progress import progress
-from iclab.run.directory import RunDir, environment, strict
+from iclab.run.directory import RunDir, environment, metrics_line
 from iclab.run.tracking import open_tracker
 from iclab.training.flops import peak_flops, training_flops_per_step
 from iclab.training.trainer import Trainer
@@ -40,7 +38,7 @@ def describe(trainer: Trainer) -> str:
     if trainer.processes.distributed:
         where += f", {trainer.processes.world_size} processes"
     return (
-        f"[bold]{escape(config.name)}[/]: {model_config.describe()} model, "
+        f"[bold]{config.name}[/]: {model_config.describe()} model, "
         f"d_model={model.backbone.d_model}, {model.n_params():,} parameters{fitted}, on {where}; "
         f"task {task.name} ({sizes})"
     )
@@ -138,7 +136,7 @@ class TrainingLog:
         elapsed = time.perf_counter() - self.started
         row = {"step": step, "loss": loss, **used, "time": round(elapsed, 3)}
         self.last_loss = loss
-        self.metrics.write(json.dumps(strict(row), allow_nan=False) + "\n")  # NaN as null
+        self.metrics.write(metrics_line(row))
         self.metrics.flush()
         scalars = {"train/loss": loss, **{f"train/{name}": value for name, value in used.items()}}
         for tag, value in scalars.items():
@@ -185,7 +183,7 @@ class TrainingLog:
         )
         if self.last_loss is not None:
             self.console.print(
-                f"{escape(trainer.config.name)}: trained to step {trainer.step}, loss "
+                f"{trainer.config.name}: trained to step {trainer.step}, loss "
                 f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s)",
                 highlight=False,
                 soft_wrap=True,
