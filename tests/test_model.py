@@ -15,8 +15,9 @@ from iclab.models.model import count_params
 
 def small_model(n_dims=3, n_points=8, tokens="interleaved"):
     torch.manual_seed(0)
+    mixer = "softmax(positions=none)" if tokens == "set" else "softmax"  # set prompts need it
     return model_for(
-        ModelConfig(n_layers=2, d_model=32, n_heads=4, tokens=tokens),
+        ModelConfig(mixer=mixer, n_layers=2, d_model=32, n_heads=4, tokens=tokens),
         TaskConfig(n_dims=n_dims, n_points=n_points),
     )
 

@@ -298,6 +298,58 @@ def report(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
 
 @app.command()
 @user_errors_exit_cleanly
+def predict(
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="Run directory, model file (iclab export) or bundled model "
+            "(tabular_regression, tabular_classification)."
+        ),
+    ],
+    context: Annotated[Path, typer.Option(help="CSV of the rows to learn from, with the target.")],
+    query: Annotated[Path, typer.Option(help="CSV of the rows to predict (same feature columns).")],
+    target: Annotated[
+        str | None, typer.Option(help="The target column of --context (default: its last).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Predictions CSV (default: QUERY_predictions.csv).")
+    ] = None,
+    n_estimators: Annotated[int, typer.Option(min=1, help="Ensemble members.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the members' views.")] = 0,
+) -> None:
+    """Predict the rows of a CSV file from those of another, in context: the model reads the
+    context rows and answers each query row (no training). Categorical columns and missing
+    values are handled; with the target column in --query, the score is printed too."""
+    from iclab.sklearn.tables import predict_csv
+
+    result = predict_csv(run, context, query, target, out, n_estimators, seed)
+    metric = "accuracy" if result.kind == "classification" else "R²"
+    scored = "" if result.score is None else f", {metric} {result.score:.4f}"
+    console.print(
+        f"{result.kind} of {escape(result.target)}: {result.n_query} rows predicted from "
+        f"{result.n_context} context rows{scored}"
+    )
+    console.print(f"predictions: [bold]{escape(str(result.out))}[/]", soft_wrap=True)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    file: Annotated[Path, typer.Argument(help="Model file to write (.safetensors).")],
+) -> None:
+    """Write a run's newest checkpoint as one safetensors file with its config inside, for
+    iclab predict, InContextRegressor(run=FILE) or bundling with the package."""
+    from iclab.sklearn.model_file import export_model
+
+    path = export_model(run, file)
+    console.print(
+        f"model: [bold]{escape(str(path))}[/] ({path.stat().st_size:,} bytes)", soft_wrap=True
+    )
+
+
+@app.command()
+@user_errors_exit_cleanly
 def probe(
     run: Annotated[Path, typer.Argument(help="Trained run directory.")],
     probe: Annotated[

@@ -38,7 +38,13 @@ class Metric:
 
 class Codec(Protocol):
     """Episodes → token sequences (``encode``) and hidden states → predictions (``decode``);
-    an example takes ``tokens_per_example`` sequence positions."""
+    an example takes ``tokens_per_example`` sequence positions.
+
+    Set-style codecs (``model.tokens: set``) also have ``visible(length, device)``, the tokens
+    later tokens may attend to (their queries are private), and ``pair_tokens``,
+    ``query_tokens`` and ``read_queries``, with which a model answers many queries after one
+    context in one pass (``InContextModel.predict_queries``).
+    """
 
     tokens_per_example: int
 

@@ -48,8 +48,10 @@ class Block(nn.Module):
         else:
             self.mlp = None
 
-    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
-        x = x + self.dropout(self.mixer(self.ln_mixer(x)))
+    def forward(self, x: Tensor, visible: Tensor | None = None) -> Tensor:  # x: (B, T, E)
+        normed = self.ln_mixer(x)
+        mixed = self.mixer(normed) if visible is None else self.mixer(normed, visible=visible)
+        x = x + self.dropout(mixed)
         return x if self.mlp is None else x + self.mlp(self.ln_mlp(x))
 
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:  # x: (B, E)
@@ -119,10 +121,12 @@ class Backbone(nn.Module):
         """The longest sequence the learned position table covers; None without one."""
         return None if self.position is None else self.n_positions
 
-    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
-        return self.ln_final(self.hidden_states(x)[-1])
+    def forward(self, x: Tensor, visible: Tensor | None = None) -> Tensor:  # x: (B, T, E)
+        """``visible`` (T,) bool, for set-style prompts: tokens marked False are private, seen
+        by no later token (mixers with ``supports_private_tokens`` only)."""
+        return self.ln_final(self.hidden_states(x, visible)[-1])
 
-    def hidden_states(self, x: Tensor) -> list[Tensor]:
+    def hidden_states(self, x: Tensor, visible: Tensor | None = None) -> list[Tensor]:
         """The residual stream before the first block and after each block (before the final
         norm): n_layers + 1 tensors (B, T, E), what probes read."""
         length = x.shape[1]
@@ -130,12 +134,13 @@ class Backbone(nn.Module):
             x = x + self.position(torch.arange(length, device=x.device))
         states = [self.dropout(x)]
         for block in self.blocks:
-            states.append(block(states[-1]))
+            states.append(block(states[-1], visible))
         return states
 
-    def stream(self, x: Tensor) -> Tensor:
+    def stream(self, x: Tensor, visible: Tensor | None = None) -> Tensor:
         """The forward pass token by token through every mixer's ``step``: the same outputs,
-        with memory that stays flat in the context length for recurrent mixers."""
+        with memory that stays flat in the context length for recurrent mixers. A private
+        token (``visible`` False) is answered from the state and leaves it as it was."""
         batch, length, _ = x.shape
         states = [block.mixer.init_state(batch, x.device, x.dtype) for block in self.blocks]
         outputs = []
@@ -143,7 +148,10 @@ class Backbone(nn.Module):
             hidden = x[:, t]
             if self.position is not None:
                 hidden = hidden + self.position.weight[t]
+            keep = visible is None or bool(visible[t])
             for index, block in enumerate(self.blocks):
-                hidden, states[index] = block.step(hidden, states[index])
+                hidden, state = block.step(hidden, states[index])
+                if keep:
+                    states[index] = state
             outputs.append(self.ln_final(hidden))
         return torch.stack(outputs, dim=1)

@@ -21,6 +21,12 @@ MODEL_LIMITS = {
 }
 
 
+def spec_sees_sets(spec: Spec) -> bool:
+    """Whether a mixer spec supports set-style prompts (``Mixer.supports_private_tokens``)."""
+    cls, options = spec
+    return cls.supports_private_tokens(options)
+
+
 class ModelConfig(BaseModel):
     """A sequence model: codec + a stack of blocks around sequence mixers.
 
@@ -53,11 +59,13 @@ class ModelConfig(BaseModel):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on the embeddings and every residual branch"
     )
-    tokens: Literal["interleaved", "paired", "lagged"] = Field(
+    tokens: Literal["interleaved", "paired", "lagged", "set"] = Field(
         "interleaved",
-        description="regression tokens: interleaved x and y tokens (Garg et al.); paired: a "
-        "query token (x, 0) then (x, y) per example (von Oswald et al.); lagged: one token "
-        "(x_i, y_{i-1}) per example, half the sequence with the same causal information",
+        description="interleaved x and y tokens (Garg et al.); paired: a query token (x, 0) "
+        "then (x, y) per example (von Oswald et al.); lagged: one token (x_i, y_{i-1}) per "
+        "example, half the sequence with the same causal information; set: paired with private "
+        "queries (no token attends to a query), for softmax(positions=none): TabPFN-style "
+        "prompts whose queries are answered independently, many per pass",
     )
     target_params: int | None = Field(
         None,
@@ -97,6 +105,13 @@ class ModelConfig(BaseModel):
                     "in layers; give one of them"
                 )
             object.__setattr__(self, "n_layers", len(self.layers))
+        if self.tokens == "set":
+            refused = sorted({str(spec) for spec in self.layer_specs if not spec_sees_sets(spec)})
+            if refused:
+                raise ValueError(
+                    f"tokens=set needs mixers that can hide query tokens from later ones and "
+                    f"that have no positions: softmax(positions=none); got {', '.join(refused)}"
+                )
         multiple = self.width_multiple()
         if self.target_params is None and self.d_model % multiple:
             raise ValueError(

@@ -56,8 +56,16 @@ class InContextModel(nn.Module):
         self.check_points(episode.n_points)
         return self.codec.encode(episode.inputs, episode.targets)
 
+    def visible(self, length: int, device: torch.device) -> Tensor | None:
+        """Which of ``length`` tokens later tokens may attend to, for set-style codecs whose
+        queries are private; None (all of them) for the others."""
+        visible = getattr(self.codec, "visible", None)
+        return None if visible is None else visible(length, device)
+
     def forward(self, episode: Episode) -> Tensor:
-        return self.codec.decode(self.backbone(self.encode(episode)))
+        tokens = self.encode(episode)
+        visible = self.visible(tokens.shape[1], tokens.device)
+        return self.codec.decode(self.backbone(tokens, visible))
 
     @torch.no_grad()
     def predict(self, episode: Episode, streaming: bool | None = None) -> Tensor:
@@ -69,14 +77,58 @@ class InContextModel(nn.Module):
         try:
             if not (self.streaming if streaming is None else streaming):
                 return self(episode)
-            return self.codec.decode(self.backbone.stream(self.encode(episode)))
+            tokens = self.encode(episode)
+            visible = self.visible(tokens.shape[1], tokens.device)
+            return self.codec.decode(self.backbone.stream(tokens, visible))
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def predict_queries(
+        self, context_inputs: Tensor, context_targets: Tensor, queries: Tensor
+    ) -> Tensor:
+        """Predictions for ``queries`` (B, m, d), each from the context (B, k, d), (B, k) only,
+        as if each query were the only one: (B, m) values or (B, m, C) scores.
+
+        A set-style codec answers every query in one pass (the context's pair tokens, then the
+        private query tokens); other codecs run one prompt per query, context then query."""
+        was_training = self.training
+        self.eval()
+        try:
+            n_context, n_queries = context_inputs.shape[1], queries.shape[1]
+            if hasattr(self.codec, "query_tokens"):
+                tokens = torch.cat(
+                    (
+                        self.codec.pair_tokens(context_inputs, context_targets),
+                        self.codec.query_tokens(queries),
+                    ),
+                    dim=1,
+                )
+                visible = torch.arange(n_context + n_queries, device=tokens.device) < n_context
+                return self.codec.read_queries(self.backbone(tokens, visible)[:, n_context:])
+            self.check_points(n_context + 1)
+            batch = queries.shape[0]
+            inputs = torch.cat(
+                (context_inputs[:, None].expand(-1, n_queries, -1, -1), queries[:, :, None]), 2
+            ).flatten(0, 1)  # (B·m, k + 1, d): one prompt per query
+            targets = torch.cat(
+                (
+                    context_targets[:, None].expand(-1, n_queries, -1),
+                    torch.zeros_like(context_targets[:, :1, None]).expand(-1, n_queries, 1),
+                ),
+                dim=2,
+            ).flatten(0, 1)  # the query's target is a placeholder, never read
+            kind = "regression" if torch.is_floating_point(targets) else "classification"
+            scores = self.predict(Episode(inputs, targets, kind))[:, -1]
+            return scores.reshape(batch, n_queries, *scores.shape[1:])
         finally:
             self.train(was_training)
 
     def hidden_states(self, episode: Episode) -> list[Tensor]:
         """The residual stream of the prompt's tokens before the first block and after each
         block: n_layers + 1 tensors (B, T, E)."""
-        return self.backbone.hidden_states(self.encode(episode))
+        tokens = self.encode(episode)
+        return self.backbone.hidden_states(tokens, self.visible(tokens.shape[1], tokens.device))
 
     def read_out(self, hidden: Tensor) -> Tensor:
         """The prediction the model would make from a residual stream (B, T, E), e.g. an
@@ -86,8 +138,9 @@ class InContextModel(nn.Module):
     def attention_maps(self, episode: Episode) -> dict[int, Tensor]:
         """Attention weights (B, H, T, T) of every softmax-attention layer, by layer index."""
         hidden = self.hidden_states(episode)
+        visible = self.visible(hidden[0].shape[1], hidden[0].device)
         return {
-            index: block.mixer.attention_weights(block.ln_mixer(hidden[index]))
+            index: block.mixer.attention_weights(block.ln_mixer(hidden[index]), visible)
             for index, block in enumerate(self.backbone.blocks)
             if hasattr(block.mixer, "attention_weights")
         }

@@ -7,6 +7,7 @@ from iclab.tasks import (  # noqa: F401  (each module registers its families)
     nonlinear,
     recall,
     regression,
+    tabular,
 )
 from iclab.tasks.base import TASKS, Task, TaskOptions, make_task, register_task
 

@@ -66,6 +66,10 @@ class CausalSelfAttention(Mixer):
     def width_multiple(cls, n_heads: int, options: SoftmaxOptions) -> int:
         return 2 * n_heads if options.positions == "rotary" else n_heads
 
+    @classmethod
+    def supports_private_tokens(cls, options: SoftmaxOptions) -> bool:
+        return options.positions == "none"
+
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, T, E) → q, k, v, each (B, H, T, E/H)."""
         batch, length, _ = x.shape
@@ -77,16 +81,21 @@ class CausalSelfAttention(Mixer):
         batch, _, length, _ = mixed.shape
         return self.proj(mixed.transpose(1, 2).reshape(batch, length, self.d_model))
 
-    def forward(self, x: Tensor) -> Tensor:  # x: (B, T, E)
+    def forward(self, x: Tensor, visible: Tensor | None = None) -> Tensor:  # x: (B, T, E)
+        """``visible`` (T,) bool, for set-style prompts: a token attends to the earlier
+        visible tokens and to itself only."""
         q, k, v = self._queries_keys_values(x)
         dropout = self.options.dropout if self.training else 0.0
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # PyTorch's fused CPU kernel is 5× slower in bfloat16 than in float32 (its backward
             # most); the explicit form runs its two matmuls in bfloat16 and its softmax in
             # float32, and is faster than either (benchmarks/RESULTS.md).
-            weights = F.dropout(self._weights(q, k), dropout, self.training)
+            weights = F.dropout(self._weights(q, k, visible), dropout, self.training)
             return self._merge(weights.to(v.dtype) @ v)
-        if self.options.positions == "alibi":
+        if visible is not None:
+            allowed = private_token_mask(visible)
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+        elif self.options.positions == "alibi":
             positions = torch.arange(x.shape[1], device=x.device)
             bias = self._alibi_bias(positions, positions).to(q.dtype)  # (H, T, T), -inf above
             mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
@@ -94,11 +103,11 @@ class CausalSelfAttention(Mixer):
             mixed = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         return self._merge(mixed)
 
-    def attention_weights(self, x: Tensor) -> Tensor:
+    def attention_weights(self, x: Tensor, visible: Tensor | None = None) -> Tensor:
         """The softmax weights (B, H, T, T) the forward pass uses, computed explicitly (the fused
         kernel never forms them): for attention maps and head scores."""
         q, k, _ = self._queries_keys_values(x)
-        return self._weights(q, k)
+        return self._weights(q, k, visible)
 
     def _queries_keys_values(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v (B, H, T, E/H), with rotary phases applied when the mixer uses them."""
@@ -108,12 +117,14 @@ class CausalSelfAttention(Mixer):
             q, k = self._rotate(q, positions), self._rotate(k, positions)
         return q, k, v
 
-    def _weights(self, q: Tensor, k: Tensor) -> Tensor:
+    def _weights(self, q: Tensor, k: Tensor, visible: Tensor | None = None) -> Tensor:
         """Causal softmax weights (B, H, T, T) in float32 (the scores in q's dtype)."""
         length = q.shape[2]
         positions = torch.arange(length, device=q.device)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)  # (B, H, T, T)
-        if self.options.positions == "alibi":
+        if visible is not None:
+            scores = scores.masked_fill(~private_token_mask(visible), float("-inf"))
+        elif self.options.positions == "alibi":
             scores = scores + self._alibi_bias(positions, positions)
         else:
             causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
@@ -157,6 +168,13 @@ class CausalSelfAttention(Mixer):
         """PaLM's count (Chowdhery et al. 2022, appendix B): 12·E·T per token for the T × T
         scores and their use, forward and backward, as if none were masked."""
         return 12.0 * self.d_model * length
+
+
+def private_token_mask(visible: Tensor) -> Tensor:
+    """(T, T) bool: query i may attend to key j when j ≤ i and j is visible, or j = i."""
+    length = visible.shape[0]
+    causal = torch.ones(length, length, dtype=torch.bool, device=visible.device).tril()
+    return (causal & visible[None, :]) | torch.eye(length, dtype=torch.bool, device=visible.device)
 
 
 def alibi_slopes(n_heads: int) -> Tensor:

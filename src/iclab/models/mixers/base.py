@@ -72,6 +72,13 @@ class Mixer(nn.Module):
     def width_multiple(cls, n_heads: int, options: MixerOptions) -> int:
         return n_heads
 
+    @classmethod
+    def supports_private_tokens(cls, options: MixerOptions) -> bool:
+        """Whether ``forward(x, visible=...)`` can hide tokens from later ones and whether a
+        token's output is free of its position, as set-style prompts need
+        (``model.tokens: set``)."""
+        return False
+
     def reset_special_parameters(self) -> None:
         """Initialise what GPT-2's init of linear maps does not fit (decays, SSM dynamics); the
         backbone calls it after that init."""
