@@ -183,3 +183,40 @@ def test_options_name_what_is_wrong():
         make_task("tabular_regression", 4, {"mechanisms": ["scm", "gp"]})
     with pytest.raises(ValueError, match="min_classes"):
         make_task("tabular_classification", 4, {"n_classes": 3, "min_classes": 4})
+
+
+def test_every_probe_runs_on_a_set_style_model_or_refuses_it_clearly(tmp_path):
+    """Probes read hidden states, attention maps and patch residual streams: with private
+    queries they must keep the visibility mask (a patching hook that dropped it once made the
+    model see its queries)."""
+    from conftest import tiny_config
+    from iclab.probes import PROBES, probe_run
+    from iclab.run import train_run
+
+    config = tiny_config(
+        model={"mixer": "softmax(positions=none)", "tokens": "set"}, train={"steps": 4}
+    )
+    train_run(config, tmp_path / "run", show_progress=False)
+    ran = []
+    for name in PROBES.names():
+        try:
+            result = probe_run(tmp_path / "run", name)
+        except ConfigError:
+            continue
+        assert result.summary, name
+        ran.append(name)
+    assert {"linear_probe", "activation_patching", "attention_heads"} <= set(ran)
+
+
+def test_patching_keeps_the_visibility_of_set_tokens():
+    from iclab.probes.patching import patched
+
+    model = set_model("regression")
+    inputs, targets = prompt("regression", 2, 6)
+    episode = Episode(inputs, targets, "regression")
+    before = model.predict(episode)
+    hidden = model.hidden_states(episode)
+    nothing = torch.zeros(2, 12, dtype=torch.bool)
+    with patched(model, 0, hidden[0], nothing):
+        after = model.predict(episode)
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

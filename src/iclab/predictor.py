@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iclab.episode import Episode
 from iclab.errors import ConfigError
 from iclab.models import InContextModel
 from iclab.run import RunDir, load_trained_model
@@ -77,23 +76,9 @@ class Predictor:
         if single_query:
             q = q[:, None]
         self._check(x, y, q)
-        batch, n_queries = q.shape[:2]
-        # One prompt per query: the context, then that query (its target unknown, never read).
-        inputs = torch.cat(
-            [x[:, None].expand(-1, n_queries, -1, -1), q[:, :, None]], dim=2
-        ).flatten(0, 1)  # (B·m, k + 1, d)
-        targets = torch.cat(
-            [
-                y[:, None].expand(-1, n_queries, -1),
-                torch.zeros_like(y[:, :1, None]).expand(-1, n_queries, 1),
-            ],
-            dim=2,
-        ).flatten(0, 1)
         if self.kind == "classification":
-            targets = targets.round().long()
-        episode = Episode(inputs.to(self.device), targets.to(self.device), self.kind)
-        scores = self.model.predict(episode)[:, -1]  # (B·m,) or (B·m, C): at each query
-        scores = scores.reshape(batch, n_queries, *scores.shape[1:])
+            y = y.round().long()
+        scores = self.model.predict_queries(x.to(self.device), y.to(self.device), q.to(self.device))
         if single_query:
             scores = scores[:, 0]
         return scores if batched else scores[0]

@@ -91,7 +91,7 @@ def patched(model: InContextModel, layer: int, source: Tensor, mask: Tensor) -> 
         return torch.where(mask[..., None], source, stream)
 
     if layer == 0:
-        handle = blocks[0].register_forward_pre_hook(lambda _, args: (replace(args[0]),))
+        handle = blocks[0].register_forward_pre_hook(lambda _, args: (replace(args[0]), *args[1:]))
     else:
         handle = blocks[layer - 1].register_forward_hook(lambda _, args, out: replace(out))
     try:
