@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"training"},
     {"report"},
     {"run"},
-    {"probes", "sweeps", "predictor"},
+    {"probes", "sweeps", "predictor", "sklearn"},
     {"reproductions"},
     {"listing"},
     {"cli"},
