@@ -2,7 +2,7 @@
 ship with scikit-learn.
 
     python benchmarks/tabular.py                        # every dataset, 10 splits
-    python benchmarks/tabular.py --datasets iris,wine --repeats 3 --run my_run_or_model_file
+    python benchmarks/tabular.py --datasets iris,wine --repeats 3 --classifier RUN_OR_FILE
 
 Every method sees the same repeated train/test splits (75% / 25%, stratified for
 classification). The table gives each method's mean test score (accuracy; R² for regression)
@@ -64,7 +64,8 @@ DATASETS = [
 
 
 def methods(kind: str, run: str | None, n_estimators: int) -> dict[str, Callable[[int], object]]:
-    """Method name → a function of the split's seed that builds the estimator."""
+    """Method name → a function of the split's seed that builds the estimator (``run``: the
+    in-context learner's model, None for the bundled one)."""
     if kind == "classification":
         return {
             "iclab": lambda seed: InContextClassifier(
@@ -132,7 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default=",".join(d.name for d in DATASETS))
     parser.add_argument("--repeats", type=int, default=10, help="train/test splits")
-    parser.add_argument("--run", default=None, help="model (default: the bundled ones)")
+    parser.add_argument("--classifier", default=None, help="model (default: the bundled one)")
+    parser.add_argument("--regressor", default=None, help="model (default: the bundled one)")
     parser.add_argument("--n-estimators", type=int, default=8)
     args = parser.parse_args()
     chosen = args.datasets.split(",")
@@ -144,7 +146,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for dataset in DATASETS:
         if dataset.name in chosen:
-            for row in benchmark(dataset, args.repeats, args.run, args.n_estimators):
+            run = args.classifier if dataset.kind == "classification" else args.regressor
+            for row in benchmark(dataset, args.repeats, run, args.n_estimators):
                 print(row, flush=True)
 
 
