@@ -290,3 +290,26 @@ def test_the_gpu_configs_of_the_tabular_learners_load_and_train(kind, tmp_path):
     )
     train_run(small, tmp_path / "run", show_progress=False)
     assert (tmp_path / "run" / "checkpoints" / "step-0000001").is_dir()
+
+
+def test_iclab_predict_fits_the_context_to_a_model_with_learned_positions(tmp_path, trained_run):
+    """A run with a position table for 8 examples reads 7 context rows per member unless told
+    otherwise; asking for more names the limit and the option."""
+    from typer.testing import CliRunner
+
+    from iclab.cli import app
+
+    rows = np.random.RandomState(0).randn(30, 4)
+    pd.DataFrame(rows, columns=["a", "b", "c", "y"]).iloc[:20].to_csv(
+        tmp_path / "c.csv", index=False
+    )
+    pd.DataFrame(rows[20:, :3], columns=["a", "b", "c"]).to_csv(tmp_path / "q.csv", index=False)
+    arguments = ["predict", str(trained_run), "--context", str(tmp_path / "c.csv")]
+    result = CliRunner().invoke(app, [*arguments, "--query", str(tmp_path / "q.csv")])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "q_predictions.csv")) == 10
+    result = CliRunner().invoke(
+        app, [*arguments, "--query", str(tmp_path / "q.csv"), "--max-context", "12"]
+    )
+    assert result.exit_code == 2 and "at most 7 context rows" in result.output
+    assert "--max-context" in result.output

@@ -315,6 +315,14 @@ def predict(
         Path | None, typer.Option(help="Predictions CSV (default: QUERY_predictions.csv).")
     ] = None,
     n_estimators: Annotated[int, typer.Option(min=1, help="Ensemble members.")] = 8,
+    max_context: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Context rows per member, a random subset past it (default 512, or what the "
+            "model's learned positions read).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the members' views.")] = 0,
 ) -> None:
     """Predict the rows of a CSV file from those of another, in context: the model reads the
@@ -322,7 +330,7 @@ def predict(
     values are handled; with the target column in --query, the score is printed too."""
     from iclab.sklearn.tables import predict_csv
 
-    result = predict_csv(run, context, query, target, out, n_estimators, seed)
+    result = predict_csv(run, context, query, target, out, n_estimators, seed, max_context)
     metric = "accuracy" if result.kind == "classification" else "R²"
     scored = "" if result.score is None else f", {metric} {result.score:.4f}"
     console.print(

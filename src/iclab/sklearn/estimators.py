@@ -87,7 +87,8 @@ class InContextEstimator(BaseEstimator):
         if limit is not None and self.max_context >= limit:
             raise ValueError(
                 f"max_context={self.max_context}: this model reads at most {limit - 1} context "
-                f"rows (its learned positions cover {limit} examples); lower max_context"
+                f"rows (its learned positions cover {limit} examples); lower max_context "
+                "(iclab predict: --max-context)"
             )
         self.trained_ = trained
         self.scaling_ = Scaling.fit(X, getattr(trained.task.options, "clip", DEFAULT_CLIP))

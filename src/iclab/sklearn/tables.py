@@ -47,10 +47,15 @@ def predict_csv(
     out: Path | None,
     n_estimators: int,
     random_state: int,
+    max_context: int | None = None,
 ) -> TablePrediction:
     """Fit on ``context`` (its ``target`` column, the last by default), predict ``query``'s
-    rows, write the predictions (and class probabilities) as CSV to ``out``."""
+    rows, write the predictions (and class probabilities) as CSV to ``out``. ``max_context``
+    None: 512 rows, or fewer where the model's learned positions read fewer."""
     trained = load_trained(run)
+    if max_context is None:
+        limit = trained.model.max_points
+        max_context = 512 if limit is None else min(512, limit - 1)
     kind = trained.task.kind
     if kind not in ("regression", "classification"):
         raise ConfigError(
@@ -68,7 +73,9 @@ def predict_csv(
     if missing:
         raise ConfigError(f"{query} lacks the feature columns {', '.join(map(str, missing))}")
     estimator_type = InContextRegressor if kind == "regression" else InContextClassifier
-    estimator = estimator_type(run=run, n_estimators=n_estimators, random_state=random_state)
+    estimator = estimator_type(
+        run=run, n_estimators=n_estimators, max_context=max_context, random_state=random_state
+    )
     truth = train[target]
     if truth.isna().any():
         raise ConfigError(f"{context}: the target column {target!r} has missing values")
