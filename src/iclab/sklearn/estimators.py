@@ -68,7 +68,7 @@ class InContextEstimator(BaseEstimator):
     # fitting ----------------------------------------------------------------------------------
 
     def _fit_table(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Validate and store the context; the model, its limits and the views."""
+        """Load the model, validate the table against it and store the standardized context."""
         for name, value in (("n_estimators", self.n_estimators), ("max_context", self.max_context)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -129,13 +129,24 @@ class TabularPrior(Task):
     default_n_points = 128
     options: TabularOptions
 
+    def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
+        super().__init__(n_dims, options)
+        if self.options.min_features > self.n_dims:
+            raise ConfigError(
+                f"task.min_features ({self.options.min_features}) is more than "
+                f"task.n_dims ({self.n_dims}), the columns a table has"
+            )
+
     def _sample_table(
         self, batch_size: int, n_points: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Standardized features (B, n, d), the latent target (B, n), noise included, and each
         table's number of columns (B,)."""
         device, options, d = generator.device, self.options, self.n_dims
-        rand = lambda *shape: torch.rand(shape, generator=generator, device=device)  # noqa: E731
+
+        def rand(*shape: int) -> Tensor:  # uniform draws from the batch's generator
+            return torch.rand(shape, generator=generator, device=device)
+
         span = d - options.min_features + 1
         n_active = options.min_features + (rand(batch_size) * span).long().clamp(max=span - 1)
         active = torch.arange(d, device=device) < n_active[:, None]  # (B, d)
@@ -152,8 +163,8 @@ class TabularPrior(Task):
         noise = rand(batch_size, 1) * options.noise_max * spread
         target = target + noise * torch.randn(target.shape, generator=generator, device=device)
         irrelevant = rand(batch_size, 1, d) < options.irrelevant_probability
-        shuffled = torch.randn(features.shape, generator=generator, device=device)
-        features = torch.where(irrelevant, shuffled, features)
+        independent = torch.randn(features.shape, generator=generator, device=device)
+        features = torch.where(irrelevant, independent, features)
         features = categorize(
             features,
             rand(batch_size, 1, d) < options.categorical_probability,
@@ -166,14 +177,6 @@ class TabularPrior(Task):
         centre, scale = robust_scaling(features)
         features = standardize(features, centre, scale, options.clip).float()
         return features * active[:, None, :], target, n_active
-
-    def __init__(self, n_dims: int | None = None, options: TaskOptions | None = None) -> None:
-        super().__init__(n_dims, options)
-        if self.options.min_features > self.n_dims:
-            raise ConfigError(
-                f"task.options.min_features ({self.options.min_features}) is more than "
-                f"task.n_dims ({self.n_dims}), the columns a table has"
-            )
 
 
 @register_task("tabular_regression")
