@@ -1,7 +1,7 @@
 """Episode kinds: regression, classification, tokens (see ``iclab.kinds.base``)."""
 
 from iclab.errors import ConfigError
-from iclab.kinds.base import Codec, Kind, Metric, TaskIO
+from iclab.kinds.base import Codec, Kind, Metric, SetTokens, TaskIO
 from iclab.kinds.classification import Classification
 from iclab.kinds.regression import Regression
 from iclab.kinds.tokens import Tokens
@@ -16,4 +16,4 @@ def kind_of(name: str) -> Kind:
     return KINDS[name]
 
 
-__all__ = ["KINDS", "Codec", "Kind", "Metric", "TaskIO", "kind_of"]
+__all__ = ["KINDS", "Codec", "Kind", "Metric", "SetTokens", "TaskIO", "kind_of"]

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+import torch
 from torch import Tensor, nn
 
 from iclab.episode import Episode
@@ -40,10 +41,7 @@ class Codec(Protocol):
     """Episodes → token sequences (``encode``) and hidden states → predictions (``decode``);
     an example takes ``tokens_per_example`` sequence positions.
 
-    Set-style codecs (``model.tokens: set``) also have ``visible(length, device)``, the tokens
-    later tokens may attend to (their queries are private), and ``pair_tokens``,
-    ``query_tokens`` and ``read_queries``, with which a model answers many queries after one
-    context in one pass (``InContextModel.predict_queries``).
+    Set-style codecs (``model.tokens: set``) are ``SetTokens``.
     """
 
     tokens_per_example: int
@@ -51,6 +49,48 @@ class Codec(Protocol):
     def encode(self, inputs: Tensor, targets: Tensor) -> Tensor: ...
 
     def decode(self, hidden: Tensor) -> Tensor: ...
+
+
+class SetTokens(nn.Module):
+    """What the set-style codecs share (``model.tokens: set``): each example is a query token
+    then its pair token, and query tokens are private (``visible``): a query sees the pairs
+    before it and itself only, never another query. Subclasses make the tokens
+    (``pair_tokens``, ``query_tokens``) and read the answers (``read_queries``).
+
+    With a model that has no positions (softmax attention with ``positions=none``) a query
+    depends on the pairs' contents and not on where the queries sit, so
+    ``InContextModel.predict_queries`` puts any number of queries after one context and answers
+    them all in one pass, each as if it were the only one: the layout of TabPFN-style tabular
+    learners (Hollmann et al. 2023), with the context causal so that training still scores every
+    prefix in one pass.
+    """
+
+    tokens_per_example = 2
+
+    def pair_tokens(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """(B, k, d), (B, k) → (B, k, E)."""
+        raise NotImplementedError
+
+    def query_tokens(self, inputs: Tensor) -> Tensor:
+        """(B, m, d) → (B, m, E)."""
+        raise NotImplementedError
+
+    def read_queries(self, hidden: Tensor) -> Tensor:
+        """(B, m, E) hidden states of query tokens → (B, m) values or (B, m, C) logits."""
+        raise NotImplementedError
+
+    def encode(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """(B, n, d), (B, n) → (B, 2n, E): q1, p1, q2, p2, …"""
+        pairs, queries = self.pair_tokens(inputs, targets), self.query_tokens(inputs)
+        return torch.stack((queries, pairs), dim=2).flatten(1, 2)
+
+    def decode(self, hidden: Tensor) -> Tensor:
+        """(B, 2n, E) → predictions read at the query tokens."""
+        return self.read_queries(hidden[:, 0::2])
+
+    def visible(self, length: int, device: torch.device) -> Tensor:
+        """(length,) bool: which tokens of ``encode``'s layout later tokens may attend to."""
+        return torch.arange(length, device=device) % 2 == 1
 
 
 class Kind(ABC):

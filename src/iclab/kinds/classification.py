@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from iclab.episode import Episode
-from iclab.kinds.base import Kind, Metric, TaskIO, check_scores_shape
+from iclab.kinds.base import Kind, Metric, SetTokens, TaskIO, check_scores_shape
 
 
 class LabelCodec(nn.Module):
@@ -33,12 +33,9 @@ class LabelCodec(nn.Module):
         return self.read_out(hidden[:, 0::2])
 
 
-class SetLabelCodec(nn.Module):
-    """Set-style tokens for classification (see ``iclab.kinds.regression.SetCodec``): a query
-    token x_i plus a learned query vector, then the pair token x_i plus its label's embedding;
-    query tokens are private (``visible``)."""
-
-    tokens_per_example = 2
+class SetLabelCodec(SetTokens):
+    """Set-style tokens for classification (``SetTokens``): a query token x_i plus a learned
+    query vector, then the pair token x_i plus its label's embedding."""
 
     def __init__(self, n_dims: int, n_classes: int, d_model: int) -> None:
         super().__init__()
@@ -48,29 +45,13 @@ class SetLabelCodec(nn.Module):
         self.read_out = nn.Linear(d_model, n_classes)
 
     def pair_tokens(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """(B, k, d), (B, k) long → (B, k, E)."""
         return self.read_in(inputs) + self.label_embedding(targets)
 
     def query_tokens(self, inputs: Tensor) -> Tensor:
-        """(B, m, d) → (B, m, E)."""
         return self.read_in(inputs) + self.query_embedding
 
-    def encode(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """(B, n, d), (B, n) long → (B, 2n, E): q1, p1, q2, p2, …"""
-        pairs, queries = self.pair_tokens(inputs, targets), self.query_tokens(inputs)
-        return torch.stack((queries, pairs), dim=2).flatten(1, 2)
-
-    def decode(self, hidden: Tensor) -> Tensor:
-        """(B, 2n, E) → (B, n, C) logits at the query tokens."""
-        return self.read_queries(hidden[:, 0::2])
-
     def read_queries(self, hidden: Tensor) -> Tensor:
-        """(B, m, E) hidden states of query tokens → (B, m, C) logits."""
         return self.read_out(hidden)
-
-    def visible(self, length: int, device: torch.device) -> Tensor:
-        """(length,) bool: which tokens of ``encode``'s layout later tokens may attend to."""
-        return torch.arange(length, device=device) % 2 == 1
 
 
 def cross_entropy(prediction: Tensor, episode: Episode) -> Tensor:

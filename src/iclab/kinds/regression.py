@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from iclab.episode import Episode
-from iclab.kinds.base import Kind, Metric, TaskIO
+from iclab.kinds.base import Kind, Metric, SetTokens, TaskIO
 
 
 class InterleavedCodec(nn.Module):
@@ -88,19 +88,9 @@ class LaggedCodec(nn.Module):
         return self.read_out(hidden).squeeze(-1)
 
 
-class SetCodec(nn.Module):
-    """Set-style tokens: each example as a query token (x_i, 0, 0) then its pair token
-    (x_i, y_i, 1), where query tokens are private: no later token attends to them
-    (``visible``), so a query sees the pairs before it and itself only, never another query.
-
-    With a model that has no positions (softmax attention with ``positions=none``) a query
-    depends on the pairs' contents and not on where the queries sit, so ``layout`` can put any
-    number of queries after one context and answer them all in one pass, each as if it were
-    the only one: the layout of TabPFN-style tabular learners (Hollmann et al. 2023), with the
-    context causal so that training still scores every prefix in one pass.
-    """
-
-    tokens_per_example = 2
+class SetCodec(SetTokens):
+    """Set-style tokens for regression (``SetTokens``): a query token (x_i, 0, 0), then the
+    pair token (x_i, y_i, 1)."""
 
     def __init__(self, n_dims: int, d_model: int) -> None:
         super().__init__()
@@ -108,30 +98,14 @@ class SetCodec(nn.Module):
         self.read_out = nn.Linear(d_model, 1)
 
     def pair_tokens(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """(B, k, d), (B, k) → (B, k, E)."""
         ones = torch.ones_like(targets)[..., None]
         return self.read_in(torch.cat((inputs, targets[..., None], ones), dim=-1))
 
     def query_tokens(self, inputs: Tensor) -> Tensor:
-        """(B, m, d) → (B, m, E)."""
         return self.read_in(torch.cat((inputs, inputs.new_zeros(*inputs.shape[:-1], 2)), -1))
 
-    def encode(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """(B, n, d), (B, n) → (B, 2n, E): q1, p1, q2, p2, …"""
-        pairs, queries = self.pair_tokens(inputs, targets), self.query_tokens(inputs)
-        return torch.stack((queries, pairs), dim=2).flatten(1, 2)
-
-    def decode(self, hidden: Tensor) -> Tensor:
-        """(B, 2n, E) → (B, n): predictions read at the query tokens."""
-        return self.read_queries(hidden[:, 0::2])
-
     def read_queries(self, hidden: Tensor) -> Tensor:
-        """(B, m, E) hidden states of query tokens → (B, m) predictions."""
         return self.read_out(hidden).squeeze(-1)
-
-    def visible(self, length: int, device: torch.device) -> Tensor:
-        """(length,) bool: which tokens of ``encode``'s layout later tokens may attend to."""
-        return torch.arange(length, device=device) % 2 == 1
 
 
 class Regression(Kind):

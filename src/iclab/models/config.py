@@ -21,12 +21,6 @@ MODEL_LIMITS = {
 }
 
 
-def spec_sees_sets(spec: Spec) -> bool:
-    """Whether a mixer spec supports set-style prompts (``Mixer.supports_private_tokens``)."""
-    cls, options = spec
-    return cls.supports_private_tokens(options)
-
-
 class ModelConfig(BaseModel):
     """A sequence model: codec + a stack of blocks around sequence mixers.
 
@@ -106,7 +100,13 @@ class ModelConfig(BaseModel):
                 )
             object.__setattr__(self, "n_layers", len(self.layers))
         if self.tokens == "set":
-            refused = sorted({str(spec) for spec in self.layer_specs if not spec_sees_sets(spec)})
+            refused = sorted(
+                {
+                    str(spec)
+                    for spec in self.layer_specs
+                    if not spec.cls.supports_private_tokens(spec.options)
+                }
+            )
             if refused:
                 raise ValueError(
                     f"tokens=set needs mixers that can hide query tokens from later ones and "

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from iclab.episode import Episode
 from iclab.errors import ConfigError
-from iclab.kinds import Codec, TaskIO, kind_of
+from iclab.kinds import Codec, SetTokens, TaskIO, kind_of
 from iclab.models.backbone import Backbone
 from iclab.models.config import ModelConfig
 
@@ -59,8 +59,9 @@ class InContextModel(nn.Module):
     def visible(self, length: int, device: torch.device) -> Tensor | None:
         """Which of ``length`` tokens later tokens may attend to, for set-style codecs whose
         queries are private; None (all of them) for the others."""
-        visible = getattr(self.codec, "visible", None)
-        return None if visible is None else visible(length, device)
+        if isinstance(self.codec, SetTokens):
+            return self.codec.visible(length, device)
+        return None
 
     def forward(self, episode: Episode) -> Tensor:
         tokens = self.encode(episode)
@@ -96,7 +97,7 @@ class InContextModel(nn.Module):
         self.eval()
         try:
             n_context, n_queries = context_inputs.shape[1], queries.shape[1]
-            if hasattr(self.codec, "query_tokens"):
+            if isinstance(self.codec, SetTokens):
                 tokens = torch.cat(
                     (
                         self.codec.pair_tokens(context_inputs, context_targets),
@@ -106,7 +107,6 @@ class InContextModel(nn.Module):
                 )
                 visible = torch.arange(n_context + n_queries, device=tokens.device) < n_context
                 return self.codec.read_queries(self.backbone(tokens, visible)[:, n_context:])
-            self.check_points(n_context + 1)
             batch = queries.shape[0]
             inputs = torch.cat(
                 (context_inputs[:, None].expand(-1, n_queries, -1, -1), queries[:, :, None]), 2
