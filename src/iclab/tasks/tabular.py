@@ -147,10 +147,9 @@ class TabularPrior(Task):
         def rand(*shape: int) -> Tensor:  # uniform draws from the batch's generator
             return torch.rand(shape, generator=generator, device=device)
 
-        span = d - options.min_features + 1
-        n_active = options.min_features + (rand(batch_size) * span).long().clamp(max=span - 1)
+        n_active = uniform_integers(options.min_features, d, (batch_size,), generator)
         active = torch.arange(d, device=device) < n_active[:, None]  # (B, d)
-        choice = (rand(batch_size) * len(options.mechanisms)).long()
+        choice = uniform_integers(0, len(options.mechanisms) - 1, (batch_size,), generator)
         features = torch.empty(batch_size, n_points, d, device=device)
         target = torch.empty(batch_size, n_points, device=device)
         for index, mechanism in enumerate(options.mechanisms):
@@ -228,9 +227,9 @@ class TabularClassification(TabularPrior):
     ) -> Episode:
         device, options = generator.device, self.options
         features, target, n_features = self._sample_table(batch_size, n_points, generator)
-        span = options.n_classes - options.min_classes + 1
-        draws = torch.rand(batch_size, generator=generator, device=device)
-        classes = options.min_classes + (draws * span).long().clamp(max=span - 1)  # (B,)
+        classes = uniform_integers(
+            options.min_classes, options.n_classes, (batch_size,), generator
+        )  # (B,)
         cuts = torch.rand(batch_size, options.n_classes - 1, generator=generator, device=device)
         unused = torch.arange(options.n_classes - 1, device=device) >= classes[:, None] - 1
         cuts = cuts.masked_fill(unused, 2.0).sort(-1).values  # C − 1 levels in (0, 1)
@@ -251,6 +250,15 @@ class TabularClassification(TabularPrior):
         )
 
 
+def uniform_integers(
+    low: int, high: int, shape: tuple[int, ...], generator: torch.Generator
+) -> Tensor:
+    """Integers uniform on ``low``..``high`` (both included) from ``generator``."""
+    span = high - low + 1
+    draws = torch.rand(shape, generator=generator, device=generator.device)
+    return low + (draws * span).long().clamp(max=span - 1)  # a draw may round up to span
+
+
 def categorize(
     features: Tensor, chosen: Tensor, max_categories: int, generator: torch.Generator
 ) -> Tensor:
@@ -258,9 +266,7 @@ def categorize(
     quantiles, each bin an arbitrary integer code (what ordinal encoding gives a category)."""
     batch, n_points, d = features.shape
     device = features.device
-    counts = 2 + (
-        torch.rand(batch, 1, d, generator=generator, device=device) * (max_categories - 1)
-    ).long().clamp(max=max_categories - 2)  # (B, 1, d)
+    counts = uniform_integers(2, max_categories, (batch, 1, d), generator)
     levels = torch.rand(batch, max_categories - 1, d, generator=generator, device=device)
     ordered = features.sort(1).values
     thresholds = ordered.gather(1, (levels * (n_points - 1)).round().long())  # (B, K, d)
@@ -291,9 +297,9 @@ def linear(batch: int, n: int, active: Tensor, generator: torch.Generator, spars
     w = torch.randn(active.shape, generator=generator, device=device) * active
     if sparse:
         keys = torch.rand(active.shape, generator=generator, device=device) * active
-        n_kept = 1 + (torch.rand(batch, generator=generator, device=device) * 3).long()
+        n_kept = uniform_integers(1, 3, (batch,), generator)
         ranked = keys.sort(-1, descending=True).values
-        threshold = ranked.gather(1, (n_kept.clamp(max=3) - 1)[:, None])
+        threshold = ranked.gather(1, (n_kept - 1)[:, None])
         w = w * ((keys >= threshold) & active)
     return x, (x * w[:, None, :]).sum(-1)
 
@@ -310,7 +316,7 @@ def tree(batch: int, n: int, active: Tensor, generator: torch.Generator, depth: 
     n_internal = 2**depth - 1
     weights = active.float()[:, None, :].expand(-1, n_internal, -1).reshape(-1, d)
     split_feature = torch.multinomial(weights, 1, generator=generator).view(batch, n_internal)
-    split_row = (torch.rand(batch, n_internal, generator=generator, device=device) * n).long()
+    split_row = uniform_integers(0, n - 1, (batch, n_internal), generator)
     threshold = x[torch.arange(batch, device=device)[:, None], split_row, split_feature]
     leaves = torch.randn(batch, 2**depth, generator=generator, device=device)
     node = torch.zeros(batch, n, dtype=torch.long, device=device)
@@ -359,7 +365,7 @@ def clusters(batch: int, n: int, active: Tensor, generator: torch.Generator, mos
     target drawn per cluster (group effects; classes that are unions of clusters, as for
     species or diagnoses)."""
     device, d = generator.device, active.shape[1]
-    counts = 2 + (torch.rand(batch, generator=generator, device=device) * (most - 1)).long()
+    counts = uniform_integers(2, most, (batch,), generator)
     weights = torch.rand(batch, most, generator=generator, device=device) + 0.2
     weights = weights.masked_fill(torch.arange(most, device=device) >= counts[:, None], 0.0)
     member = torch.multinomial(weights, n, replacement=True, generator=generator)  # (B, n)
