@@ -102,10 +102,13 @@ class InContextEstimator(BaseEstimator):
                 f"run={self.run!r} is a {trained.task.kind} model; {type(self).__name__} needs a "
                 f"{self.kind} model"
             )
-        # float64: a test row's answer must not move with the other rows of its pass (the
-        # rounding of float32 kernels depends on the sequence length)
-        trained.model.to(self.device, torch.float64)
+        self._place(trained)
         return trained
+
+    def _place(self, trained: TrainedModel) -> None:
+        """The model on ``device`` in float64: a test row's answer must not move with the other
+        rows of its pass (the rounding of float32 kernels depends on the sequence length)."""
+        trained.model.to(self.device, torch.float64)
 
     @property
     def width_(self) -> int:
@@ -168,7 +171,7 @@ class InContextEstimator(BaseEstimator):
         super().__setstate__(state)
         if data is not None:
             self.trained_ = TrainedModel.from_bytes(data, source="pickled estimator")
-            self.trained_.model.to(self.device, torch.float64)
+            self._place(self.trained_)
 
 
 class InContextRegressor(RegressorMixin, InContextEstimator):
@@ -198,7 +201,7 @@ class InContextRegressor(RegressorMixin, InContextEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         outputs = self._member_outputs(self._queries(X), self.targets_)
-        mean = torch.stack(outputs).double().mean(0).numpy()
+        mean = torch.stack(outputs).mean(0).numpy()
         return mean * self.y_scale_ + self.y_mean_
 
 
@@ -232,7 +235,7 @@ class InContextClassifier(ClassifierMixin, InContextEstimator):
         probabilities = torch.zeros(outputs[0].shape[0], len(self.classes_), dtype=torch.float64)
         for view, logits in zip(self.views_, outputs, strict=True):
             # the member's model class of each original class; the others are not classes here
-            probabilities += logits[:, torch.as_tensor(view.classes)].double().softmax(-1)
+            probabilities += logits[:, torch.as_tensor(view.classes)].softmax(-1)
         return (probabilities / len(outputs)).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
