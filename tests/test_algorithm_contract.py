@@ -62,11 +62,18 @@ def build_quick(name: str, task: Task) -> Algorithm:
 
 def spliced(first: Episode, second: Episode, cut: int) -> Episode:
     """``first``'s inputs up to ``cut`` (included) and targets before ``cut``, ``second``'s
-    after; ``first``'s meta and loss mask. For token episodes, where ``targets[:, t]`` is
-    ``inputs[:, t + 1]``, this is ``first``'s token stream up to ``cut``, then ``second``'s."""
+    after; ``first``'s meta and loss mask. Decision episodes' actions and rewards, which the
+    context shows after each step, are spliced as targets are. For token episodes, where
+    ``targets[:, t]`` is ``inputs[:, t + 1]``, this is ``first``'s token stream up to ``cut``,
+    then ``second``'s."""
     inputs = torch.cat([first.inputs[:, : cut + 1], second.inputs[:, cut + 1 :]], dim=1)
     targets = torch.cat([first.targets[:, :cut], second.targets[:, cut:]], dim=1)
-    return replace(first, inputs=inputs, targets=targets)
+    history = {  # decision episodes: the actions and rewards the context shows, like targets
+        name: torch.cat([getattr(first, name)[:, :cut], getattr(second, name)[:, cut:]], dim=1)
+        for name in ("actions", "rewards")
+        if getattr(first, name) is not None
+    }
+    return replace(first, inputs=inputs, targets=targets, **history)
 
 
 PAIRS = pairs()

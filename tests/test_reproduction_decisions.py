@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 import pytest
 
-from iclab.reproductions import REPRODUCTIONS, boolean, garg, von_oswald
+from iclab.reproductions import REPRODUCTIONS, boolean, dpt, garg, von_oswald
 from iclab.reproductions import architectures as arch
 from iclab.reproductions import task_diversity as diversity
 from iclab.reproductions.base import OUTCOMES, Outcome
@@ -356,6 +356,64 @@ ICLL = [
 ]
 
 
+# --- dpt-bandit: online regret vs Thompson sampling (paired) and UCB, after a learning check ---
+
+
+def dpt_numbers(
+    versus_thompson: tuple[float, float] = (-0.2, 0.3),
+    model: tuple[float, float] = (4.0, 5.0),
+    ucb: tuple[float, float] = (7.0, 8.0),
+    offline: tuple[float, float] = (0.33, 0.12),
+    thompson: float = 4.5,
+) -> dict[str, float]:
+    """Numbers as dpt-bandit records them: (low, high) of the CIs, (start, final) offline."""
+    return {
+        "model_minus_thompson_ci_low": versus_thompson[0],
+        "model_minus_thompson_ci_high": versus_thompson[1],
+        "model_final_ci_low": model[0],
+        "model_final_ci_high": model[1],
+        "ucb_final_ci_low": ucb[0],
+        "ucb_final_ci_high": ucb[1],
+        "model_offline_start": offline[0],
+        "model_offline_final": offline[1],
+        "thompson_final": thompson,
+    }
+
+
+DPT_MARGIN = dpt.MARGIN * 4.5  # the margin of dpt_numbers' Thompson regret
+DPT = [
+    (dpt_numbers(), REPRODUCED, "close to Thompson, below UCB"),
+    (dpt_numbers(versus_thompson=(0.1, DPT_MARGIN)), REPRODUCED, "CI high exactly at the margin"),
+    (
+        dpt_numbers(versus_thompson=(0.1, DPT_MARGIN + UP)),
+        INCONCLUSIVE,
+        "CI high just above the margin",
+    ),
+    (dpt_numbers(model=(4.0, 7.0)), INCONCLUSIVE, "model's CI touches UCB's"),
+    (
+        dpt_numbers(versus_thompson=(DPT_MARGIN + UP, 2.0)),
+        NOT_REPRODUCED,
+        "clearly worse than Thompson",
+    ),
+    (
+        dpt_numbers(versus_thompson=(DPT_MARGIN, 2.0)),
+        INCONCLUSIVE,
+        "CI low exactly at the margin",
+    ),
+    (dpt_numbers(model=(8.0 + UP, 9.0)), NOT_REPRODUCED, "clearly above UCB"),
+    (
+        dpt_numbers(offline=(0.33, dpt.LEARNED * 0.33 + UP)),
+        INCONCLUSIVE,
+        "does not read the history, whatever its online regret",
+    ),
+    (
+        dpt_numbers(offline=(0.33, dpt.LEARNED * 0.33)),
+        REPRODUCED,
+        "offline regret exactly at the learning check",
+    ),
+]
+
+
 TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "garg-linear": GARG,
     "von-oswald-gd": VON_OSWALD,
@@ -363,6 +421,7 @@ TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "task-diversity": TASK_DIVERSITY,
     "mqar-state": MQAR,
     "icll-architectures": ICLL,
+    "dpt-bandit": DPT,
 }
 CASES = [
     pytest.param(name, numbers, expected, id=f"{name}: {why}")

@@ -38,7 +38,7 @@ def test_episodes_have_the_shapes_and_dtypes_of_their_kind(name):
     if task.kind == "tokens":
         assert episode.inputs.shape == (BATCH, n) and episode.inputs.dtype == torch.long
     else:
-        assert episode.inputs.shape == (BATCH, n, task.n_dims)
+        assert episode.inputs.shape == (BATCH, n, task.io().n_dims)
         assert episode.inputs.dtype == torch.float32
     if task.kind == "regression":
         assert task.n_classes is None and episode.targets.dtype == torch.float32
@@ -46,6 +46,12 @@ def test_episodes_have_the_shapes_and_dtypes_of_their_kind(name):
     else:
         assert episode.targets.dtype == torch.long
         assert episode.targets.min() >= 0 and episode.targets.max() < task.n_classes
+    if task.kind == "decisions":  # the history: an action and its reward per step
+        assert episode.actions.shape == episode.rewards.shape == (BATCH, n)
+        assert episode.actions.dtype == torch.long and episode.rewards.dtype == torch.float32
+        assert episode.actions.min() >= 0 and episode.actions.max() < task.n_classes
+    else:
+        assert episode.actions is None and episode.rewards is None
     if episode.loss_mask is not None:
         assert episode.loss_mask.shape == (BATCH, n) and episode.loss_mask.dtype == torch.bool
         assert episode.loss_mask.any(dim=1).all(), "every prompt must score some position"
@@ -105,7 +111,9 @@ def test_yardsticks_apply_predict_and_score_in_range(name):
         values = score(build_algorithm(spec, task).predict(episode), episode, task.target_scale)
         scored = values[~values.isnan()]
         assert scored.numel() > 0 and scored.isfinite().all(), spec
-        if task.kind != "regression":
+        if task.kind == "decisions":  # regret
+            assert (scored >= 0).all(), spec
+        elif task.kind != "regression":
             assert ((scored == 0) | (scored == 1)).all(), spec
 
 
@@ -126,6 +134,9 @@ def test_the_default_model_is_causal_and_trainable_on_every_family(name):
     later = slice(cut + 1, None)
     episode.inputs[:, later] = changed.inputs[:, later]
     episode.targets[:, cut:] = changed.targets[:, cut:]
+    if task.kind == "decisions":  # what the context shows after a step: its action and reward
+        episode.actions[:, cut:] = changed.actions[:, cut:]
+        episode.rewards[:, cut:] = changed.rewards[:, cut:]
     with torch.no_grad():
         after = model(episode)
     torch.testing.assert_close(after[:, : cut + 1], prediction.detach()[:, : cut + 1])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
-EpisodeKind = str  # a kind of iclab.kinds: "regression", "classification" or "tokens"
+EpisodeKind = str  # a kind of iclab.kinds: regression, classification, tokens or decisions
 
 
 @dataclass
@@ -31,6 +31,13 @@ class Episode:
     meta:
         The sampled task parameters (e.g. the true weights ``w`` of linear regression), so that
         Bayes-optimal learners, metrics and probes can use them. Tensors with batch first.
+    actions, rewards:
+        ``(B, n)`` long and float, decision episodes only (``kind="decisions"``): the action
+        taken at step i and the reward it earned, what the context shows after step i in place
+        of a target. ``inputs`` holds the observation at each step and ``targets`` the action
+        a learner is trained to take there (the optimal one, or a demonstrator's); a learner
+        predicting step i may read ``actions[:, :i]`` and ``rewards[:, :i]``, never
+        ``targets``.
     """
 
     inputs: Tensor
@@ -38,6 +45,8 @@ class Episode:
     kind: EpisodeKind = "regression"
     meta: dict[str, Tensor] = field(default_factory=dict)
     loss_mask: Tensor | None = None
+    actions: Tensor | None = None
+    rewards: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -58,23 +67,23 @@ class Episode:
     def device(self) -> torch.device:
         return self.inputs.device
 
+    def per_position(self) -> dict[str, Tensor]:
+        """The (B, n, ...) tensors other than ``meta``, by field name (None fields left out)."""
+        fields = {"inputs": self.inputs, "targets": self.targets, "loss_mask": self.loss_mask}
+        fields |= {"actions": self.actions, "rewards": self.rewards}
+        return {name: value for name, value in fields.items() if value is not None}
+
     def to(self, device: torch.device | str) -> Episode:
-        return Episode(
-            inputs=self.inputs.to(device),
-            targets=self.targets.to(device),
-            kind=self.kind,
+        return replace(
+            self,
             meta={key: value.to(device) for key, value in self.meta.items()},
-            loss_mask=None if self.loss_mask is None else self.loss_mask.to(device),
+            **{name: value.to(device) for name, value in self.per_position().items()},
         )
 
     def prefix(self, n_points: int) -> Episode:
         """The first ``n_points`` examples of every prompt (``meta`` is shared, not sliced)."""
-        return Episode(
-            inputs=self.inputs[:, :n_points],
-            targets=self.targets[:, :n_points],
-            kind=self.kind,
-            meta=self.meta,
-            loss_mask=None if self.loss_mask is None else self.loss_mask[:, :n_points],
+        return replace(
+            self, **{name: value[:, :n_points] for name, value in self.per_position().items()}
         )
 
     def first(self, n_prompts: int) -> Episode:
@@ -83,12 +92,10 @@ class Episode:
 
     def rows(self, start: int, stop: int) -> Episode:
         """Prompts ``start`` to ``stop - 1`` of the batch (``meta`` and ``loss_mask`` too)."""
-        return Episode(
-            inputs=self.inputs[start:stop],
-            targets=self.targets[start:stop],
-            kind=self.kind,
+        return replace(
+            self,
             meta={key: value[start:stop] for key, value in self.meta.items()},
-            loss_mask=None if self.loss_mask is None else self.loss_mask[start:stop],
+            **{name: value[start:stop] for name, value in self.per_position().items()},
         )
 
 
@@ -97,11 +104,11 @@ def concatenate(episodes: list[Episode]) -> Episode:
     if len(episodes) == 1:
         return episodes[0]
     first = episodes[0]
-    masks = [episode.loss_mask for episode in episodes]
-    return Episode(
-        inputs=torch.cat([episode.inputs for episode in episodes]),
-        targets=torch.cat([episode.targets for episode in episodes]),
-        kind=first.kind,
+    return replace(
+        first,
         meta={key: torch.cat([episode.meta[key] for episode in episodes]) for key in first.meta},
-        loss_mask=None if masks[0] is None else torch.cat(masks),
+        **{
+            name: torch.cat([episode.per_position()[name] for episode in episodes])
+            for name in first.per_position()
+        },
     )

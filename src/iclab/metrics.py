@@ -10,6 +10,9 @@ classification  cross-entropy of (B, n, C) logits accuracy of the top-scoring cl
 tokens          cross-entropy of (B, T, V) logits accuracy; with ``meta["valid_next"]`` a
                                                  prediction counts when it is *a* valid next
                                                  token (Akyürek et al. 2024's ICLL accuracy)
+decisions       cross-entropy of (B, n, K) logits regret of the top-scoring action (best
+                on the action to take            expected reward − the chosen one's); online:
+                                                 cumulative regret, suboptimal pulls
 =============== ================================ ============================================
 """
 
@@ -19,9 +22,16 @@ import torch
 from torch import Tensor
 
 from iclab.episode import Episode
-from iclab.kinds import KINDS, Metric, kind_of
+from iclab.kinds import KINDS, Kind, Metric, kind_of
+from iclab.kinds.decisions import ONLINE_METRICS
 
 METRICS: dict[str, Metric] = {name: kind.metric for name, kind in KINDS.items()}
+
+
+def condition_metric(kind: Kind, condition: str) -> Metric:
+    """What an evaluation condition's curves measure (the ``shift`` column): the kind's
+    metric, except online rollouts' (``iclab.kinds.decisions.ONLINE_METRICS``)."""
+    return ONLINE_METRICS.get(condition, kind.metric)
 
 
 def training_loss(prediction: Tensor, episode: Episode) -> Tensor:

@@ -1,6 +1,7 @@
 """Reference learning algorithms (the yardsticks for trained models), registered by name."""
 
 from iclab.algorithms import (  # noqa: F401  (each module registers its learners)
+    bandits,
     boolean,
     classification,
     linear,

@@ -18,8 +18,10 @@ from torch import Tensor
 
 from iclab.episode import Episode
 from iclab.errors import ConfigError
+from iclab.evaluation.rollouts import online_regrets
 from iclab.evaluation.shifts import Shift
 from iclab.io import atomic_write_text
+from iclab.kinds.decisions import ONLINE_METRICS
 from iclab.learner import InContextLearner
 from iclab.metrics import METRICS, score
 from iclab.progress import progress
@@ -112,6 +114,10 @@ def evaluate(
     shift draws its own randomness from ``(seed, "shift", spec, batch)``, so every learner sees
     the same shifted prompts. Regression errors under a shift are divided by E[y²] under that
     shift (``shifted_target_scale``): the zero predictor scores 1 whatever the shift.
+
+    Decision tasks are also evaluated online (``iclab.evaluation.rollouts``): every learner
+    acts in the same environments of the ``(seed, "online", batch)`` stream, giving two more
+    conditions, ``online`` (cumulative regret) and ``online-pulls`` (share of suboptimal pulls).
     """
     names = [learner.name for learner in learners]
     if len(set(names)) != len(names):
@@ -122,9 +128,13 @@ def evaluate(
     for shift in shifts:
         scale = shifted_target_scale(shift, task, n_points, seed, device)
         conditions.append((shift.spec, shift, scale))
-    scores = {(spec, name): [] for spec, _, _ in conditions for name in names}
+    metrics = {spec: METRICS[task.kind].name for spec, _, _ in conditions}
+    online = task.kind == "decisions"
+    if online:
+        metrics |= {spec: metric.name for spec, metric in ONLINE_METRICS.items()}
+    scores = {(spec, name): [] for spec in metrics for name in names}
     n_batches = math.ceil(n_prompts / batch_size)
-    total = n_batches * len(conditions)
+    total = n_batches * (len(conditions) + online)
     with progress("evaluating", total, enabled=show_progress, transient=True) as tracker:
         for batch in range(n_batches):
             size = min(batch_size, n_prompts - batch * batch_size)
@@ -138,9 +148,15 @@ def evaluate(
                 for learner in learners:
                     scores[spec, learner.name].append(score_views(learner, views, task, scale))
                 tracker.advance()
-    metric = METRICS[task.kind].name
+            if online:
+                tracker.update(description="evaluating, online")
+                rollouts = online_regrets(learners, task, n_points, size, seed, batch, device)
+                for name, per_condition in rollouts.items():
+                    for spec, values in zip(ONLINE_METRICS, per_condition, strict=True):
+                        scores[spec, name].append(values)
+                tracker.advance()
     curves, differences = [], []
-    for spec, _, _ in conditions:
+    for spec, metric in metrics.items():
         by_learner = {name: torch.cat(scores[spec, name]) for name in names}
         for name, values in by_learner.items():
             curves += summarise(values, name, metric, spec)

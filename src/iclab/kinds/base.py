@@ -1,7 +1,8 @@
 """What an episode kind provides: its codec, training loss, score and metric.
 
 A kind is how a task's examples are written and judged: ``regression`` (a number per example),
-``classification`` (a class per example) or ``tokens`` (a next token per position). Everything
+``classification`` (a class per example), ``tokens`` (a next token per position) or
+``decisions`` (an action per step of an interaction history). Everything
 that depends on the kind lives in its module here, so a new kind is one new module; tasks name
 their kind, models build the kind's codec from the task's ``TaskIO``, and evaluation scores with
 the kind's metric. This layer knows neither tasks nor configs.
@@ -104,6 +105,11 @@ class Kind(ABC):
     @abstractmethod
     def build_codec(self, io: TaskIO, d_model: int, tokens: str) -> nn.Module:
         """The codec for a task of this kind; ``tokens`` is ``model.tokens``."""
+
+    def encode(self, codec: nn.Module, episode: Episode) -> Tensor:
+        """The episode as the codec's tokens (B, T, E): inputs, and the targets the context
+        shows after each example."""
+        return codec.encode(episode.inputs, episode.targets)
 
     @abstractmethod
     def check_prediction(self, prediction: Tensor, episode: Episode) -> None:

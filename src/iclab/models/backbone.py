@@ -141,17 +141,29 @@ class Backbone(nn.Module):
         """The forward pass token by token through every mixer's ``step``: the same outputs,
         with memory that stays flat in the context length for recurrent mixers. A private
         token (``visible`` False) is answered from the state and leaves it as it was."""
-        batch, length, _ = x.shape
-        states = [block.mixer.init_state(batch, x.device, x.dtype) for block in self.blocks]
+        states = self.initial_states(x.shape[0], x.device, x.dtype)
         outputs = []
-        for t in range(length):
-            hidden = x[:, t]
-            if self.position is not None:
-                hidden = hidden + self.position.weight[t]
-            keep = visible is None or bool(visible[t])
-            for index, block in enumerate(self.blocks):
-                hidden, state = block.step(hidden, states[index])
-                if keep:
-                    states[index] = state
-            outputs.append(self.ln_final(hidden))
+        for t in range(x.shape[1]):
+            output, states = self.step(x[:, t], states, t, keep=visible is None or bool(visible[t]))
+            outputs.append(output)
         return torch.stack(outputs, dim=1)
+
+    def initial_states(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Any]:
+        """Every block's mixer state before the first token (``step``'s ``states``)."""
+        return [block.mixer.init_state(batch, device, dtype) for block in self.blocks]
+
+    def step(
+        self, token: Tensor, states: list[Any], position: int, keep: bool = True
+    ) -> tuple[Tensor, list[Any]]:
+        """The output (B, E) for the token (B, E) at ``position`` after the tokens that made
+        ``states``, and the states with it (unchanged when ``keep`` is False: a private token).
+        One token at a time, for inference that acts on its own outputs (online rollouts)."""
+        hidden = token
+        if self.position is not None:
+            hidden = hidden + self.position.weight[position]
+        new_states = list(states)
+        for index, block in enumerate(self.blocks):
+            hidden, state = block.step(hidden, states[index])
+            if keep:
+                new_states[index] = state
+        return self.ln_final(hidden), new_states

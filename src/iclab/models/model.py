@@ -54,7 +54,7 @@ class InContextModel(nn.Module):
     def encode(self, episode: Episode) -> Tensor:
         """The prompt as the backbone's input tokens (B, T, E), after the length check."""
         self.check_points(episode.n_points)
-        return self.codec.encode(episode.inputs, episode.targets)
+        return kind_of(episode.kind).encode(self.codec, episode)
 
     def visible(self, length: int, device: torch.device) -> Tensor | None:
         """Which of ``length`` tokens later tokens may attend to, for set-style codecs whose

@@ -23,6 +23,7 @@ from iclab import __version__
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, PairedDifference, reported_ks
 from iclab.kinds import Kind, Metric, kind_of
+from iclab.metrics import condition_metric
 from iclab.report.pivot import TRAINING_SHIFT, by_shift, excludes_zero, pivot
 from iclab.report.plots import curves_figure, png_bytes, training_figure
 from iclab.report.summary import result_sentence
@@ -272,7 +273,9 @@ def evaluation_block(record: EvaluationRecord, config: RunConfig, kind: Kind) ->
     trained = config.task.n_points - 1 if n_points > config.task.n_points else None
     figures = "\n".join(
         image(
-            curves_figure(rows, shift_title(shift), metric.label, marker, trained),
+            curves_figure(
+                rows, shift_title(shift), condition_metric(kind, shift).label, marker, trained
+            ),
             shift_title(shift),
         )
         for shift, rows in groups.items()

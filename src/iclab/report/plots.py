@@ -29,6 +29,9 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
     atomic_write_bytes(path, png_bytes(figure))
 
 
+FIXED_RANGES = {"error": 1.25, "accuracy": 1.02}  # upper y limits of the bounded metrics
+
+
 def plot_curves(
     points: Sequence[CurvePoint],
     path: Path,
@@ -64,7 +67,10 @@ def curves_figure(
     if trained_k is not None:
         axes.axvline(trained_k, color="black", linestyle="--", linewidth=1, label="trained length")
     metric = points[0].metric if points else "error"
-    axes.set_ylim(0, 1.25 if metric == "error" else 1.02)
+    if metric in FIXED_RANGES:  # the metrics on a common scale keep it, so figures compare
+        axes.set_ylim(0, FIXED_RANGES[metric])
+    else:
+        axes.set_ylim(bottom=0)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("in-context examples k")
     axes.set_ylabel(ylabel)

@@ -36,6 +36,7 @@ from iclab.evaluation.shifts import resolve_shifts
 from iclab.io import atomic_write_text, fsync_directory
 from iclab.kinds import kind_of
 from iclab.learner import InContextLearner
+from iclab.metrics import condition_metric
 from iclab.models import InContextModel
 from iclab.report.plots import plot_curves, plot_training
 from iclab.run.directory import RunDir
@@ -199,4 +200,5 @@ def write_evaluation(evaluation: Evaluation, config: RunConfig, directory: Path)
         if shift != "none":
             title += f"\nshift: {shift}"
         trained = task.n_points - 1 if evaluation_points(config) > task.n_points else None
-        plot_curves(points, directory / plot_name(shift), title, kind.metric.label, marker, trained)
+        label = condition_metric(kind, shift).label
+        plot_curves(points, directory / plot_name(shift), title, label, marker, trained)

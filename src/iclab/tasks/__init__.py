@@ -1,6 +1,7 @@
 """In-context task families, registered by name (``iclab tasks`` lists them)."""
 
 from iclab.tasks import (  # noqa: F401  (each module registers its families)
+    bandits,
     boolean,
     classification,
     language,
