@@ -9,12 +9,15 @@ import pytest
 import torch
 
 from iclab.algorithms import ALGORITHMS, build_algorithm
+from iclab.config import load_config
 from iclab.evaluation import evaluate
 from iclab.evaluation.rollouts import online_regrets, roll_out
 from iclab.kinds.decisions import ONLINE_METRICS
 from iclab.models import ModelConfig, build_model
 from iclab.models.mixers import MIXERS
+from iclab.run import evaluate_config
 from iclab.tasks import make_task
+from iclab.training.trainer import Trainer
 
 N_STEPS = 12
 BATCH = 6
@@ -93,3 +96,30 @@ def test_evaluate_adds_the_online_conditions_for_decision_tasks():
     differences = {(d.shift, d.learner): d for d in evaluation.differences if d.k == 7}
     difference = differences["online", "optimal"]
     assert difference.mean == pytest.approx(-final["online", "thompson"].mean)
+
+
+@pytest.mark.parametrize("mixer", MIXERS.names())
+def test_every_mixer_trains_on_the_bandit_preset_and_acts_online(mixer):
+    """The bandit preset with each mixer of the zoo (smoke size): a training step moves the
+    model, and the evaluation acts online through the mixer's streaming state, with a finite
+    cumulative regret that never falls and a share of suboptimal pulls in [0, 1]."""
+    config = load_config("bandit").updated(
+        task={"n_points": 6},
+        model={"mixer": mixer, "n_layers": 1, "d_model": 16, "n_heads": 2},
+        train={"steps": 1, "batch_size": 4, "warmup_steps": 0, "device": "cpu"},
+        eval={"n_prompts": 4, "batch_size": 4, "algorithms": ["thompson"]},
+    )
+    trainer = Trainer(config)
+    before = [parameter.detach().clone() for parameter in trainer.model.parameters()]
+    trainer.train_step(0)
+    moved = [not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True)]
+    assert any(moved), "a training step changed no parameter"
+    evaluation = evaluate_config(config, [trainer.model])
+    online = {
+        shift: [p for p in evaluation.curves if p.learner == "bandit" and p.shift == shift]
+        for shift in ONLINE_METRICS
+    }
+    regret = [p.mean for p in sorted(online["online"], key=lambda p: p.k)]
+    assert len(regret) == 6 and torch.tensor(regret).isfinite().all()
+    assert (torch.tensor(regret).diff() >= 0).all()
+    assert all(0 <= p.mean <= 1 for p in online["online-pulls"])

@@ -34,6 +34,13 @@ def condition_metric(kind: Kind, condition: str) -> Metric:
     return ONLINE_METRICS.get(condition, kind.metric)
 
 
+def condition_title(condition: str) -> str:
+    """A condition in words: ``shift: SPEC``, or what an online condition shows."""
+    if condition in ONLINE_METRICS:
+        return f"online, the learners acting: {ONLINE_METRICS[condition].label}"
+    return f"shift: {condition}"
+
+
 def training_loss(prediction: Tensor, episode: Episode) -> Tensor:
     """The scalar loss a model is meta-trained on (averaged over the masked positions)."""
     kind = kind_of(episode.kind)

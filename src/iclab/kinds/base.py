@@ -101,6 +101,7 @@ class Kind(ABC):
     name: ClassVar[str]
     metric: ClassVar[Metric]
     codec_options: ClassVar[tuple[str, ...]] = ("interleaved",)  # values of model.tokens
+    position_label: ClassVar[str] = "in-context examples k"  # the x axis of curves
 
     @abstractmethod
     def build_codec(self, io: TaskIO, d_model: int, tokens: str) -> nn.Module:

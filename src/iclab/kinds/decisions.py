@@ -54,7 +54,8 @@ class DecisionCodec(nn.Module):
         return self.read_out(hidden[:, 0::2])
 
 
-# The conditions (``shift`` column) of online evaluation and what each one measures.
+# The conditions (``shift`` column) of online evaluation, where the learners act, and what each
+# one measures.
 ONLINE_METRICS = {
     "online": Metric("cumulative_regret", "cumulative regret", higher_is_better=False),
     "online-pulls": Metric("suboptimal_pulls", "share of suboptimal pulls", higher_is_better=False),
@@ -70,6 +71,7 @@ def regret(choices: Tensor, action_values: Tensor) -> Tensor:
 class Decisions(Kind):
     name = "decisions"
     metric = Metric("regret", "regret of the chosen action", higher_is_better=False)
+    position_label = "steps of history k"
 
     def build_codec(self, io: TaskIO, d_model: int, tokens: str) -> nn.Module:
         self.check_tokens(tokens)

@@ -23,7 +23,8 @@ from iclab import __version__
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, PairedDifference, reported_ks
 from iclab.kinds import Kind, Metric, kind_of
-from iclab.metrics import condition_metric
+from iclab.kinds.decisions import ONLINE_METRICS
+from iclab.metrics import condition_metric, condition_title
 from iclab.report.pivot import TRAINING_SHIFT, by_shift, excludes_zero, pivot
 from iclab.report.plots import curves_figure, png_bytes, training_figure
 from iclab.report.summary import result_sentence
@@ -274,7 +275,12 @@ def evaluation_block(record: EvaluationRecord, config: RunConfig, kind: Kind) ->
     figures = "\n".join(
         image(
             curves_figure(
-                rows, shift_title(shift), condition_metric(kind, shift).label, marker, trained
+                rows,
+                shift_title(shift),
+                condition_metric(kind, shift).label,
+                marker,
+                trained,
+                kind.position_label,
             ),
             shift_title(shift),
         )
@@ -429,7 +435,9 @@ def png_image(png: bytes, alt: str) -> str:
 
 
 def shift_title(shift: str) -> str:
-    return "training distribution" if shift == TRAINING_SHIFT else shift
+    if shift == TRAINING_SHIFT:
+        return "training distribution"
+    return condition_title(shift) if shift in ONLINE_METRICS else shift
 
 
 def section(title: str, content: str) -> str:

@@ -39,8 +39,9 @@ def plot_curves(
     ylabel: str,
     marker_k: int | None = None,
     trained_k: int | None = None,
+    xlabel: str = "in-context examples k",
 ) -> None:
-    save_figure(curves_figure(points, title, ylabel, marker_k, trained_k), path)
+    save_figure(curves_figure(points, title, ylabel, marker_k, trained_k, xlabel), path)
 
 
 def curves_figure(
@@ -49,6 +50,7 @@ def curves_figure(
     ylabel: str,
     marker_k: int | None = None,
     trained_k: int | None = None,
+    xlabel: str = "in-context examples k",
 ) -> plt.Figure:
     """Metric vs number of in-context examples, one line per learner, shaded 95% CIs, the legend
     beside the axes (never over the curves), integer k ticks; a labelled dotted line at
@@ -72,7 +74,7 @@ def curves_figure(
     else:
         axes.set_ylim(bottom=0)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("in-context examples k")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)

@@ -36,7 +36,7 @@ from iclab.evaluation.shifts import resolve_shifts
 from iclab.io import atomic_write_text, fsync_directory
 from iclab.kinds import kind_of
 from iclab.learner import InContextLearner
-from iclab.metrics import condition_metric
+from iclab.metrics import condition_metric, condition_title
 from iclab.models import InContextModel
 from iclab.report.plots import plot_curves, plot_training
 from iclab.run.directory import RunDir
@@ -197,8 +197,9 @@ def write_evaluation(evaluation: Evaluation, config: RunConfig, directory: Path)
     for shift, points in by_shift.items():
         marker = kind.reference_k(task.n_dims)
         title = f"{config.name}: {task.name}" + ("" if marker is None else f", d={task.n_dims}")
-        if shift != "none":
-            title += f"\nshift: {shift}"
+        title += f"\n{condition_title(shift)}" if shift != "none" else ""
         trained = task.n_points - 1 if evaluation_points(config) > task.n_points else None
         label = condition_metric(kind, shift).label
-        plot_curves(points, directory / plot_name(shift), title, label, marker, trained)
+        plot_curves(
+            points, directory / plot_name(shift), title, label, marker, trained, kind.position_label
+        )

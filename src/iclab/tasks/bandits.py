@@ -71,7 +71,7 @@ class DecisionTask(Task):
 
     kind = "decisions"
     default_n_dims = OBSERVATION_DIMS
-    default_n_points = 100
+    default_n_points = 50
     options: BanditOptions
 
     @property
@@ -173,7 +173,7 @@ class MultiArmedBanditOptions(BanditOptions):
 class MultiArmedBandit(DecisionTask):
     """K-armed bandits with arm means drawn uniformly from [0, 1] (Lee et al. 2023's DPT
     setting: 5 arms, Gaussian rewards with standard deviation 0.3, horizon 500; the default
-    horizon here is 100 for CPU training), Gaussian or Bernoulli rewards.
+    horizon here is 50 for CPU training), Gaussian or Bernoulli rewards.
 
     Every observation is the constant 1 (a bandit has one state); ``meta["action_values"]``
     holds the arm means. Thompson sampling's exact posterior under the uniform prior: a normal
