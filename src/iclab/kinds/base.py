@@ -102,6 +102,7 @@ class Kind(ABC):
     metric: ClassVar[Metric]
     codec_options: ClassVar[tuple[str, ...]] = ("interleaved",)  # values of model.tokens
     position_label: ClassVar[str] = "in-context examples k"  # the x axis of curves
+    headline: ClassVar[str] = "none"  # the evaluation condition a run's one-line result quotes
 
     @abstractmethod
     def build_codec(self, io: TaskIO, d_model: int, tokens: str) -> nn.Module:

@@ -72,6 +72,7 @@ class Decisions(Kind):
     name = "decisions"
     metric = Metric("regret", "regret of the chosen action", higher_is_better=False)
     position_label = "steps of history k"
+    headline = "online"  # what a decision learner is for: acting
 
     def build_codec(self, io: TaskIO, d_model: int, tokens: str) -> nn.Module:
         self.check_tokens(tokens)

@@ -19,6 +19,7 @@ from rich.text import Text
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
 from iclab.kinds import kind_of
+from iclab.metrics import condition_metric
 from iclab.report.listings import plain
 from iclab.report.pivot import TRAINING_SHIFT, excludes_zero, last_k_up_to, pivot
 from iclab.report.summary import result_sentence
@@ -42,7 +43,8 @@ STATUS_STYLES = {
 def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[RenderableType]:
     """Every learner's metric at a few prefix lengths; under shifts, each shift at one k; the
     paired difference of the first learner to the reference."""
-    metric = kind_of(config.task.build().kind).metric
+    kind = kind_of(config.task.build().kind)
+    metric = kind.metric
     unshifted = [p for p in evaluation.curves if p.shift == TRAINING_SHIFT]
     ks = reported_ks(unshifted, config.task.n_dims)
     tables = [curve_table(unshifted, ks, metric.label)]
@@ -52,7 +54,11 @@ def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Rendera
     if evaluation.differences:
         tables.append(difference_table(evaluation.differences, shifts, ks))
     sentence = result_sentence(
-        evaluation.curves, evaluation.differences, config.task.n_dims, metric
+        evaluation.curves,
+        evaluation.differences,
+        config.task.n_dims,
+        condition_metric(kind, kind.headline),
+        kind.headline,
     )
     if sentence is not None:
         tables.append(plain(sentence))

@@ -23,12 +23,14 @@ def result_sentence(
     differences: Sequence[PairedDifference],
     n_dims: int | None,
     metric: Metric,
+    condition: str = TRAINING_SHIFT,
 ) -> str | None:
     """``At k=10 (error): model 0.093, least_squares 0.000; model − least_squares = +0.093
-    [+0.083, +0.103], least_squares is better.`` on the training distribution; None before
-    there is a first learner and a paired difference to quote."""
-    unshifted = [p for p in curves if p.shift == TRAINING_SHIFT]
-    pairs = [d for d in differences if d.shift == TRAINING_SHIFT]
+    [+0.083, +0.103], least_squares is better.`` on the training distribution (or another
+    ``condition`` that ``metric`` measures: online, for decisions); None before there is a
+    first learner and a paired difference to quote."""
+    unshifted = [p for p in curves if p.shift == condition]
+    pairs = [d for d in differences if d.shift == condition]
     if not unshifted or not pairs:
         return None
     learner, reference = unshifted[0].learner, pairs[0].reference
@@ -37,8 +39,9 @@ def result_sentence(
         return None
     k = telling_k(sorted(mine), n_dims, metric)
     means = {(p.learner, p.k): p.mean for p in unshifted}
+    where = "At" if condition == TRAINING_SHIFT else f"{condition.capitalize()}, at"
     return (
-        f"At k={k} ({metric.name}): {learner} {means[learner, k]:.3f}, {reference} "
+        f"{where} k={k} ({metric.name}): {learner} {means[learner, k]:.3f}, {reference} "
         f"{means[reference, k]:.3f}; {learner} − {reference} = {judged(mine[k], metric)}."
     )
 
