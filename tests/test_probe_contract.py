@@ -39,6 +39,7 @@ CANDIDATE_RUNS = {
     "regression": {},
     "tokens": {"task": MQAR, "eval": {"algorithms": ["mqar_lookup"]}},
 }
+BANDIT = {"task": {"name": "bandit", "n_points": 8}, "eval": {"algorithms": ["thompson"]}}
 
 
 class TrainedRuns:
@@ -49,7 +50,8 @@ class TrainedRuns:
 
     def __getitem__(self, name: str):
         if name not in self.paths:
-            config = tiny_config(train={"steps": STEPS}, **CANDIDATE_RUNS[name])
+            sections = {**CANDIDATE_RUNS, "decisions": BANDIT}[name]
+            config = tiny_config(train={"steps": STEPS}, **sections)
             train_run(config, self.root / name, show_progress=False)
             self.paths[name] = self.root / name
         return self.paths[name]
@@ -129,6 +131,21 @@ def test_probe_run_writes_its_result_and_repeats_it(name, runs):
     again = probe_run(run, name)
     assert again.summary == result.summary, f"{name} is not a function of the run and spec"
     assert same_tables(again.tables, result.tables), f"{name} is not a function of the run"
+
+
+@pytest.mark.parametrize("name", PROBE_NAMES)
+def test_a_probe_runs_on_a_decision_run_or_refuses_it_naming_itself(name, runs):
+    """Decision episodes (histories of actions and rewards) are the kind a probe author is
+    most likely to forget: a probe either runs on a bandit run or refuses it cleanly."""
+    run = runs["decisions"]
+    refusal = refusal_of(name, run)
+    if refusal is not None:
+        assert name in str(refusal), f"{name}'s refusal does not name it: {refusal}"
+        with pytest.raises(ConfigError):
+            probe_run(run, name)
+        assert not probe_dir(RunDir(run), name).exists(), f"{name} wrote before refusing"
+        return
+    check_written(probe_run(run, name), run, name)
 
 
 def same_tables(first: dict, second: dict) -> bool:

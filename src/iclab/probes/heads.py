@@ -151,6 +151,12 @@ class AttentionHeads(Probe):
     paper = "Olsson et al. 2022 (arXiv 2209.11895); Akyürek et al. 2024 (arXiv 2401.12973)"
 
     def check_applies(self, model: InContextModel, task: Task) -> None:
+        if task.kind == "decisions":
+            raise ConfigError(
+                f"attention_heads scores heads against matching tokens or examples; task "
+                f"{task.name} is a decisions task, whose steps have no content to match (a "
+                "bandit's observations are all the same)"
+            )
         mixers = [block.mixer for block in model.backbone.blocks]
         if not any(hasattr(mixer, "attention_weights") for mixer in mixers):
             names = ", ".join(mixer.name for mixer in mixers)
