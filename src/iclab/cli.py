@@ -223,6 +223,14 @@ def eval_command(
             "algorithm)."
         ),
     ] = None,
+    checkpoints: Annotated[
+        str,
+        typer.Option(
+            help="Which checkpoints of RUN to evaluate: latest, all (every one it kept, each "
+            "in its own eval/NNN, plus plots/checkpoints.png along training), or steps, e.g. "
+            "'500,1000'."
+        ),
+    ] = "latest",
     progress: ProgressOption = True,
 ) -> None:
     """Evaluate a run and its algorithms on the same fresh prompts, or, with --task, the
@@ -232,9 +240,10 @@ def eval_command(
     paired: eval/differences.csv has their own confidence intervals. Evaluating never changes
     the run's config.yaml: what it used is written to eval/settings.yaml."""
     from iclab.config import build_config
-    from iclab.report.console import evaluation_files, evaluation_tables
+    from iclab.report.console import checkpoint_table, evaluation_files, evaluation_tables
     from iclab.run import (
         RunDir,
+        evaluate_checkpoints,
         evaluate_config,
         evaluate_run,
         with_eval_overrides,
@@ -247,6 +256,16 @@ def eval_command(
             raise ConfigError("--task and --out are for evaluating algorithms without a RUN")
         config = with_eval_overrides(RunDir(run).load_config(), changes, f"iclab eval {run}")
         report_skipped_shifts(config)
+        steps = checkpoint_steps(checkpoints)
+        if steps != "latest":
+            evaluations = evaluate_checkpoints(run, steps, changes, show_progress=progress)
+            show([checkpoint_table([e.step for e in evaluations], evaluations, config)])
+            console.print(
+                f"evaluations: {escape(', '.join(str(e.directory) for e in evaluations))}\n"
+                f"  along training: {escape(str(RunDir(run).plots_dir / 'checkpoints.png'))}",
+                highlight=False,
+            )
+            return
         evaluation = evaluate_run(run, changes, show_progress=progress)
         show(
             [
@@ -268,6 +287,19 @@ def eval_command(
     out.mkdir(parents=True, exist_ok=True)
     write_evaluation(evaluation, config, out)
     console.print(f"tables and figures: {escape(str(out))}", highlight=False)
+
+
+def checkpoint_steps(text: str) -> str | list[int] | None:
+    """``--checkpoints``: "latest", None for all, or the steps listed."""
+    text = text.strip()
+    if text in ("latest", "all"):
+        return "latest" if text == "latest" else None
+    try:
+        return [int(step) for step in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--checkpoints {text!r}: give latest, all, or training steps such as '500,1000'"
+        ) from None
 
 
 def report_skipped_shifts(config: Any) -> None:

@@ -75,6 +75,24 @@ def evaluation_files(directory: Path, evaluation: Evaluation) -> Text:
     )
 
 
+def checkpoint_table(
+    steps: Sequence[int], evaluations: Sequence[Evaluation], config: RunConfig
+) -> Table:
+    """One row per checkpoint: the first learner's (the model's) metric at the reported ks on
+    the training distribution, with the 95% interval, and the evaluation it was written to."""
+    label = kind_of(config.task.build().kind).metric.label
+    first = [p for p in evaluations[0].curves if p.shift == TRAINING_SHIFT]
+    ks, model = reported_ks(first, config.task.n_dims), first[0].learner
+    table = Table(title=f"{escape(model)}: {escape(label)} along training, ± 95% CI")
+    table.add_column("step", justify="right")
+    for k in ks:
+        table.add_column(f"k={k}", justify="right")
+    for step, evaluation in zip(steps, evaluations, strict=True):
+        by_k = pivot([p for p in evaluation.curves if p.shift == TRAINING_SHIFT])[model]
+        table.add_row(f"{step:,}", *(with_interval(by_k[k]) if k in by_k else "-" for k in ks))
+    return table
+
+
 HEAVY_TAIL = 10.0  # |mean| past which a cell is marked: a few prompts dominate it
 HEAVY_TAIL_NOTE = (
     "†: a heavy-tailed mean that a few prompts dominate (least squares near k = d inverts a "

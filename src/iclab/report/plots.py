@@ -15,6 +15,8 @@ from matplotlib.ticker import MaxNLocator
 
 from iclab.evaluation.curves import CurvePoint
 from iclab.io import atomic_write_bytes
+from iclab.kinds import Metric
+from iclab.report.summary import telling_k
 
 
 def png_bytes(figure: plt.Figure) -> bytes:
@@ -76,6 +78,47 @@ def curves_figure(
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    return figure
+
+
+def plot_checkpoints(
+    steps: Sequence[int],
+    curves: Sequence[Sequence[CurvePoint]],
+    path: Path,
+    title: str,
+    metric: Metric,
+    n_dims: int | None,
+) -> None:
+    save_figure(checkpoints_figure(steps, curves, title, metric, n_dims), path)
+
+
+def checkpoints_figure(
+    steps: Sequence[int],
+    curves: Sequence[Sequence[CurvePoint]],
+    title: str,
+    metric: Metric,
+    n_dims: int | None,
+) -> plt.Figure:
+    """Every learner's metric at a telling k (``telling_k``) on the training distribution, one
+    evaluation per checkpoint, against the training step, with shaded 95% CIs: how in-context
+    learning appears (or fades) along training. Algorithms do not train, so they are flat."""
+    figure, axes = plt.subplots(figsize=(9.0, 4.2))
+    first = [p for p in curves[0] if p.shift == "none"]
+    k = telling_k(sorted({p.k for p in first}), n_dims, metric)
+    learners = list(dict.fromkeys(p.learner for p in first))
+    for learner in learners:
+        rows = [
+            next(p for p in points if p.learner == learner and p.shift == "none" and p.k == k)
+            for points in curves
+        ]
+        style = {"linewidth": 2.4, "zorder": 3, "marker": "o"} if learner == learners[0] else {}
+        axes.plot(steps, [p.mean for p in rows], label=learner, **style)
+        axes.fill_between(steps, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
+    axes.set_xlabel("training step")
+    axes.set_ylabel(f"{metric.label} at k = {k}")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from iclab.run.directory import RunDir, environment
     from iclab.run.evaluation import (
         RunEvaluation,
+        evaluate_checkpoints,
         evaluate_config,
         evaluate_run,
         evaluation_points,
@@ -32,6 +33,7 @@ WHERE = {
     "RunDir": "directory",
     "environment": "directory",
     "RunEvaluation": "evaluation",
+    "evaluate_checkpoints": "evaluation",
     "evaluate_config": "evaluation",
     "evaluate_run": "evaluation",
     "evaluation_points": "evaluation",
@@ -45,6 +47,7 @@ __all__ = [
     "RunDir",
     "RunEvaluation",
     "environment",
+    "evaluate_checkpoints",
     "evaluate_config",
     "evaluate_run",
     "evaluation_points",

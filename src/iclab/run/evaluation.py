@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,13 +39,15 @@ from iclab.kinds import kind_of
 from iclab.learner import InContextLearner
 from iclab.metrics import condition_metric, condition_title
 from iclab.models import InContextModel
-from iclab.report.plots import plot_curves, plot_training
+from iclab.report.plots import plot_checkpoints, plot_curves, plot_training
 from iclab.run.directory import RunDir
 from iclab.training.checkpoint import (
     Checkpoint,
     CheckpointError,
     latest_valid_checkpoint,
+    list_checkpoints,
     load_checkpoint,
+    verify_checkpoint,
 )
 
 
@@ -53,6 +56,30 @@ def newest_checkpoint(run: RunDir) -> Checkpoint:
     if checkpoint is None:
         raise CheckpointError(f"{run.path} has no valid checkpoint to evaluate")
     return checkpoint
+
+
+def kept_steps(run_dir: Path) -> list[int]:
+    """The steps of a run's valid checkpoints, oldest first (broken ones skipped with a
+    warning, as resuming skips them)."""
+    steps = []
+    for checkpoint in list_checkpoints(RunDir(Path(run_dir)).checkpoints):
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError as error:
+            warnings.warn(f"skipping checkpoint {checkpoint.path.name}: {error}", stacklevel=2)
+            continue
+        steps.append(checkpoint.step)
+    return steps
+
+
+def checkpoint_at(run: RunDir, step: int) -> Checkpoint:
+    """The run's checkpoint of ``step``, verified; an error naming the steps it has."""
+    found = {checkpoint.step: checkpoint for checkpoint in list_checkpoints(run.checkpoints)}
+    if step not in found:
+        kept = ", ".join(str(kept) for kept in sorted(found)) or "none"
+        raise CheckpointError(f"{run.path} has no checkpoint of step {step}; steps kept: {kept}")
+    verify_checkpoint(found[step])
+    return found[step]
 
 
 def load_trained_model(run_dir: Path, device: torch.device | str = "cpu") -> InContextModel:
@@ -111,9 +138,11 @@ def evaluate_config(
 
 @dataclass(frozen=True)
 class RunEvaluation(Evaluation):
-    """An evaluation of a run and the directory it was kept in (``RUN/eval/NNN``)."""
+    """An evaluation of a run, the directory it was kept in (``RUN/eval/NNN``) and the training
+    step of the checkpoint it evaluated."""
 
     directory: Path | None = None
+    step: int | None = None
 
 
 def evaluate_run(
@@ -121,11 +150,13 @@ def evaluate_run(
     overrides: Sequence[str] = (),
     show_progress: bool = False,
     threads: int | None = None,
+    step: int | None = None,
 ) -> RunEvaluation:
-    """The newest checkpoint's model and every configured algorithm on the same fresh prompts,
-    with ``eval.*`` overrides → a new ``eval/NNN/`` (settings.yaml, curves.csv, differences.csv,
-    figures) and plots/loss.png. Everything is checked (overrides, prompt length, checkpoint)
-    before anything is written. ``threads`` sets torch's CPU threads for the process."""
+    """The newest checkpoint's model (or that of ``step``) and every configured algorithm on
+    the same fresh prompts, with ``eval.*`` overrides → a new ``eval/NNN/`` (settings.yaml,
+    curves.csv, differences.csv, figures) and plots/loss.png. Everything is checked
+    (overrides, prompt length, checkpoint) before anything is written. ``threads`` sets
+    torch's CPU threads for the process."""
     set_threads(threads)
     run = RunDir(Path(run_dir))
     config = with_eval_overrides(run.load_config(), overrides, source=f"iclab eval {run.path}")
@@ -133,7 +164,7 @@ def evaluate_run(
     device = resolve_device(config.eval.device)
     model = config.build_model()
     model.check_points(evaluation_points(config))
-    checkpoint = newest_checkpoint(run)
+    checkpoint = newest_checkpoint(run) if step is None else checkpoint_at(run, step)
     load_checkpoint(checkpoint, model, device=device)
     model = model.to(device).eval()
     model.streaming = config.eval.streaming
@@ -156,7 +187,41 @@ def evaluate_run(
     metrics = run.read_metrics()
     if metrics:
         plot_training(metrics, run.plots_dir / "loss.png", f"{config.name}: training")
-    return RunEvaluation(evaluation.curves, evaluation.differences, kept)
+    return RunEvaluation(evaluation.curves, evaluation.differences, kept, checkpoint.step)
+
+
+def evaluate_checkpoints(
+    run_dir: Path,
+    steps: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+    show_progress: bool = False,
+    threads: int | None = None,
+) -> list[RunEvaluation]:
+    """``evaluate_run`` of each checkpoint of ``steps`` (None: every valid one the run kept),
+    oldest first, each in its own ``eval/NNN/`` (its settings.yaml names the step), then
+    ``plots/checkpoints.png``: the model's metric along training, the algorithms' beside it.
+    Every step is checked before the first evaluation: the learning dynamics of a run (the
+    rise and fall of in-context learning, the moment an induction head forms) in one call."""
+    run = RunDir(Path(run_dir))
+    steps = kept_steps(run.path) if steps is None else sorted(set(steps))
+    if not steps:
+        raise CheckpointError(f"{run.path} has no valid checkpoint to evaluate")
+    for step in steps:
+        checkpoint_at(run, step)
+    evaluations = [
+        evaluate_run(run.path, overrides, show_progress, threads, step=step) for step in steps
+    ]
+    config = with_eval_overrides(run.load_config(), overrides, source=f"iclab eval {run.path}")
+    kind = kind_of(config.task.build().kind)
+    plot_checkpoints(
+        steps,
+        [evaluation.curves for evaluation in evaluations],
+        run.plots_dir / "checkpoints.png",
+        f"{config.name}: along training",
+        kind.metric,
+        config.task.n_dims,
+    )
+    return evaluations
 
 
 def keep(staging: Path, directory: Path) -> Path:

@@ -1,0 +1,83 @@
+"""``iclab eval RUN --checkpoints all|STEPS``: every kept checkpoint evaluated on the same
+prompts, each in its own eval/NNN naming its step, and the model's metric along training."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import tiny_config
+from iclab.cli import app
+from iclab.evaluation import read_curves_csv
+from iclab.io import read_yaml
+from iclab.run import RunDir, train_run
+
+STEPS = (10, 20, 30)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("checkpoints") / "run"
+    config = tiny_config(train={"steps": 30, "checkpoint_every": 10, "keep_checkpoints": 5})
+    train_run(config, path, show_progress=False)
+    return path
+
+
+def evaluate(run, *arguments: str):
+    return CliRunner().invoke(
+        app, ["eval", str(run), "--n-prompts", "32", "--no-progress", *arguments]
+    )
+
+
+def new_evaluations(run, before: set[str]) -> list:
+    directories = sorted(RunDir(run).eval_dir.iterdir())
+    return [d for d in directories if d.name.isdigit() and d.name not in before]
+
+
+def model_curve(directory) -> list[float]:
+    points = read_curves_csv(directory / "curves.csv")
+    return [p.mean for p in points if p.learner == "model" and p.shift == "none"]
+
+
+def existing(run) -> set[str]:
+    eval_dir = RunDir(run).eval_dir
+    return {d.name for d in eval_dir.iterdir()} if eval_dir.exists() else set()
+
+
+def test_all_evaluates_every_kept_checkpoint_on_the_same_prompts(run):
+    before = existing(run)
+    result = evaluate(run, "--checkpoints", "all")
+    assert result.exit_code == 0, result.output
+    directories = new_evaluations(run, before)
+    steps = [read_yaml(d / "settings.yaml")["checkpoint_step"] for d in directories]
+    assert steps == list(STEPS)
+    curves = [model_curve(d) for d in directories]
+    assert curves[0] != curves[-1], "different checkpoints, different models"
+    algorithms = [
+        [p for p in read_curves_csv(d / "curves.csv") if p.learner != "model"] for d in directories
+    ]
+    assert algorithms[0] == algorithms[-1], "the same prompts for every checkpoint"
+    assert (RunDir(run).plots_dir / "checkpoints.png").stat().st_size > 0
+    for step in STEPS:
+        assert f"│ {step:>4} │" in result.output
+
+    latest = evaluate(run)  # the default: the newest checkpoint, as before
+    assert latest.exit_code == 0, latest.output
+    (plain,) = new_evaluations(run, before | {d.name for d in directories})
+    assert model_curve(plain) == curves[-1]
+
+
+def test_listed_steps_are_evaluated_and_an_unknown_one_names_the_kept_steps(run):
+    before = existing(run)
+    result = evaluate(run, "--checkpoints", "30,10")
+    assert result.exit_code == 0, result.output
+    directories = new_evaluations(run, before)
+    assert [read_yaml(d / "settings.yaml")["checkpoint_step"] for d in directories] == [10, 30]
+
+    before = existing(run)
+    missing = evaluate(run, "--checkpoints", "10,15")
+    assert missing.exit_code == 2
+    assert "no checkpoint of step 15; steps kept: 10, 20, 30" in missing.output
+    assert existing(run) == before, "nothing is written before every step is checked"
+    typo = evaluate(run, "--checkpoints", "al")
+    assert typo.exit_code == 2 and "give latest, all, or training steps" in typo.output
