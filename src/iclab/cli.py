@@ -306,7 +306,7 @@ def report_skipped_shifts(config: Any) -> None:
     """``--shift all`` leaves out the shifts a task does not allow: say which and why."""
     from iclab.evaluation.shifts import resolve_shifts
 
-    _, skipped = resolve_shifts(config.eval.shifts, config.task.build())
+    _, skipped = resolve_shifts(config.eval.shifts, config.evaluation_task().build())
     for reason in skipped:
         console.print(f"[dim]left out: {escape(reason)}[/]")
 

@@ -246,6 +246,12 @@ class EvalConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where models and algorithms run (auto: the GPU when there is one)"
     )
+    task_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="task options that differ at evaluation, e.g. {mode: icl} for "
+        "bursty_classification's novel-class prompts: prompts come from the trained family "
+        "and size with these options changed (the training config is not)",
+    )
 
     @field_validator("shifts")
     @classmethod
@@ -324,12 +330,16 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _evaluation_fits_task(self) -> RunConfig:
-        """The task can be built, and the shifts and algorithms apply to it (default algorithms:
-        its yardsticks)."""
+        """The task can be built, with ``eval.task_options`` too, and the shifts and algorithms
+        apply to the evaluation task (default algorithms: its yardsticks)."""
         try:
-            task = self.task.build()
+            self.task.build()
         except UserError as error:
             raise ValueError(f"task: {error}") from None
+        try:
+            task = self.evaluation_task().build()
+        except (UserError, ValueError) as error:
+            raise ValueError(f"eval.task_options: {error}") from None
         try:
             resolve_shifts(self.eval.shifts, task)
         except UserError as error:
@@ -342,6 +352,22 @@ class RunConfig(Strict):
             except UserError as error:
                 raise ValueError(f"eval.algorithms: {error}") from None
         return self
+
+    def evaluation_task(self) -> TaskConfig:
+        """The task evaluation samples from: the trained one with ``eval.task_options``."""
+        if not self.eval.task_options:
+            return self.task
+        fixed = sorted({"name", "n_dims", "n_points"} & self.eval.task_options.keys())
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)} cannot change at evaluation: a model reads the family and "
+                "width it was trained on (eval.n_points sets the prompt length)"
+            )
+        try:
+            return TaskConfig.model_validate({**self.task.model_dump(), **self.eval.task_options})
+        except ValidationError as error:  # the family's own message, without pydantic's frame
+            messages = (item["msg"].removeprefix("Value error, ") for item in error.errors())
+            raise ValueError("; ".join(messages)) from None
 
     def build_model(self, name: str = "model") -> InContextModel:
         """The (freshly initialised) model this config trains, sized for its task."""

@@ -118,7 +118,7 @@ def evaluate_config(
     """``models`` and the config's algorithms (``eval.algorithms``) on the same fresh prompts,
     under each of ``eval.shifts``, on ``eval.device``; differences to ``eval.reference``
     (default: the first algorithm)."""
-    task = config.task.build()
+    task = config.evaluation_task().build()
     algorithms = [build_algorithm(spec, task) for spec in config.eval.algorithms]
     shifts, _ = resolve_shifts(config.eval.shifts, task)
     reference = config.eval.reference or (algorithms[0].name if algorithms else None)
