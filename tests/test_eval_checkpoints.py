@@ -81,3 +81,7 @@ def test_listed_steps_are_evaluated_and_an_unknown_one_names_the_kept_steps(run)
     assert existing(run) == before, "nothing is written before every step is checked"
     typo = evaluate(run, "--checkpoints", "al")
     assert typo.exit_code == 2 and "give latest, all, or training steps" in typo.output
+    without_run = CliRunner().invoke(
+        app, ["eval", "--task", "linear_regression", "--checkpoints", "all"]
+    )
+    assert without_run.exit_code == 2 and "--task has none" in without_run.output

@@ -256,8 +256,8 @@ def eval_command(
             raise ConfigError("--task and --out are for evaluating algorithms without a RUN")
         config = with_eval_overrides(RunDir(run).load_config(), changes, f"iclab eval {run}")
         report_skipped_shifts(config)
-        steps = checkpoint_steps(checkpoints)
-        if steps != "latest":
+        if checkpoints.strip() != "latest":
+            steps = checkpoint_steps(checkpoints)
             evaluations = evaluate_checkpoints(run, steps, changes, show_progress=progress)
             show([checkpoint_table([e.step for e in evaluations], evaluations, config)])
             console.print(
@@ -276,6 +276,8 @@ def eval_command(
         return
     if task is None:
         raise ConfigError("give a RUN directory, or --task NAME to evaluate algorithms alone")
+    if checkpoints.strip() != "latest":
+        raise ConfigError("--checkpoints chooses a RUN's checkpoints; --task has none")
     data: dict[str, Any] = {"name": f"yardsticks-{task}", "task": {"name": task}}
     config = build_config(data, changes, source="--task/--set")
     report_skipped_shifts(config)
@@ -289,11 +291,11 @@ def eval_command(
     console.print(f"tables and figures: {escape(str(out))}", highlight=False)
 
 
-def checkpoint_steps(text: str) -> str | list[int] | None:
-    """``--checkpoints``: "latest", None for all, or the steps listed."""
+def checkpoint_steps(text: str) -> list[int] | None:
+    """``--checkpoints`` other than latest: None for all, or the steps listed."""
     text = text.strip()
-    if text in ("latest", "all"):
-        return "latest" if text == "latest" else None
+    if text == "all":
+        return None
     try:
         return [int(step) for step in text.split(",")]
     except ValueError:
