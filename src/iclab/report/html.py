@@ -304,10 +304,14 @@ def evaluation_block(record: EvaluationRecord, config: RunConfig, kind: Kind) ->
         "checkpoint step": str((record.settings or {}).get("checkpoint_step", "–")),
         "overrides": ", ".join((record.settings or {}).get("overrides") or []) or "none",
     }
+    measured = dict.fromkeys(condition_metric(kind, shift) for shift in groups)
+    what = "; ".join(
+        f"{m.label} ({'higher' if m.higher_is_better else 'lower'} is better)" for m in measured
+    )
+    where = kind.position_label.removesuffix(" k")
     note = (
-        f'<p class="note">{escape(metric.label)} after k in-context examples, mean ± half-width '
-        f"of the 95% CI over up to {n_prompts:,} prompts; "
-        f"{'higher' if metric.higher_is_better else 'lower'} is better.</p>"
+        f'<p class="note">{escape(what)}, after k {escape(where)}: mean ± half-width of the '
+        f"95% CI over up to {n_prompts:,} prompts.</p>"
     )
     return "\n".join(
         [
