@@ -5,6 +5,7 @@ from iclab.probes import (  # noqa: F401  (import registers each probe)
     heads,
     linear_probes,
     patching,
+    sinks,
 )
 from iclab.probes.base import PROBES, Probe, ProbeOptions, ProbeResult, build_probe, register_probe
 from iclab.probes.run_probe import probe_run
