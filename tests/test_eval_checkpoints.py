@@ -1,7 +1,11 @@
-"""``iclab eval RUN --checkpoints all|STEPS``: every kept checkpoint evaluated on the same
-prompts, each in its own eval/NNN naming its step, and the model's metric along training."""
+"""``iclab eval|probe RUN --checkpoints all|STEPS``: every kept checkpoint evaluated (or probed)
+on the same prompts, each in its own directory naming its step, and the findings along
+training."""
 
 from __future__ import annotations
+
+import csv
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -85,3 +89,31 @@ def test_listed_steps_are_evaluated_and_an_unknown_one_names_the_kept_steps(run)
         app, ["eval", "--task", "linear_regression", "--checkpoints", "all"]
     )
     assert without_run.exit_code == 2 and "--task has none" in without_run.output
+
+
+def test_a_probe_along_training_writes_each_step_and_a_summary_table(run):
+    result = CliRunner().invoke(
+        app, ["probe", str(run), "--probe", "attention_sink", "--checkpoints", "all"]
+    )
+    assert result.exit_code == 0, result.output
+    steps_dir = RunDir(run).probes_dir / "attention_sink" / "steps"
+    assert sorted(p.name for p in steps_dir.iterdir()) == [
+        "step-000010",
+        "step-000020",
+        "step-000030",
+        "summary.csv",
+    ]
+    rows = list(csv.DictReader((steps_dir / "summary.csv").open()))
+    assert [int(row["step"]) for row in rows] == list(STEPS)
+    latest = CliRunner().invoke(app, ["probe", str(run), "--probe", "attention_sink"])
+    assert latest.exit_code == 0, latest.output
+    newest = json.loads((RunDir(run).probes_dir / "attention_sink" / "summary.json").read_text())
+    assert float(rows[-1]["max_sink_share"]) == newest["max_sink_share"], "the same prompts"
+
+    missing = CliRunner().invoke(
+        app, ["probe", str(run), "--probe", "attention_sink(first=2)", "--checkpoints", "10,15"]
+    )
+    assert missing.exit_code == 2 and "no valid checkpoint of step 15; steps kept: 10, 20, 30" in (
+        missing.output.replace("\n", "")
+    )
+    assert not (RunDir(run).probes_dir / "attention_sink-first-2").exists()

@@ -403,16 +403,31 @@ def probe(
             "(iclab probes lists them).",
         ),
     ],
+    checkpoints: Annotated[
+        str,
+        typer.Option(
+            help="Which checkpoints to probe: latest, all (every one RUN kept, each in "
+            "probes/PROBE/steps/step-N, with probes/PROBE/steps/summary.csv), or steps, e.g. "
+            "'500,1000'."
+        ),
+    ] = "latest",
     progress: ProgressOption = True,
 ) -> None:
     """Probe what a trained model computes; writes RUN/probes/PROBE/ (summary.json, tables
     as CSV, figures as PNG), which `iclab report` shows."""
     from iclab.probes import probe_run
-    from iclab.probes.run_probe import probe_dir
-    from iclab.report.console import probe_table
+    from iclab.probes.run_probe import probe_checkpoints, probe_dir
+    from iclab.report.console import probe_steps_table, probe_table
     from iclab.run import RunDir
 
     for spec in split_specs(probe):
+        if checkpoints.strip() != "latest":
+            steps = checkpoint_steps(checkpoints)
+            results = probe_checkpoints(run, spec, steps, show_progress=progress)
+            console.print(probe_steps_table(spec, {s: r.summary for s, r in results.items()}))
+            where = probe_dir(RunDir(run), spec) / "steps"
+            console.print(f"  files: {where}", soft_wrap=True, markup=False)
+            continue
         result = probe_run(run, spec, show_progress=progress)
         console.print(probe_table(spec, run, result.summary))
         console.print(f"  files: {probe_dir(RunDir(run), spec)}", soft_wrap=True, markup=False)

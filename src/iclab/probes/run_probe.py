@@ -11,8 +11,9 @@ from iclab.io import atomic_write_text
 from iclab.probes.base import ProbeResult, build_probe
 from iclab.progress import progress
 from iclab.report.plots import save_figure
-from iclab.run import RunDir, load_trained_model
+from iclab.run import RunDir, kept_steps, load_trained_model
 from iclab.seeding import generator_for
+from iclab.training.checkpoint import CheckpointError
 
 
 def probe_dir(run: RunDir, spec: str) -> Path:
@@ -20,16 +21,19 @@ def probe_dir(run: RunDir, spec: str) -> Path:
     return run.path / "probes" / re.sub(r"[^A-Za-z0-9._]+", "-", spec).strip("-")
 
 
-def probe_run(run_dir: Path, spec: str, show_progress: bool = False) -> ProbeResult:
-    """Probe the newest valid checkpoint of a run on fresh prompts (the ``(eval.seed, "probe",
-    spec)`` stream), on the run's ``eval.device``, and write summary.json, the tables (CSV) and
-    the figures (PNG)."""
+def probe_run(
+    run_dir: Path, spec: str, show_progress: bool = False, step: int | None = None
+) -> ProbeResult:
+    """Probe the newest valid checkpoint of a run (or that of ``step``) on fresh prompts (the
+    ``(eval.seed, "probe", spec)`` stream, the same for every checkpoint), on the run's
+    ``eval.device``, and write summary.json, the tables (CSV) and the figures (PNG) into
+    ``probe_dir`` (``step_dir`` for a ``step``)."""
     run = RunDir(Path(run_dir))
     config = run.load_config()
     probe = build_probe(spec)
     spec = probe.spec  # canonical: linear_probe(alpha=0.10) is linear_probe(alpha=0.1)
     device = resolve_device(config.eval.device)
-    model = load_trained_model(run.path, device)
+    model = load_trained_model(run.path, device, step)
     task = config.task.build()
     probe.check_applies(model, task)
     generator = generator_for(config.eval.seed, "probe", spec, device=device)
@@ -37,8 +41,39 @@ def probe_run(run_dir: Path, spec: str, show_progress: bool = False) -> ProbeRes
         probe.on_progress = lambda done, total: tracker.update(done, total=total)
         result = probe.run(model, task, config.task.n_points, generator)
         tracker.update(tracker.total)
-    write_result(result, probe_dir(run, spec), spec)
+    directory = probe_dir(run, spec) if step is None else step_dir(run, spec, step)
+    write_result(result, directory, spec)
     return result
+
+
+def step_dir(run: RunDir, spec: str, step: int) -> Path:
+    """Where a probe of the checkpoint of ``step`` is written: ``probe_dir/steps/step-NNNNNN``."""
+    return probe_dir(run, spec) / "steps" / f"step-{step:06d}"
+
+
+def probe_checkpoints(
+    run_dir: Path, spec: str, steps: list[int] | None = None, show_progress: bool = False
+) -> dict[int, ProbeResult]:
+    """``probe_run`` on each checkpoint of ``steps`` (None: every valid one the run kept), on
+    the same prompts, then ``probe_dir/steps/summary.csv``: one row per step with the
+    summary's numbers, the probe's findings along training (when an induction head forms)."""
+    run = RunDir(Path(run_dir))
+    kept = kept_steps(run.path)
+    steps = kept if steps is None else sorted(set(steps))
+    missing = [step for step in steps if step not in kept]
+    if missing or not steps:
+        listed = ", ".join(str(step) for step in kept) or "none"
+        raise CheckpointError(
+            f"{run.path} has no valid checkpoint of step {', '.join(map(str, missing))}; steps "
+            f"kept: {listed}"
+            if missing
+            else f"{run.path} has no valid checkpoint to probe"
+        )
+    results = {step: probe_run(run.path, spec, show_progress, step) for step in steps}
+    rows = [{"step": step, **result.summary} for step, result in results.items()]
+    canonical = build_probe(spec).spec
+    atomic_write_text(probe_dir(run, canonical) / "steps" / "summary.csv", table_csv(rows))
+    return results
 
 
 def write_result(result: ProbeResult, directory: Path, spec: str) -> None:

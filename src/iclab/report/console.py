@@ -213,6 +213,20 @@ def probe_table(spec: str, run: Path, summary: dict[str, Any]) -> Table:
     return table
 
 
+def probe_steps_table(spec: str, summaries: dict[int, dict[str, Any]]) -> Table:
+    """A probe's headline numbers at each checkpoint: a row per quantity, a column per step."""
+    table = Table(title=f"{escape(spec)} along training")
+    table.add_column("quantity", no_wrap=True)
+    for step in summaries:
+        table.add_column(f"step {step:,}", justify="right", overflow="fold")
+    for key in dict.fromkeys(key for summary in summaries.values() for key in summary):
+        values = [summary.get(key, "–") for summary in summaries.values()]
+        table.add_row(
+            escape(key), *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values)
+        )
+    return table
+
+
 def verdict_table(verdicts: Sequence[Any], scale: str) -> Table:
     """One row per reproduction: its verdict and numbers."""
     table = Table(title=f"verdicts ({scale} scale)")

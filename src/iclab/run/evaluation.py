@@ -82,11 +82,13 @@ def checkpoint_at(run: RunDir, step: int) -> Checkpoint:
     return found[step]
 
 
-def load_trained_model(run_dir: Path, device: torch.device | str = "cpu") -> InContextModel:
-    """The model of the newest valid checkpoint of a run, in eval mode."""
+def load_trained_model(
+    run_dir: Path, device: torch.device | str = "cpu", step: int | None = None
+) -> InContextModel:
+    """The model of the newest valid checkpoint of a run (or of ``step``), in eval mode."""
     run = RunDir(Path(run_dir))
     config = run.load_config()
-    checkpoint = newest_checkpoint(run)
+    checkpoint = newest_checkpoint(run) if step is None else checkpoint_at(run, step)
     model = config.build_model()
     load_checkpoint(checkpoint, model, device=device)
     return model.to(device).eval()
