@@ -69,6 +69,9 @@ def test_all_evaluates_every_kept_checkpoint_on_the_same_prompts(run):
     assert latest.exit_code == 0, latest.output
     (plain,) = new_evaluations(run, before | {d.name for d in directories})
     assert model_curve(plain) == curves[-1]
+    report = CliRunner().invoke(app, ["report", str(run)])
+    assert report.exit_code == 0, report.output
+    assert "<h3>Along training</h3>" in (RunDir(run).path / "report.html").read_text()
 
 
 def test_listed_steps_are_evaluated_and_an_unknown_one_names_the_kept_steps(run):

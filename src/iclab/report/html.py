@@ -26,7 +26,7 @@ from iclab.kinds import Kind, Metric, kind_of
 from iclab.kinds.decisions import ONLINE_METRICS
 from iclab.metrics import condition_metric, condition_title
 from iclab.report.pivot import TRAINING_SHIFT, by_shift, excludes_zero, pivot
-from iclab.report.plots import curves_figure, png_bytes, training_figure
+from iclab.report.plots import checkpoints_figure, curves_figure, png_bytes, training_figure
 from iclab.report.summary import result_sentence
 
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -245,7 +245,7 @@ def evaluations_section(
             ),
         )
     *earlier, latest = evaluations
-    parts = [evaluation_block(latest, config, kind)]
+    parts = [evaluation_block(latest, config, kind), along_training(evaluations, config, kind)]
     for record in reversed(earlier):
         parts.append(
             f"<details><summary>{escape(evaluation_title(record))}</summary>\n"
@@ -256,6 +256,28 @@ def evaluations_section(
         "<code>eval/NNN/</code> with its settings.</p>"
     )
     return section("Evaluation", "\n".join([note, *parts]))
+
+
+def along_training(evaluations: Sequence[EvaluationRecord], config: RunConfig, kind: Kind) -> str:
+    """The metric along training, when the run holds evaluations of two or more checkpoints
+    with the newest one's eval settings (``iclab eval --checkpoints``); empty otherwise."""
+    used = (evaluations[-1].settings or {}).get("eval")
+    by_step: dict[int, EvaluationRecord] = {}
+    for record in evaluations:  # oldest first: a step's newest evaluation wins
+        settings = record.settings or {}
+        if settings.get("eval") == used and "checkpoint_step" in settings:
+            by_step[int(settings["checkpoint_step"])] = record
+    if len(by_step) < 2:
+        return ""
+    steps = sorted(by_step)
+    figure = checkpoints_figure(
+        steps,
+        [by_step[step].curves for step in steps],
+        f"{config.name}: along training",
+        kind.metric,
+        config.task.n_dims,
+    )
+    return f"<h3>Along training</h3>\n{image(figure, 'metric along training')}"
 
 
 def evaluation_title(record: EvaluationRecord) -> str:
