@@ -84,7 +84,7 @@ def test_listed_steps_are_evaluated_and_an_unknown_one_names_the_kept_steps(run)
     before = existing(run)
     missing = evaluate(run, "--checkpoints", "10,15")
     assert missing.exit_code == 2
-    assert "no checkpoint of step 15; steps kept: 10, 20, 30" in missing.output
+    assert "no valid checkpoint of step 15; steps kept: 10, 20, 30" in missing.output
     assert existing(run) == before, "nothing is written before every step is checked"
     typo = evaluate(run, "--checkpoints", "al")
     assert typo.exit_code == 2 and "give latest, all, or training steps" in typo.output

@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict
 
+from iclab.errors import ConfigError
 from iclab.models import InContextModel
 from iclab.registry import Registry
 from iclab.specs import Spec, resolve_spec
@@ -69,6 +70,15 @@ class Probe(ABC):
     ) -> ProbeResult:
         """Probe ``model`` (in eval mode) on fresh prompts of ``task`` with ``n_points`` examples
         drawn from ``generator`` (on the model's device)."""
+
+
+def require_softmax_attention(model: InContextModel, probe: str) -> None:
+    """A ``ConfigError`` naming ``probe`` and the model's mixers when no layer is softmax
+    attention (the probes that read attention maps)."""
+    mixers = [block.mixer for block in model.backbone.blocks]
+    if not any(hasattr(mixer, "attention_weights") for mixer in mixers):
+        names = ", ".join(mixer.name for mixer in mixers)
+        raise ConfigError(f"{probe} needs softmax attention; this model's mixers are {names}")
 
 
 def explain(figure: Figure, words: str) -> Figure:

@@ -36,7 +36,14 @@ from torch import Tensor
 from iclab.episode import Episode
 from iclab.errors import ConfigError
 from iclab.models import InContextModel
-from iclab.probes.base import Probe, ProbeOptions, ProbeResult, explain, register_probe
+from iclab.probes.base import (
+    Probe,
+    ProbeOptions,
+    ProbeResult,
+    explain,
+    register_probe,
+    require_softmax_attention,
+)
 from iclab.tasks.base import Task
 
 PROMPTS_PER_PASS = 8  # attention maps are (B, H, T, T) per layer, twice: keep B small
@@ -157,12 +164,7 @@ class AttentionHeads(Probe):
                 f"{task.name} is a decisions task, whose steps have no content to match (a "
                 "bandit's observations are all the same)"
             )
-        mixers = [block.mixer for block in model.backbone.blocks]
-        if not any(hasattr(mixer, "attention_weights") for mixer in mixers):
-            names = ", ".join(mixer.name for mixer in mixers)
-            raise ConfigError(
-                f"attention_heads needs softmax attention; this model's mixers are {names}"
-            )
+        require_softmax_attention(model, "attention_heads")
 
     def score_names(self, task: Task) -> list[str]:
         names = ["previous_token", "prefix_matching", "induction"]

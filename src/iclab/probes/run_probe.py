@@ -11,9 +11,8 @@ from iclab.io import atomic_write_text
 from iclab.probes.base import ProbeResult, build_probe
 from iclab.progress import progress
 from iclab.report.plots import save_figure
-from iclab.run import RunDir, kept_steps, load_trained_model
+from iclab.run import RunDir, checked_steps, load_trained_model
 from iclab.seeding import generator_for
-from iclab.training.checkpoint import CheckpointError
 
 
 def probe_dir(run: RunDir, spec: str) -> Path:
@@ -58,17 +57,7 @@ def probe_checkpoints(
     the same prompts, then ``probe_dir/steps/summary.csv``: one row per step with the
     summary's numbers, the probe's findings along training (when an induction head forms)."""
     run = RunDir(Path(run_dir))
-    kept = kept_steps(run.path)
-    steps = kept if steps is None else sorted(set(steps))
-    missing = [step for step in steps if step not in kept]
-    if missing or not steps:
-        listed = ", ".join(str(step) for step in kept) or "none"
-        raise CheckpointError(
-            f"{run.path} has no valid checkpoint of step {', '.join(map(str, missing))}; steps "
-            f"kept: {listed}"
-            if missing
-            else f"{run.path} has no valid checkpoint to probe"
-        )
+    steps = checked_steps(run.path, steps)
     results = {step: probe_run(run.path, spec, show_progress, step) for step in steps}
     rows = [{"step": step, **result.summary} for step, result in results.items()]
     canonical = build_probe(spec).spec

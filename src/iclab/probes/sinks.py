@@ -17,7 +17,14 @@ from torch import Tensor
 
 from iclab.errors import ConfigError
 from iclab.models import InContextModel
-from iclab.probes.base import Probe, ProbeOptions, ProbeResult, explain, register_probe
+from iclab.probes.base import (
+    Probe,
+    ProbeOptions,
+    ProbeResult,
+    explain,
+    register_probe,
+    require_softmax_attention,
+)
 from iclab.tasks.base import Task
 
 PROMPTS_PER_PASS = 64
@@ -51,12 +58,7 @@ class AttentionSink(Probe):
     paper = "Xiao et al. 2023 (StreamingLLM), arXiv 2309.17453"
 
     def check_applies(self, model: InContextModel, task: Task) -> None:
-        mixers = [block.mixer for block in model.backbone.blocks]
-        if not any(hasattr(mixer, "attention_weights") for mixer in mixers):
-            names = ", ".join(mixer.name for mixer in mixers)
-            raise ConfigError(
-                f"attention_sink needs softmax attention; this model's mixers are {names}"
-            )
+        require_softmax_attention(model, "attention_sink")
 
     def run(
         self, model: InContextModel, task: Task, n_points: int, generator: torch.Generator

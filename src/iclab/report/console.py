@@ -19,7 +19,6 @@ from rich.text import Text
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
 from iclab.kinds import kind_of
-from iclab.metrics import condition_metric
 from iclab.report.listings import plain
 from iclab.report.pivot import TRAINING_SHIFT, excludes_zero, last_k_up_to, pivot
 from iclab.report.summary import result_sentence
@@ -53,13 +52,7 @@ def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Rendera
         tables.append(shift_table(evaluation.curves, shifts, ks[-2] if len(ks) > 1 else ks[-1]))
     if evaluation.differences:
         tables.append(difference_table(evaluation.differences, shifts, ks))
-    sentence = result_sentence(
-        evaluation.curves,
-        evaluation.differences,
-        config.task.n_dims,
-        condition_metric(kind, kind.headline),
-        kind.headline,
-    )
+    sentence = result_sentence(evaluation.curves, evaluation.differences, config.task.n_dims, kind)
     if sentence is not None:
         tables.append(plain(sentence))
     return tables
@@ -79,7 +72,7 @@ def checkpoint_table(
     steps: Sequence[int], evaluations: Sequence[Evaluation], config: RunConfig
 ) -> Table:
     """One row per checkpoint: the first learner's (the model's) metric at the reported ks on
-    the training distribution, with the 95% interval, and the evaluation it was written to."""
+    the training distribution, with the 95% interval."""
     label = kind_of(config.task.build().kind).metric.label
     first = [p for p in evaluations[0].curves if p.shift == TRAINING_SHIFT]
     ks, model = reported_ks(first, config.task.n_dims), first[0].learner

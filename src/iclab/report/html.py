@@ -178,13 +178,7 @@ def header_section(report: RunReport, kind: Kind) -> str:
     latest = report.evaluations[-1] if report.evaluations else None
     sentence = None
     if latest is not None:
-        sentence = result_sentence(
-            latest.curves,
-            latest.differences,
-            task.n_dims,
-            condition_metric(kind, kind.headline),
-            kind.headline,
-        )
+        sentence = result_sentence(latest.curves, latest.differences, task.n_dims, kind)
     result = f'<p class="result">{escape(sentence)}</p>\n' if sentence else ""
     return (
         f'<header>\n<h1>{escape(config.name)}<span class="status {escape(status)}">'

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from iclab.evaluation.curves import CurvePoint, PairedDifference
-from iclab.kinds import Metric
+from iclab.kinds import Kind, Metric
+from iclab.metrics import condition_metric
 from iclab.report.pivot import TRAINING_SHIFT, excludes_zero
 
 
@@ -22,13 +23,14 @@ def result_sentence(
     curves: Sequence[CurvePoint],
     differences: Sequence[PairedDifference],
     n_dims: int | None,
-    metric: Metric,
-    condition: str = TRAINING_SHIFT,
+    kind: Kind,
 ) -> str | None:
     """``At k=10 (error): model 0.093, least_squares 0.000; model − least_squares = +0.093
-    [+0.083, +0.103], least_squares is better.`` on the training distribution (or another
-    ``condition`` that ``metric`` measures: online, for decisions); None before there is a
-    first learner and a paired difference to quote."""
+    [+0.083, +0.103], least_squares is better.`` on the condition the kind quotes
+    (``Kind.headline``: the training distribution; online, for decisions); None before there
+    is a first learner and a paired difference to quote."""
+    condition = kind.headline
+    metric = condition_metric(kind, condition)
     unshifted = [p for p in curves if p.shift == condition]
     pairs = [d for d in differences if d.shift == condition]
     if not unshifted or not pairs:

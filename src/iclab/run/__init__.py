@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from iclab.run.directory import RunDir, environment
     from iclab.run.evaluation import (
         RunEvaluation,
+        checked_steps,
         evaluate_checkpoints,
         evaluate_config,
         evaluate_run,
@@ -34,6 +35,7 @@ WHERE = {
     "RunDir": "directory",
     "environment": "directory",
     "RunEvaluation": "evaluation",
+    "checked_steps": "evaluation",
     "evaluate_checkpoints": "evaluation",
     "evaluate_config": "evaluation",
     "evaluate_run": "evaluation",
@@ -48,6 +50,7 @@ WHERE = {
 __all__ = [
     "RunDir",
     "RunEvaluation",
+    "checked_steps",
     "environment",
     "evaluate_checkpoints",
     "evaluate_config",

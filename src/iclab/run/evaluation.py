@@ -72,6 +72,25 @@ def kept_steps(run_dir: Path) -> list[int]:
     return steps
 
 
+def checked_steps(run_dir: Path, steps: Sequence[int] | None = None) -> list[int]:
+    """The steps of ``steps`` (None: every valid checkpoint the run kept), oldest first, after
+    checking that each is a valid checkpoint: a ``CheckpointError`` naming the kept steps
+    otherwise, before anything is evaluated or probed."""
+    path = Path(run_dir)
+    kept = kept_steps(path)
+    chosen = kept if steps is None else sorted(set(steps))
+    missing = [step for step in chosen if step not in kept]
+    if missing:
+        listed = ", ".join(str(step) for step in kept) or "none"
+        steps_text = ", ".join(str(step) for step in missing)
+        raise CheckpointError(
+            f"{path} has no valid checkpoint of step {steps_text}; steps kept: {listed}"
+        )
+    if not chosen:
+        raise CheckpointError(f"{path} has no valid checkpoint")
+    return chosen
+
+
 def checkpoint_at(run: RunDir, step: int) -> Checkpoint:
     """The run's checkpoint of ``step``, verified; an error naming the steps it has."""
     found = {checkpoint.step: checkpoint for checkpoint in list_checkpoints(run.checkpoints)}
@@ -205,11 +224,7 @@ def evaluate_checkpoints(
     Every step is checked before the first evaluation: the learning dynamics of a run (the
     rise and fall of in-context learning, the moment an induction head forms) in one call."""
     run = RunDir(Path(run_dir))
-    steps = kept_steps(run.path) if steps is None else sorted(set(steps))
-    if not steps:
-        raise CheckpointError(f"{run.path} has no valid checkpoint to evaluate")
-    for step in steps:
-        checkpoint_at(run, step)
+    steps = checked_steps(run.path, steps)
     evaluations = [
         evaluate_run(run.path, overrides, show_progress, threads, step=step) for step in steps
     ]
