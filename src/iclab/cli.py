@@ -415,12 +415,13 @@ def probe(
 ) -> None:
     """Probe what a trained model computes; writes RUN/probes/PROBE/ (summary.json, tables
     as CSV, figures as PNG), which `iclab report` shows."""
-    from iclab.probes import probe_run
+    from iclab.probes import build_probe, probe_run
     from iclab.probes.run_probe import probe_checkpoints, probe_dir
     from iclab.report.console import probe_steps_table, probe_table
     from iclab.run import RunDir
 
-    for spec in split_specs(probe):
+    for written in split_specs(probe):
+        spec = build_probe(written).spec  # canonical, as its directory is named
         if checkpoints.strip() != "latest":
             steps = checkpoint_steps(checkpoints)
             results = probe_checkpoints(run, spec, steps, show_progress=progress)

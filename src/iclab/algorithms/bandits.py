@@ -149,9 +149,9 @@ class LCB(BanditAlgorithm):
 @register_algorithm("thompson")
 class ThompsonSampling(BanditAlgorithm):
     """Thompson sampling with the task's true prior (Thompson 1933; Russo et al. 2018): the
-    action that is best under one draw from the exact posterior (``DecisionTask.
-    posterior_sample``: truncated normal or Beta for K-armed bandits, Gaussian over θ for
-    linear bandits)."""
+    action that is best under one draw from the exact posterior, which the task gives
+    (``posterior_sample``: a truncated normal or a Beta per arm for K-armed bandits, a Gaussian
+    over θ for linear bandits)."""
 
     def scores(self, episode: Episode, generator: torch.Generator) -> Tensor:
         return self.task.posterior_sample(episode.actions, episode.rewards, generator)

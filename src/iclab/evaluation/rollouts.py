@@ -40,14 +40,20 @@ class Rollout:
 
     def episode(self, environments: Environments) -> Episode:
         """The history as a decision episode (targets: the actions taken)."""
-        return Episode(
-            inputs=environments.observations,
-            targets=self.actions,
-            kind="decisions",
-            meta={"action_values": environments.action_values, **environments.meta},
-            actions=self.actions,
-            rewards=self.rewards,
-        )
+        return history(environments, self.actions, self.rewards)
+
+
+def history(environments: Environments, actions: Tensor, rewards: Tensor) -> Episode:
+    """Actions taken and rewards earned (B, n) in ``environments`` as a decision episode, the
+    actions as its targets."""
+    return Episode(
+        inputs=environments.observations,
+        targets=actions,
+        kind="decisions",
+        meta={"action_values": environments.action_values, **environments.meta},
+        actions=actions,
+        rewards=rewards,
+    )
 
 
 @torch.no_grad()
@@ -68,10 +74,10 @@ def roll_out(
     device = environments.reward_table.device
     actions = torch.zeros(batch, n_steps, dtype=torch.long, device=device)
     rewards = torch.zeros(batch, n_steps, device=device)
-    history = Rollout(actions, rewards, torch.empty(0)).episode(environments)
+    so_far = history(environments, actions, rewards)  # views: filled in step by step
     scores = []
     for step in range(n_steps):
-        scores.append(learner.predict(history.prefix(step + 1))[:, step])
+        scores.append(learner.predict(so_far.prefix(step + 1))[:, step])
         actions[:, step] = choose(scores[-1], generator, sample)
         rewards[:, step] = environments.rewards(actions[:, step], step)
     return Rollout(actions, rewards, torch.stack(scores, 1))

@@ -50,7 +50,7 @@ SETTINGS: dict[Scale, PresetChanges] = {
                 "precision": "auto",
                 "checkpoint_every": 5000,
             },
-            "eval": {"n_prompts": 1024, "batch_size": 256, "device": "auto"},
+            "eval": {"n_prompts": 1024, "batch_size": 256},
         },
     ),
 }
