@@ -33,7 +33,7 @@ def rendered(renderables) -> list[str]:
 
 
 SNAPSHOT = describe()
-LISTINGS = ["tasks", "mixers", "algorithms", "shifts", "probes", "reproductions"]
+LISTINGS = ["tasks", "mixers", "algorithms", "shifts", "caches", "probes", "reproductions"]
 
 
 @pytest.mark.parametrize("name", LISTINGS)

@@ -153,9 +153,14 @@ def eval_overrides(
     n_points: int | None,
     n_prompts: int | None,
     reference: str | None,
+    caches: list[str] | None = None,
 ) -> list[str]:
     """The eval command's flags as ``eval.*`` overrides, after the ``--set`` ones."""
     changes = list(overrides or [])
+    if caches:
+        changes.append(
+            f"eval.caches={json.dumps([s for text in caches for s in split_specs(text)])}"
+        )
     if algorithms is not None:
         changes.append(f"eval.algorithms={json.dumps(split_specs(algorithms))}")
     if shift is not None:
@@ -223,6 +228,14 @@ def eval_command(
             "algorithm)."
         ),
     ] = None,
+    cache: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A KV-cache policy to run the model under besides its full cache, e.g. "
+            "'snapkv(budget=64)'; repeat or comma-separate for several (iclab caches lists "
+            "them). Writes caches.csv (memory per layer) and kept.png.",
+        ),
+    ] = None,
     checkpoints: Annotated[
         str,
         typer.Option(
@@ -250,7 +263,7 @@ def eval_command(
         write_evaluation,
     )
 
-    changes = eval_overrides(overrides, algorithms, shift, n_points, n_prompts, reference)
+    changes = eval_overrides(overrides, algorithms, shift, n_points, n_prompts, reference, cache)
     if run is not None:
         if task is not None or out is not None:
             raise ConfigError("--task and --out are for evaluating algorithms without a RUN")
@@ -267,17 +280,17 @@ def eval_command(
             )
             return
         evaluation = evaluate_run(run, changes, show_progress=progress)
-        show(
-            [
-                *evaluation_tables(evaluation, config),
-                evaluation_files(evaluation.directory, evaluation),
-            ]
-        )
+        tables = evaluation_tables(evaluation, config)
+        if config.eval.caches:
+            tables.append(cache_memory_table(evaluation.directory, config))
+        show([*tables, evaluation_files(evaluation.directory, evaluation)])
         return
     if task is None:
         raise ConfigError("give a RUN directory, or --task NAME to evaluate algorithms alone")
     if checkpoints.strip() != "latest":
         raise ConfigError("--checkpoints chooses a RUN's checkpoints; --task has none")
+    if cache:
+        raise ConfigError("--cache runs a RUN's model under a cache policy; --task has no model")
     data: dict[str, Any] = {"name": f"yardsticks-{task}", "task": {"name": task}}
     config = build_config(data, changes, source="--task/--set")
     report_skipped_shifts(config)
@@ -289,6 +302,17 @@ def eval_command(
     out.mkdir(parents=True, exist_ok=True)
     write_evaluation(evaluation, config, out)
     console.print(f"tables and figures: {escape(str(out))}", highlight=False)
+
+
+def cache_memory_table(directory: Path, config: Any) -> Any:
+    """The memory each cache policy held in an evaluation, beside the full cache's."""
+    from iclab.evaluation.caches import read_memory_csv
+    from iclab.report.console import memory_table
+    from iclab.run import evaluation_points
+
+    model = config.build_model()
+    full = model.state_size(evaluation_points(config)) / len(model.backbone.blocks)
+    return memory_table(read_memory_csv(directory / "caches.csv"), full)
 
 
 def checkpoint_steps(text: str) -> list[int] | None:
@@ -318,6 +342,14 @@ def report_skipped_shifts(config: Any) -> None:
 def shifts() -> None:
     """List the distribution shifts (iclab eval RUN --shift NAME) with their options."""
     show_listing("shifts")
+
+
+@app.command()
+@user_errors_exit_cleanly
+def caches() -> None:
+    """List the KV-cache policies (iclab eval RUN --cache SPEC, iclab longctx) with their
+    options."""
+    show_listing("caches")
 
 
 @app.command()
@@ -432,6 +464,66 @@ def probe(
         result = probe_run(run, spec, show_progress=progress)
         console.print(probe_table(spec, run, result.summary))
         console.print(f"  files: {probe_dir(RunDir(run), spec)}", soft_wrap=True, markup=False)
+
+
+@app.command()
+@user_errors_exit_cleanly
+def longctx(
+    run: Annotated[Path, typer.Argument(help="Trained run directory.")],
+    policies: Annotated[
+        str | None,
+        typer.Option(
+            help="Cache policy specs, comma-separated; each without a budget is run at every "
+            "--budgets value (default: window, sink_window, h2o, tova, snapkv, knorm, random; "
+            "iclab caches lists them).",
+        ),
+    ] = None,
+    budgets: Annotated[
+        str, typer.Option(help="KV entries per head and layer, comma-separated.")
+    ] = "16,32,64",
+    n_points: Annotated[
+        int | None,
+        typer.Option(min=1, help="Examples per prompt (default: the run's evaluation length)."),
+    ] = None,
+    n_prompts: Annotated[int, typer.Option(min=2, help="Prompts to sample.")] = 256,
+    with_runs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--with",
+            help="Another run on the same task (a recurrent model, say), evaluated on the same "
+            "prompts and placed on the memory axis; repeat for several.",
+        ),
+    ] = None,
+    threads: ThreadsOption = None,
+    progress: ProgressOption = True,
+) -> None:
+    """A run's model under KV-cache policies at several budgets, beside its full cache, other
+    runs and the algorithms on the same long prompts: metric vs examples, metric vs memory
+    per layer, and which positions each policy kept (RUN/longctx/NNN, shown by iclab report)."""
+    from iclab.report.console import longctx_table
+    from iclab.run.longctx import long_context
+
+    try:
+        sizes = [int(budget) for budget in budgets.split(",")]
+    except ValueError:
+        raise ConfigError(f"--budgets {budgets!r}: give entry counts such as '16,32,64'") from None
+    result = long_context(
+        run,
+        policies=[policies] if policies else [],
+        budgets=sizes,
+        n_points=n_points,
+        n_prompts=n_prompts,
+        others=with_runs or [],
+        show_progress=progress,
+        threads=threads,
+    )
+    show([longctx_table(result.curves, result.memory, result.k)])
+    console.print(
+        f"long context: {escape(str(result.directory))}\n"
+        "  settings.yaml, curves.csv, memory.csv, caches.csv, kept.csv, curves.png, memory.png"
+        + (", kept.png" if (result.directory / "kept.png").exists() else ""),
+        highlight=False,
+    )
 
 
 @app.command()

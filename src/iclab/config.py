@@ -33,6 +33,7 @@ from iclab.evaluation.shifts import build_shift, resolve_shifts
 from iclab.io import YAML_MAX_DEPTH, parse_yaml, plain_copy, read_yaml
 from iclab.kinds import TaskIO
 from iclab.models import InContextModel, ModelConfig, build_model
+from iclab.models.caches import POLICY_SPEC
 from iclab.registry import UnknownNameError
 from iclab.specs import resolve_spec
 from iclab.tasks import TASKS, make_task
@@ -223,6 +224,11 @@ class EvalConfig(Strict):
         "for softmax attention): the same numbers, memory flat in context length for "
         "recurrent mixers",
     )
+    caches: list[POLICY_SPEC] = Field(
+        default_factory=list,
+        description="KV-cache policies, e.g. snapkv(budget=64): the model is also evaluated "
+        "token by token with its attention caches kept by each (iclab caches lists them)",
+    )
     algorithms: list[ALGORITHM_SPEC] | None = Field(
         None,
         description="algorithm specs such as knn(k=5) (default: the task family's yardsticks)",
@@ -252,6 +258,15 @@ class EvalConfig(Strict):
         "bursty_classification's novel-class prompts: prompts come from the trained family "
         "and size with these options changed (the training config is not)",
     )
+
+    @field_validator("caches")
+    @classmethod
+    def _distinct_caches(cls, specs: list[Any]) -> list[Any]:
+        names = [str(spec) for spec in specs]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"cache policy given twice: {', '.join(repeated)}")
+        return specs
 
     @field_validator("shifts")
     @classmethod

@@ -1,5 +1,6 @@
-"""What ``iclab tasks | models | algorithms | shifts | probes | reproduce --list`` print, kept as a
-snapshot (``listing.json``) so that listing answers without importing torch (two seconds here).
+"""What ``iclab tasks | models | algorithms | shifts | caches | probes | reproduce --list``
+print, kept as a snapshot (``listing.json``) so that listing answers without importing torch
+(two seconds here).
 
 ``describe()`` reads every registry (and imports torch to size the mixers' states);
 ``python -m iclab.listing`` writes the snapshot from it, and a test fails, naming that command,
@@ -119,6 +120,19 @@ def standard_shifts() -> list[str]:
     return list(STANDARD_SHIFTS)
 
 
+def caches() -> list[Entry]:
+    from iclab.models.caches import POLICIES
+
+    return [
+        {
+            "name": name,
+            "title": f": {first_line(cls.__doc__)}",
+            "details": [f"paper: {cls.paper}", *(option_lines(cls.Options) or ["options: none"])],
+        }
+        for name, cls in POLICIES
+    ]
+
+
 def probes() -> list[Entry]:
     from iclab.probes import PROBES
 
@@ -154,6 +168,7 @@ def describe() -> dict[str, Any]:
         "algorithms": algorithms(),
         "shifts": shifts(),
         "standard_shifts": standard_shifts(),
+        "caches": caches(),
         "probes": probes(),
         "reproductions": reproductions(),
     }

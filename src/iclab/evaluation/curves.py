@@ -201,11 +201,11 @@ def shifted_target_scale(
 
 
 def write_differences_csv(differences: Sequence[PairedDifference], path: Path) -> None:
-    _write_rows(differences, PairedDifference, path)
+    write_rows(differences, PairedDifference, path)
 
 
 def read_differences_csv(path: Path) -> list[PairedDifference]:
-    return _read_rows(path, PairedDifference)
+    return read_rows(path, PairedDifference)
 
 
 def reported_ks(points: Sequence[CurvePoint], n_dims: int | None) -> list[int]:
@@ -222,14 +222,14 @@ def reported_ks(points: Sequence[CurvePoint], n_dims: int | None) -> list[int]:
 
 
 def write_curves_csv(points: Sequence[CurvePoint], path: Path) -> None:
-    _write_rows(points, CurvePoint, path)
+    write_rows(points, CurvePoint, path)
 
 
 def read_curves_csv(path: Path) -> list[CurvePoint]:
-    return _read_rows(path, CurvePoint)
+    return read_rows(path, CurvePoint)
 
 
-def _write_rows(rows: Sequence, row_type: type, path: Path) -> None:
+def write_rows(rows: Sequence, row_type: type, path: Path) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[field.name for field in fields(row_type)])
     writer.writeheader()
@@ -237,8 +237,8 @@ def _write_rows(rows: Sequence, row_type: type, path: Path) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def _read_rows(path: Path, row_type: type) -> list:
-    """Rows of a table written by ``_write_rows``, each column converted to its field type."""
+def read_rows(path: Path, row_type: type) -> list:
+    """Rows of a table written by ``write_rows``, each column converted to its field type."""
     types = {"int": int, "float": float, "str": str}
     converters = {field.name: types[field.type] for field in fields(row_type)}
     with Path(path).open(newline="") as handle:

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from iclab.models.caches import CachePolicy, KVCache
 from iclab.models.mixers import Mixer
+from iclab.models.mixers.base import state_numel
 from iclab.specs import Spec
 
 
@@ -137,20 +139,77 @@ class Backbone(nn.Module):
             states.append(block(states[-1], visible))
         return states
 
-    def stream(self, x: Tensor, visible: Tensor | None = None) -> Tensor:
+    def stream(
+        self,
+        x: Tensor,
+        visible: Tensor | None = None,
+        policy: CachePolicy | None = None,
+        group: int = 1,
+    ) -> Tensor:
         """The forward pass token by token through every mixer's ``step``: the same outputs,
         with memory that stays flat in the context length for recurrent mixers. A private
-        token (``visible`` False) is answered from the state and leaves it as it was."""
-        states = self.initial_states(x.shape[0], x.device, x.dtype)
-        outputs = []
-        for t in range(x.shape[1]):
-            output, states = self.step(x[:, t], states, t, keep=visible is None or bool(visible[t]))
-            outputs.append(output)
-        return torch.stack(outputs, dim=1)
+        token (``visible`` False) is answered from the state and leaves it as it was.
 
-    def initial_states(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[Any]:
-        """Every block's mixer state before the first token (``step``'s ``states``)."""
-        return [block.mixer.init_state(batch, device, dtype) for block in self.blocks]
+        With a cache ``policy``, softmax layers keep what it keeps (examples are ``group``
+        tokens). A policy in ``once`` mode reads the context with whole caches and answers each
+        token from a compressed copy of them, as if the context ended there."""
+        return self.stream_states(x, visible, policy, group)[0]
+
+    def stream_states(
+        self,
+        x: Tensor,
+        visible: Tensor | None = None,
+        policy: CachePolicy | None = None,
+        group: int = 1,
+    ) -> tuple[Tensor, list[Any], list[float]]:
+        """``stream``'s outputs, the states the last token was answered from (a policy's caches
+        say what they kept) and the most floats per sequence each block held for an answer."""
+        states = self.initial_states(x.shape[0], x.device, x.dtype, policy, group)
+        outputs, peaks = [], [0.0] * len(self.blocks)
+        for t in range(x.shape[1]):
+            keep = visible is None or bool(visible[t])
+            if policy is not None and policy.mode == "once":
+                answered = [compress_cache(state) for state in states]
+                output, _ = self.step(x[:, t], answered, t, keep=False)
+                _, states = self.step(x[:, t], states, t, keep)
+            else:
+                output, states = self.step(x[:, t], states, t, keep)
+                answered = states
+            outputs.append(output)
+            held = [held_floats(state, x.shape[0]) for state in answered]
+            peaks = [max(pair) for pair in zip(peaks, held, strict=True)]
+        return torch.stack(outputs, dim=1), answered, peaks
+
+    def initial_states(
+        self,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        policy: CachePolicy | None = None,
+        group: int = 1,
+    ) -> list[Any]:
+        """Every block's mixer state before the first token (``step``'s ``states``): a
+        ``policy``'s empty cache for softmax layers when one is given."""
+        attention = [index for index, block in enumerate(self.blocks) if block.mixer.has_kv_cache]
+        states = []
+        for index, block in enumerate(self.blocks):
+            mixer = block.mixer
+            if policy is not None and index in attention:
+                states.append(
+                    policy.new_cache(
+                        batch,
+                        mixer.n_heads,
+                        mixer.d_model // mixer.n_heads,
+                        device,
+                        dtype,
+                        attention.index(index),
+                        len(attention),
+                        group,
+                    )
+                )
+            else:
+                states.append(mixer.init_state(batch, device, dtype))
+        return states
 
     def step(
         self, token: Tensor, states: list[Any], position: int, keep: bool = True
@@ -167,3 +226,17 @@ class Backbone(nn.Module):
             if keep:
                 new_states[index] = state
         return self.ln_final(hidden), new_states
+
+
+def compress_cache(state: Any) -> Any:
+    """A policy-managed cache compressed to its budget by its policy's rule, as it would be if
+    the context ended here; any other state as it is."""
+    return state.policy.compress(state) if isinstance(state, KVCache) else state
+
+
+def held_floats(state: Any, batch: int) -> float:
+    """Floats per sequence in one block's state of ``batch`` sequences: a policy-managed cache
+    counts its stored bits (and scales); other states every float of their tensors."""
+    if isinstance(state, KVCache):
+        return state.policy.floats(state)
+    return state_numel(state) / batch

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from iclab.config import RunConfig
+from iclab.evaluation.caches import CacheMemory, floats_per_layer
 from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
 from iclab.kinds import kind_of
 from iclab.report.listings import plain
@@ -61,11 +62,26 @@ def evaluation_tables(evaluation: Evaluation, config: RunConfig) -> list[Rendera
 def evaluation_files(directory: Path, evaluation: Evaluation) -> Text:
     """Where an evaluation was written."""
     shifts = len({p.shift for p in evaluation.curves})
+    caches = (directory / "caches.csv").exists()
     return plain(
         f"\nevaluation: {directory}\n"
         f"  settings.yaml, curves.csv, differences.csv, curves.png"
         + (f" and {shifts - 1} curves-SHIFT.png" if shifts > 1 else "")
+        + ("\n  caches.csv (memory per layer), kept.csv, kept.png" if caches else "")
     )
+
+
+def memory_table(rows: Sequence[CacheMemory], full_floats: float) -> Table:
+    """Per cache policy, the most floats per sequence a layer held (mean over layers) and
+    its share of the full cache's."""
+    title = f"memory per layer under each cache policy (full cache: {full_floats:,.0f} floats)"
+    table = Table(title=title)
+    table.add_column("learner")
+    table.add_column("floats per layer", justify="right")
+    table.add_column("of full", justify="right")
+    for learner, floats in floats_per_layer(rows).items():
+        table.add_row(escape(learner), f"{floats:,.0f}", f"{floats / full_floats:.0%}")
+    return table
 
 
 def checkpoint_table(
@@ -330,4 +346,20 @@ def runs_compared_table(comparison: Any) -> Table:
             "-" if run.steps is None else f"{run.steps:,}",
             f"{run.state_size:,}",
         )
+    return table
+
+
+def longctx_table(points: Sequence[CurvePoint], memory: Sequence[Any], k: int) -> Table:
+    """One row per learner of a long-context sweep: floats per layer and the metric after
+    ``k`` examples with its 95% interval, the model's rows by family and budget."""
+    at_k = {p.learner: p for p in points if p.k == k and p.shift == TRAINING_SHIFT}
+    metric = points[0].metric if points else "error"
+    table = Table(title=f"{metric} after k={k} examples, and memory per layer")
+    table.add_column("learner")
+    table.add_column("floats per layer", justify="right")
+    table.add_column(f"{metric} at k={k}", justify="right")
+    for row in memory:
+        point = at_k.get(row.learner)
+        floats = "–" if row.floats != row.floats else f"{row.floats:,.0f}"  # NaN: not counted
+        table.add_row(escape(row.learner), floats, with_interval(point) if point else "-")
     return table

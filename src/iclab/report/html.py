@@ -10,8 +10,9 @@ quietly leaking a request. Every string from the run is escaped.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -112,6 +113,20 @@ class EvaluationRecord:
     settings: dict[str, Any] | None
     curves: list[CurvePoint]
     differences: list[PairedDifference]
+    memory: dict[str, float] = field(default_factory=dict)  # cache policy → floats per layer
+    figures: list[tuple[str, bytes]] = field(default_factory=list)  # more figures (kept.png)
+
+
+@dataclass(frozen=True)
+class LongContextRecord:
+    """One ``iclab longctx`` sweep: its settings, each learner's floats per layer and metric
+    after ``k`` examples, and its figures."""
+
+    name: str
+    settings: dict[str, Any]
+    k: int
+    rows: list[tuple[str, float, CurvePoint | None]]  # learner, floats per layer (NaN), at k
+    figures: list[tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,7 @@ class RunReport:
     evaluations: list[EvaluationRecord]  # oldest first
     probes: list[ProbeRecord]
     checkpoints: list[CheckpointRecord]
+    long_contexts: list[LongContextRecord]  # oldest first
     created: float  # seconds since the epoch
     updated: float
 
@@ -143,6 +159,7 @@ def render_report(report: RunReport) -> str:
             training_section(report),
             evaluations_section(report.evaluations, config, kind),
             probes_section(report.probes),
+            long_context_section(report.long_contexts),
             checkpoints_section(report.checkpoints),
             f'<footer class="note">Written by iclab {escape(__version__)} on '
             f"{timestamp(datetime.now().timestamp())}.</footer>",
@@ -336,8 +353,63 @@ def evaluation_block(record: EvaluationRecord, config: RunConfig, kind: Kind) ->
             note,
             tables,
             differences_block(record.differences, ks, metric),
+            memory_block(record.memory),
+            '<div class="figures">'
+            + "\n".join(png_image(png, name) for name, png in record.figures)
+            + "</div>",
         ]
     )
+
+
+def memory_block(memory: dict[str, float]) -> str:
+    """The floats per layer each cache policy held, for an evaluation with policies."""
+    if not memory:
+        return ""
+    rows = "\n".join(
+        f"<tr><td>{escape(learner)}</td><td>{floats:,.0f}</td></tr>"
+        for learner, floats in memory.items()
+    )
+    return (
+        "<h3>Memory under cache policies</h3>\n"
+        '<p class="note">The most floats per sequence a layer held for an answer (mean over '
+        "layers; quantized entries at their bits, scales included). Figure: the share of caches "
+        "(prompts × heads) holding each position when the prompts ended.</p>\n"
+        f"<table>\n<tr><th>learner</th><th>floats per layer</th></tr>\n{rows}\n</table>"
+    )
+
+
+def long_context_section(records: Sequence[LongContextRecord]) -> str:
+    """What ``iclab longctx`` wrote, newest first: the table and figures; no section for a
+    run never swept."""
+    if not records:
+        return ""
+    parts = []
+    for record in reversed(records):
+        rows = "\n".join(
+            f"<tr><td>{escape(learner)}</td>"
+            f"<td>{'–' if math.isnan(floats) else f'{floats:,.0f}'}</td>"
+            f"<td>{'–' if point is None else with_half_width(point)}</td></tr>"
+            for learner, floats, point in record.rows
+        )
+        facts = {
+            "sweep": record.name,
+            "examples per prompt": str(record.settings.get("n_points", "–")),
+            "prompts": str(record.settings.get("n_prompts", "–")),
+            "budgets": ", ".join(str(b) for b in record.settings.get("budgets", [])),
+            "with": ", ".join(record.settings.get("with") or []) or "none",
+        }
+        images = "\n".join(png_image(png, f"{record.name}: {name}") for name, png in record.figures)
+        parts.append(
+            f"<h3>longctx/{escape(record.name)}</h3>\n{fact_list(facts)}\n"
+            f'<div class="figures">{images}</div>\n'
+            f"<table>\n<tr><th>learner</th><th>floats per layer</th>"
+            f"<th>metric at k={record.k}</th></tr>\n{rows}\n</table>"
+        )
+    note = (
+        '<p class="note">Budgets count KV entries per head and layer; memory is the most floats '
+        "per sequence a layer held for an answer. Tables: <code>longctx/NNN/*.csv</code>.</p>"
+    )
+    return section("Long context", "\n".join(parts) + note)
 
 
 def differences_block(
@@ -406,13 +478,14 @@ def curve_table(points: Sequence[CurvePoint], ks: Sequence[int]) -> str:
     rows = []
     for learner, by_k in pivot(points).items():
         cells = "".join(
-            f"<td>{by_k[k].mean:.3f} ± {(by_k[k].ci_high - by_k[k].ci_low) / 2:.3f}</td>"
-            if k in by_k
-            else "<td>–</td>"
-            for k in ks
+            f"<td>{with_half_width(by_k[k])}</td>" if k in by_k else "<td>–</td>" for k in ks
         )
         rows.append(f"<tr><td>{escape(learner)}</td>{cells}</tr>")
     return "<table>\n" + head + "\n" + "\n".join(rows) + "\n</table>"
+
+
+def with_half_width(point: CurvePoint) -> str:
+    return f"{point.mean:.3f} ± {(point.ci_high - point.ci_low) / 2:.3f}"
 
 
 def difference_table(

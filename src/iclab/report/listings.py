@@ -29,6 +29,8 @@ LISTING_HEADERS = {
     "algorithms": "[bold]algorithms[/] (eval.algorithms; options as in knn(k=5))",
     "shifts": "[bold]shifts[/] (iclab eval RUN --shift NAME, or eval.shifts; options as in "
     "scale_inputs(factor=2); a+b composes two)",
+    "caches": "[bold]KV-cache policies[/] (iclab eval RUN --cache SPEC, iclab longctx RUN "
+    "--policies ...; options as in snapkv(budget=64)); budgets count entries per head and layer",
     "probes": "[bold]probes[/] (iclab probe RUN --probe NAME; options as in gd_alignment(steps=2))",
     "reproductions": "[bold]reproductions[/] (iclab reproduce NAME --scale smoke|cpu|paper)",
 }

@@ -108,6 +108,10 @@ class RunDir:
         return self.path / "plots"
 
     @property
+    def longctx_dir(self) -> Path:
+        return self.path / "longctx"
+
+    @property
     def probes_dir(self) -> Path:
         return self.path / "probes"
 
@@ -175,6 +179,18 @@ class RunDir:
         ]
         legacy = [self.eval_dir] if (self.eval_dir / "curves.csv").is_file() else []
         return legacy + sorted(kept, key=lambda path: int(path.name))
+
+    def long_contexts(self) -> list[Path]:
+        """Every kept ``iclab longctx`` sweep (``longctx/001``, ...), oldest first."""
+        folder = self.longctx_dir
+        if not folder.is_dir():
+            return []
+        kept = [
+            path
+            for path in folder.iterdir()
+            if path.is_dir() and path.name.isdigit() and (path / "memory.csv").is_file()
+        ]
+        return sorted(kept, key=lambda path: int(path.name))
 
     def latest_evaluation(self) -> Path | None:
         """The newest evaluation's directory: what commands show by default."""

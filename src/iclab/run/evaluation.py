@@ -26,6 +26,12 @@ from iclab.algorithms import build_algorithm
 from iclab.config import RunConfig, apply_overrides, build_config, check_reference
 from iclab.devices import resolve_device, set_threads
 from iclab.errors import ConfigError
+from iclab.evaluation.caches import (
+    cached_learners,
+    evicted_rows,
+    kept_rows,
+    write_cache_tables,
+)
 from iclab.evaluation.curves import (
     CurvePoint,
     Evaluation,
@@ -39,7 +45,9 @@ from iclab.kinds import kind_of
 from iclab.learner import InContextLearner
 from iclab.metrics import condition_metric, condition_title
 from iclab.models import InContextModel
-from iclab.report.plots import plot_checkpoints, plot_curves, plot_training
+from iclab.models.cached import CachedModel
+from iclab.report.caches import kept_figure
+from iclab.report.plots import plot_checkpoints, plot_curves, plot_training, save_figure
 from iclab.run.directory import RunDir
 from iclab.training.checkpoint import (
     Checkpoint,
@@ -189,7 +197,8 @@ def evaluate_run(
     load_checkpoint(checkpoint, model, device=device)
     model = model.to(device).eval()
     model.streaming = config.eval.streaming
-    evaluation = evaluate_config(config, [model], show_progress)
+    cached = cached_learners(model, config.eval.caches)
+    evaluation = evaluate_config(config, [model, *cached], show_progress)
     settings = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "checkpoint_step": checkpoint.step,
@@ -201,6 +210,8 @@ def evaluate_run(
     try:
         atomic_write_text(staging / "settings.yaml", yaml.safe_dump(settings, sort_keys=False))
         write_evaluation(evaluation, config, staging)
+        if cached:
+            write_cache_evaluation(cached, config, staging)
         kept = keep(staging, run.eval_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -239,6 +250,19 @@ def evaluate_checkpoints(
         config.task.n_dims,
     )
     return evaluations
+
+
+def write_cache_evaluation(
+    learners: Sequence[CachedModel], config: RunConfig, directory: Path
+) -> None:
+    """``caches.csv`` (floats each layer held per policy), ``kept.csv`` and ``kept.png`` (which
+    positions each eviction policy kept) beside an evaluation with cache policies."""
+    write_cache_tables(learners, directory)
+    rows = evicted_rows(kept_rows(learners))
+    if rows:
+        codec = learners[0].model.codec
+        title = f"{config.name}: what each policy kept after {evaluation_points(config)} examples"
+        save_figure(kept_figure(rows, title, codec.tokens_per_example), directory / "kept.png")
 
 
 def keep(staging: Path, directory: Path) -> Path:

@@ -6,16 +6,19 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from iclab.evaluation.caches import floats_per_layer, read_memory_csv
 from iclab.evaluation.curves import read_curves_csv, read_differences_csv
 from iclab.io import atomic_write_text, read_yaml
 from iclab.report.html import (
     CheckpointRecord,
     EvaluationRecord,
+    LongContextRecord,
     ProbeRecord,
     RunReport,
     render_report,
 )
 from iclab.run.directory import RunDir
+from iclab.run.longctx import read_memory
 from iclab.training.checkpoint import META_FILE, MODEL_FILE, list_checkpoints
 
 
@@ -38,6 +41,7 @@ def read_report(run: RunDir) -> RunReport:
         metrics=run.read_metrics(),
         evaluations=[read_evaluation(run, directory) for directory in run.evaluations()],
         probes=read_probes(run),
+        long_contexts=read_long_contexts(run),
         checkpoints=[
             CheckpointRecord(
                 name=checkpoint.path.name,
@@ -61,6 +65,7 @@ def read_report(run: RunDir) -> RunReport:
 def read_evaluation(run: RunDir, directory: Path) -> EvaluationRecord:
     """One kept evaluation: its settings (none for one written before they were kept), tables."""
     settings, differences = directory / "settings.yaml", directory / "differences.csv"
+    caches = directory / "caches.csv"
     return EvaluationRecord(
         name=directory.relative_to(run.eval_dir).as_posix()
         if directory != run.eval_dir
@@ -68,7 +73,29 @@ def read_evaluation(run: RunDir, directory: Path) -> EvaluationRecord:
         settings=read_yaml(settings) if settings.is_file() else None,
         curves=read_curves_csv(directory / "curves.csv"),
         differences=read_differences_csv(differences) if differences.is_file() else [],
+        memory=floats_per_layer(read_memory_csv(caches)) if caches.is_file() else {},
+        figures=[
+            ("kept", path.read_bytes()) for path in [directory / "kept.png"] if path.is_file()
+        ],
     )
+
+
+def read_long_contexts(run: RunDir) -> list[LongContextRecord]:
+    """What ``iclab longctx`` wrote under RUN/longctx/NNN/, oldest first."""
+    records = []
+    for directory in run.long_contexts():
+        curves = read_curves_csv(directory / "curves.csv")
+        k = max(point.k for point in curves)
+        at_k = {p.learner: p for p in curves if p.k == k and p.shift == "none"}
+        rows = [(m.learner, m.floats, at_k.get(m.learner)) for m in read_memory(directory)]
+        figures = [
+            (name, (directory / f"{name}.png").read_bytes())
+            for name in ("curves", "memory", "kept")
+            if (directory / f"{name}.png").is_file()
+        ]
+        settings = read_yaml(directory / "settings.yaml")
+        records.append(LongContextRecord(directory.name, settings, k, rows, figures))
+    return records
 
 
 def read_probes(run: RunDir) -> list[ProbeRecord]:

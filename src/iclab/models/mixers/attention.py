@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from iclab.models.caches import KVCache
 from iclab.models.mixers.base import Mixer, MixerOptions, MixerState, register_mixer
 
 
@@ -38,6 +39,7 @@ class CausalSelfAttention(Mixer):
     state_formula = "2·E·t (KV cache)"
     paper = "Vaswani et al. 2017 (1706.03762); GPT-2, Radford et al. 2019"
     learning_rate = 2e-3
+    has_kv_cache = True
 
     def __init__(
         self,
@@ -148,7 +150,11 @@ class CausalSelfAttention(Mixer):
         empty = torch.zeros(batch, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
         return empty, empty, 0  # keys, values, position
 
-    def step(self, x: Tensor, state: MixerState) -> tuple[Tensor, MixerState]:  # x: (B, E)
+    def step(self, x: Tensor, state: MixerState | KVCache) -> tuple[Tensor, MixerState]:
+        """The next token (B, E) after those in ``state``: the whole cache (keys, values,
+        position), or a ``KVCache`` managed by a cache policy."""
+        if isinstance(state, KVCache):
+            return self._cached_step(x, state)
         keys, values, position = state
         q, k, v = self._heads(x[:, None])  # each (B, H, 1, E/H)
         at = torch.tensor([position], device=x.device)
@@ -160,6 +166,23 @@ class CausalSelfAttention(Mixer):
             bias = self._alibi_bias(at, torch.arange(position + 1, device=x.device)).to(q.dtype)
         mixed = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)
         return self._merge(mixed)[:, 0], (keys, values, position + 1)
+
+    def _cached_step(self, x: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
+        """Attention over what the policy kept, weights formed explicitly for it to observe;
+        merged entries count as their number of tokens (+ log count on their scores)."""
+        q, k, v = self._heads(x[:, None])
+        if self.options.positions == "rotary":
+            at = torch.tensor([cache.length], device=x.device)
+            q, k = self._rotate(q, at), self._rotate(k, at)
+        cache = cache.append(k, v, q)
+        scores = (q @ cache.keys.transpose(-1, -2))[:, :, 0].float() / math.sqrt(self.head_dim)
+        scores = scores + cache.counts.log()
+        if self.options.positions == "alibi":
+            distance = (cache.length - 1 - cache.positions).float()  # (B, H, n)
+            scores = scores - self.alibi_slopes[:, None] * distance
+        weights = scores.softmax(-1)  # (B, H, n)
+        mixed = weights[:, :, None].to(cache.values.dtype) @ cache.values  # (B, H, 1, Dh)
+        return self._merge(mixed)[:, 0], cache.policy.after_step(cache, weights)
 
     def state_size(self, length: int) -> int:
         return 2 * self.d_model * length

@@ -52,6 +52,8 @@ class Mixer(nn.Module):
     # the best error on the quickstart task after 1000 steps (configs/sweeps/mixer_lr.yaml,
     # benchmarks/RESULTS.md). 1e-3 for a mixer the sweep has not reached (mamba, lstm, gru).
     learning_rate: ClassVar[float] = 1e-3
+    # Whether the streaming state is a KV cache a cache policy can manage (iclab.models.caches).
+    has_kv_cache: ClassVar[bool] = False
 
     def __init__(
         self,
