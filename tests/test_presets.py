@@ -36,6 +36,7 @@ def test_every_preset_trains_two_steps_and_evaluates_through_the_cli(preset, tmp
     config = load_config(preset)
     points = read_curves_csv(latest_evaluation(run) / "curves.csv")
     learners = {point.learner for point in points}
-    assert learners == {"model", *(str(spec) for spec in config.eval.algorithms)}
+    cached = {f"model[{spec}]" for spec in config.eval.caches}
+    assert learners == {"model", *cached, *(str(spec) for spec in config.eval.algorithms)}
     assert all(math.isfinite(point.mean) for point in points if point.learner == "model")
     assert (latest_evaluation(run) / "curves.png").is_file()

@@ -21,6 +21,7 @@ NOT_RUN = {"tensorboard"}  # a server: it would never exit
 SMOKE = {  # what each command gets appended so that it runs in seconds
     "train": ["--set", "train.steps=2", "--no-progress"],
     "eval": ["--n-prompts", "8", "--no-progress"],
+    "longctx": ["--n-prompts", "8", "--no-progress"],
     "quickstart": ["--set", "train.steps=2", "--set", "eval.n_prompts=8", "--no-progress"],
     "reproduce": ["--scale", "smoke", "--no-progress"],
     "sweep": ["--set", "train.steps=2", "--set", "eval.n_prompts=8"],

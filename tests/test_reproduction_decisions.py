@@ -13,6 +13,7 @@ from types import MappingProxyType
 import pytest
 
 from iclab.reproductions import REPRODUCTIONS, boolean, dpt, garg, von_oswald
+from iclab.reproductions import cache_state as cache
 from iclab.reproductions import architectures as arch
 from iclab.reproductions import task_diversity as diversity
 from iclab.reproductions.base import OUTCOMES, Outcome
@@ -414,6 +415,49 @@ DPT = [
 ]
 
 
+# --- cache-vs-state: full cache learned, bounded memories fall off on recall, state vs evicting -
+
+
+def cache_numbers(
+    full: tuple[float, float] = (0.98, 0.02),
+    recall_drops: tuple[float, float] = (0.5, 0.4),
+    regression_gaps: tuple[float, float] = (0.05, 0.4),
+) -> dict[str, float]:
+    """(full-cache recall minimum, full-cache regression gap), (eviction, state) recall drops,
+    (state, best evicting) regression gaps to least squares."""
+    return {
+        "recall_full_min": full[0],
+        "regression_full_gap": full[1],
+        "recall_evict_drop": recall_drops[0],
+        "recall_state_drop": recall_drops[1],
+        "regression_state_gap": regression_gaps[0],
+        "regression_evict_gap": regression_gaps[1],
+    }
+
+
+CACHE = [
+    (cache_numbers(), REPRODUCED, "both bounded memories fall off; state matches, eviction not"),
+    (
+        cache_numbers(recall_drops=(cache.FALLS_OFF, cache.FALLS_OFF)),
+        REPRODUCED,
+        "drops exactly at the threshold",
+    ),
+    (
+        cache_numbers(regression_gaps=(cache.MATCHES, cache.FAILS)),
+        REPRODUCED,
+        "gaps exactly at their thresholds",
+    ),
+    (cache_numbers(full=(cache.SOLVES - UP, 0.02)), INCONCLUSIVE, "the full cache did not recall"),
+    (cache_numbers(full=(0.98, cache.LEARNS + UP)), INCONCLUSIVE, "the full cache did not regress"),
+    (cache_numbers(recall_drops=(0.0, 0.4)), NOT_REPRODUCED, "eviction holds up on recall"),
+    (cache_numbers(regression_gaps=(0.05, 0.0)), NOT_REPRODUCED, "eviction matches least squares"),
+    (cache_numbers(regression_gaps=(cache.FAILS + UP, 0.4)), NOT_REPRODUCED, "the state fails"),
+    (cache_numbers(recall_drops=(0.1, 0.4)), INCONCLUSIVE, "eviction drops, but too little"),
+    (cache_numbers(regression_gaps=(0.15, 0.4)), INCONCLUSIVE, "the state is near, not within"),
+    (cache_numbers(recall_drops=(0.5, 0.1)), INCONCLUSIVE, "the state holds up on recall"),
+]
+
+
 TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "garg-linear": GARG,
     "von-oswald-gd": VON_OSWALD,
@@ -422,6 +466,7 @@ TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "mqar-state": MQAR,
     "icll-architectures": ICLL,
     "dpt-bandit": DPT,
+    "cache-vs-state": CACHE,
 }
 CASES = [
     pytest.param(name, numbers, expected, id=f"{name}: {why}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
@@ -39,6 +39,7 @@ from iclab.evaluation.curves import (
     write_differences_csv,
 )
 from iclab.io import atomic_write_text, read_yaml
+from iclab.learner import InContextLearner
 from iclab.models import InContextModel
 from iclab.registry import Registry
 from iclab.run import RunDir, evaluate_config, evaluate_run, load_trained_model, train_run
@@ -225,18 +226,35 @@ def compared(
     the same prompts of ``config``'s task, with the paired differences to ``eval.reference``:
     written to ``directory`` (curves.csv, differences.csv) and read back from there while they
     are newer than every run's checkpoints."""
+
+    def models() -> list[InContextLearner]:
+        found = []
+        for name, run in runs.items():
+            model = trained_model(run)
+            model.name = name
+            found.append(model)
+        return found
+
+    curves = compared_learners(models, config, directory, runs.values())
+    return curves, read_differences_csv(directory / "differences.csv")
+
+
+def compared_learners(
+    learners: Callable[[], Sequence[InContextLearner]],
+    config: RunConfig,
+    directory: Path,
+    runs: Iterable[RunDir],
+) -> list[CurvePoint]:
+    """``learners()`` (models of ``runs``, or learners made from them) and ``config``'s
+    algorithms on the same prompts, written to ``directory`` (curves.csv, differences.csv)
+    and read back while they are newer than every run's checkpoints."""
     curves_path, differences_path = directory / "curves.csv", directory / "differences.csv"
-    if newer_than_checkpoints(differences_path, runs.values()):
-        return read_curves_csv(curves_path), read_differences_csv(differences_path)
-    models = []
-    for name, run in runs.items():
-        model = trained_model(run)
-        model.name = name
-        models.append(model)
-    evaluation = evaluate_config(config, models)
+    if newer_than_checkpoints(differences_path, list(runs)):
+        return read_curves_csv(curves_path)
+    evaluation = evaluate_config(config, learners())
     write_curves_csv(evaluation.curves, curves_path)
     write_differences_csv(evaluation.differences, differences_path)
-    return evaluation.curves, evaluation.differences
+    return evaluation.curves
 
 
 def trained_model(run: RunDir) -> InContextModel:

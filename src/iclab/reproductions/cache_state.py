@@ -1,0 +1,347 @@
+"""Bounded memory two ways: a softmax model's KV cache kept by eviction policies (StreamingLLM,
+H2O, TOVA, SnapKV, ...) against a recurrent mixer's fixed state of the same size, on a task
+that needs exact memory (associative recall) and one where a summary suffices (noisy linear
+regression with many more examples than dimensions)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from iclab.config import RunConfig
+from iclab.evaluation.curves import CurvePoint
+from iclab.models import InContextModel
+from iclab.models.cached import CachedModel
+from iclab.models.caches import build_policy
+from iclab.report.plots import save_figure
+from iclab.reproductions.architectures import pooled
+from iclab.reproductions.base import (
+    SMOKE_EVAL,
+    SMOKE_TRAIN,
+    Outcome,
+    PresetChanges,
+    Reproduction,
+    Scale,
+    Verdict,
+    compared_learners,
+    curve,
+    register_reproduction,
+    trained,
+    trained_model,
+)
+
+ATTENTION, STATE = "softmax", "gla"
+POLICIES = ["window", "sink_window", "h2o", "tova", "snapkv", "knorm", "random"]
+
+
+@dataclass(frozen=True)
+class CacheSetting:
+    """The runs of one scale: associative recall at each pair count (``pairs``: n_points) and
+    noisy regression, each with the attention and the recurrent model sections."""
+
+    recall: PresetChanges
+    pairs: dict[int, int]
+    recall_models: dict[str, dict[str, Any]]
+    regression: PresetChanges
+    regression_models: dict[str, dict[str, Any]]
+
+
+TINY = {"n_layers": 1, "d_model": 16, "n_heads": 2}
+SETTINGS: dict[Scale, CacheSetting] = {
+    "smoke": CacheSetting(
+        recall=PresetChanges(
+            "mqar",
+            {
+                "task": {"vocab_size": 16},
+                "train": SMOKE_TRAIN,
+                "eval": {**SMOKE_EVAL, "algorithms": ["mqar_lookup"]},
+            },
+        ),
+        pairs={2: 12, 4: 16},
+        recall_models={ATTENTION: TINY, STATE: {**TINY, "mixer": STATE}},
+        regression=PresetChanges(
+            "quickstart",
+            {
+                "task": {"n_points": 12, "noise_std": 0.5},
+                "train": SMOKE_TRAIN,
+                "eval": {**SMOKE_EVAL, "algorithms": ["least_squares"]},
+            },
+        ),
+        regression_models={ATTENTION: TINY, STATE: {**TINY, "mixer": STATE}},
+    ),
+    # MQAR as its preset (vocabulary 32, 32 tokens, 2 layers of width 64, 600 steps) at 2, 4 and
+    # 8 pairs, every pair queried; GLA at width 32 (608 floats per layer). Regression: the
+    # quickstart recipe on d = 5 with noise σ = 0.5 and 41 examples (8d), curriculum to 41.
+    "cpu": CacheSetting(
+        recall=PresetChanges(
+            "mqar",
+            {
+                "train": {"log_every": 100},
+                "eval": {"n_prompts": 512, "algorithms": ["mqar_lookup"]},
+            },
+        ),
+        pairs={2: 32, 4: 32, 8: 32},
+        recall_models={
+            ATTENTION: {},
+            STATE: {"mixer": STATE, "d_model": 32, "n_heads": 2},
+        },
+        regression=PresetChanges(
+            "quickstart",
+            {
+                "task": {"n_points": 41, "noise_std": 0.5},
+                "train": {
+                    "curriculum": {
+                        "points": {"start": 6, "end": 41, "increment": 5, "interval": 50}
+                    },
+                    "log_every": 100,
+                    "checkpoint_every": 500,
+                },
+                "eval": {"n_prompts": 512, "algorithms": ["least_squares", "ridge"]},
+            },
+        ),
+        regression_models={ATTENTION: {}, STATE: {"mixer": STATE}},
+    ),
+    # Zoology's recall sizes (vocabulary 8192, up to 16 pairs in 256 tokens) and regression at
+    # d = 20 with 161 examples, on a GPU.
+    "paper": CacheSetting(
+        recall=PresetChanges(
+            "mqar",
+            {
+                "task": {"vocab_size": 8192},
+                "train": {"steps": 20000, "batch_size": 64, "lr": 1.0e-3},
+                "eval": {"algorithms": ["mqar_lookup"]},
+            },
+        ),
+        pairs={4: 64, 8: 128, 16: 256},
+        recall_models={
+            ATTENTION: {"d_model": 128, "n_heads": 2},
+            STATE: {"mixer": STATE, "d_model": 64, "n_heads": 2},
+        },
+        regression=PresetChanges(
+            "garg_linear_regression",
+            {
+                "task": {"n_points": 161, "noise_std": 0.5},
+                "train": {"curriculum": {"points": {"start": 11, "end": 161}}},
+                "eval": {"algorithms": ["least_squares", "ridge"]},
+            },
+        ),
+        regression_models={ATTENTION: {}, STATE: {"mixer": STATE}},
+    ),
+}
+# Decided before the CPU run.
+SOLVES = 0.9  # recall accuracy of the full cache at every pair count
+LEARNS = 0.1  # the full cache's regression error within this of least squares (it learned)
+FALLS_OFF = 0.2  # drop in recall accuracy, fewest → most pairs, of a bounded memory
+MATCHES = 0.1  # the recurrent state's regression error within this of least squares
+FAILS = 0.2  # the best evicting cache's regression error at least this above least squares
+HOLDS_UP = 0.05  # a recall drop or a regression gap this small refutes the claim
+
+
+def matched_budget(attention: InContextModel, recurrent: InContextModel, n_points: int) -> int:
+    """KV entries per head and layer whose floats (2·E each) reach the recurrent model's
+    state per layer: the cache budget of the same memory."""
+    state = recurrent.state_size(n_points) / len(recurrent.backbone.blocks)
+    return max(1, math.ceil(state / (2 * attention.backbone.d_model)))
+
+
+def cached(model: InContextModel, budget: int) -> list[CachedModel]:
+    return [CachedModel(model, build_policy(f"{name}(budget={budget})")) for name in POLICIES]
+
+
+@register_reproduction("cache-vs-state")
+class CacheVersusState(Reproduction):
+    """Evicting KV caches against a recurrent state of the same size."""
+
+    paper = (
+        "StreamingLLM (Xiao et al. 2023), H2O (Zhang et al. 2023), SnapKV (Li et al. 2024) vs "
+        "Zoology (Arora et al. 2023)"
+    )
+    claim = (
+        "On associative recall a full KV cache solves every pair count, while eviction policies "
+        "and a recurrent state fall off once the pairs exceed their memory; on noisy linear "
+        "regression with many more examples than dimensions, a recurrent state matches least "
+        "squares while evicting caches of the same size do not."
+    )
+    cpu_minutes = 25.0
+
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        learned = numbers["recall_full_min"] >= SOLVES and numbers["regression_full_gap"] <= LEARNS
+        if not learned:
+            return "inconclusive"
+        holds = (
+            numbers["recall_evict_drop"] >= FALLS_OFF
+            and numbers["recall_state_drop"] >= FALLS_OFF
+            and numbers["regression_state_gap"] <= MATCHES
+            and numbers["regression_evict_gap"] >= FAILS
+        )
+        if holds:
+            return "reproduced"
+        refuted = (
+            numbers["recall_evict_drop"] < HOLDS_UP
+            or numbers["regression_evict_gap"] < HOLDS_UP
+            or numbers["regression_state_gap"] > FAILS
+        )
+        return "not reproduced" if refuted else "inconclusive"
+
+    def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
+        setting = SETTINGS[scale]
+        recall, recall_budget = self.recall(setting, out, show_progress)
+        regression, regression_budget, k = self.regression(setting, out, show_progress)
+        fewest, most = min(setting.pairs), max(setting.pairs)
+        policies = [f"model[{name}(budget={recall_budget})]" for name in POLICIES]
+        best = max(policies, key=lambda name: recall[name, most][0])
+        at_k = {name: points[k].mean for name, points in regression.items()}
+        evicting = [f"model[{name}(budget={regression_budget})]" for name in POLICIES]
+        best_evicting = min(evicting, key=lambda name: at_k[name])
+        save_figure(
+            cache_state_figure(recall, setting.pairs, regression, k, best, best_evicting, scale),
+            out / "figure.png",
+        )
+        numbers = {f"recall_{n}_pairs{p}": a for (n, p), (a, _) in recall.items()}
+        numbers |= {f"regression_{name}": value for name, value in at_k.items()}
+        numbers |= {
+            "recall_budget": float(recall_budget),
+            "regression_budget": float(regression_budget),
+            "recall_full_min": min(recall["model", p][0] for p in setting.pairs),
+            "recall_evict_drop": recall[best, fewest][0] - recall[best, most][0],
+            "recall_state_drop": recall[STATE, fewest][0] - recall[STATE, most][0],
+            "regression_full_gap": at_k["model"] - at_k["least_squares"],
+            "regression_state_gap": at_k[STATE] - at_k["least_squares"],
+            "regression_evict_gap": at_k[best_evicting] - at_k["least_squares"],
+            "recall_best_evicting_is_" + best: 1.0,
+            "regression_best_evicting_is_" + best_evicting: 1.0,
+        }
+        return self.judged(
+            numbers,
+            scale,
+            quantity=f"recall: query accuracy over every query at {fewest} and {most} pairs of "
+            "the full cache, the eviction policy most accurate at the most pairs (budget: the "
+            f"entries whose floats match {STATE}'s state per layer) and {STATE}; regression: "
+            f"error / E[y²] after k = {k} examples of the full cache, {STATE}, the best "
+            "evicting cache of the same memory, and least squares",
+            threshold=f"inconclusive unless the full cache recalls ≥ {SOLVES} at every pair "
+            f"count and its regression error is within {LEARNS} of least squares; reproduced "
+            f"when both the best policy's and {STATE}'s recall drop by ≥ {FALLS_OFF}, {STATE}'s "
+            f"regression error is within {MATCHES} of least squares and the best evicting "
+            f"cache's is ≥ {FAILS} above it; not reproduced when the best policy's recall drops "
+            f"by < {HOLDS_UP}, or the best evicting cache is within {HOLDS_UP} of least squares, "
+            f"or {STATE} is > {FAILS} above it",
+        )
+
+    def recall(
+        self, setting: CacheSetting, out: Path, show_progress: bool
+    ) -> tuple[dict[tuple[str, int], tuple[float, float]], int]:
+        """(learner, pairs) → pooled query accuracy and half-width; and the cache budget."""
+        accuracy: dict[tuple[str, int], tuple[float, float]] = {}
+        budget = 0
+        for pairs, n_points in setting.pairs.items():
+            runs = {}
+            for mixer, model in setting.recall_models.items():
+                config = setting.recall.config(
+                    name=f"recall-{mixer}-{pairs}",
+                    task={"n_pairs": pairs, "n_queries": pairs, "n_points": n_points},
+                    model=model,
+                )
+                runs[mixer] = trained(config, out / f"recall-{mixer}-pairs{pairs}", show_progress)
+            attention, recurrent = (trained_model(runs[m]) for m in (ATTENTION, STATE))
+            budget = matched_budget(attention, recurrent, n_points)
+            points = self.compare(
+                attention, recurrent, budget, config, runs, out / f"recall-pairs{pairs}"
+            )
+            for learner in {p.learner for p in points}:
+                accuracy[learner, pairs] = pooled(curve(points, learner))
+        return accuracy, budget
+
+    def regression(
+        self, setting: CacheSetting, out: Path, show_progress: bool
+    ) -> tuple[dict[str, dict[int, CurvePoint]], int, int]:
+        """Learner → its error curve; the cache budget; the last k."""
+        runs = {}
+        for mixer, model in setting.regression_models.items():
+            config = setting.regression.config(name=f"regression-{mixer}", model=model)
+            runs[mixer] = trained(config, out / f"regression-{mixer}", show_progress)
+        attention, recurrent = (trained_model(runs[m]) for m in (ATTENTION, STATE))
+        n_points = config.task.n_points
+        budget = matched_budget(attention, recurrent, n_points)
+        points = self.compare(attention, recurrent, budget, config, runs, out / "regression")
+        curves = {learner: curve(points, learner) for learner in {p.learner for p in points}}
+        return curves, budget, n_points - 1
+
+    @staticmethod
+    def compare(
+        attention: InContextModel,
+        recurrent: InContextModel,
+        budget: int,
+        config: RunConfig,
+        runs: dict[str, Any],
+        directory: Path,
+    ) -> list[CurvePoint]:
+        """The full cache, every policy at ``budget`` and the recurrent model on the same
+        prompts of ``config``'s task, with its algorithms."""
+        recurrent.name = STATE
+
+        def learners() -> list[Any]:
+            return [attention, *cached(attention, budget), recurrent]
+
+        directory.mkdir(parents=True, exist_ok=True)
+        return compared_learners(learners, config, directory, runs.values())
+
+
+def cache_state_figure(
+    recall: dict[tuple[str, int], tuple[float, float]],
+    pairs: dict[int, int],
+    regression: dict[str, dict[int, CurvePoint]],
+    k: int,
+    best_recall: str,
+    best_regression: str,
+    scale: str,
+) -> plt.Figure:
+    """Left: recall accuracy vs pairs (full cache, every policy, the recurrent state); right:
+    regression error vs k (full cache, the best evicting cache, the recurrent state, least
+    squares)."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    counts = sorted(pairs)
+    learners = list(dict.fromkeys(learner for learner, _ in recall))
+    for learner in learners:
+        if learner == "mqar_lookup":
+            continue
+        means = [recall[learner, p][0] for p in counts]
+        halves = [recall[learner, p][1] for p in counts]
+        bold = learner in ("model", STATE, best_recall)
+        label = "full cache" if learner == "model" else learner.removeprefix("model")
+        left.errorbar(
+            counts,
+            means,
+            yerr=halves,
+            marker="o",
+            capsize=3,
+            label=label,
+            linewidth=2.2 if bold else 0.9,
+            alpha=1.0 if bold else 0.6,
+        )
+    left.set_xscale("log", base=2)
+    left.set_xticks(counts, [str(p) for p in counts])
+    left.set_xlabel("key-value pairs")
+    left.set_ylabel("query accuracy")
+    left.set_ylim(0, 1.02)
+    left.set_title(f"associative recall ({scale} scale)")
+    left.legend(frameon=False, fontsize=7)
+    for learner in ("model", best_regression, STATE, "least_squares"):
+        rows = sorted(regression[learner].values(), key=lambda p: p.k)
+        label = "full cache" if learner == "model" else learner.removeprefix("model")
+        ks = [p.k for p in rows]
+        right.plot(ks, [p.mean for p in rows], label=label)
+        right.fill_between(ks, [p.ci_low for p in rows], [p.ci_high for p in rows], alpha=0.2)
+    right.set_xlabel("in-context examples k")
+    right.set_ylabel("squared error / E[y²]")
+    right.set_ylim(0, 1.25)
+    right.set_title(f"noisy linear regression, best evicting cache vs state (k = {k})")
+    right.legend(frameon=False, fontsize=8)
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+    return figure
