@@ -4,7 +4,6 @@ report sections."""
 
 from __future__ import annotations
 
-import csv
 import math
 
 import pytest

@@ -13,8 +13,8 @@ from types import MappingProxyType
 import pytest
 
 from iclab.reproductions import REPRODUCTIONS, boolean, dpt, garg, von_oswald
-from iclab.reproductions import cache_state as cache
 from iclab.reproductions import architectures as arch
+from iclab.reproductions import cache_state as cache
 from iclab.reproductions import task_diversity as diversity
 from iclab.reproductions.base import OUTCOMES, Outcome
 
