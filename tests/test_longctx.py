@@ -7,16 +7,20 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_config
+from iclab.algorithms import build_algorithm
 from iclab.cli import app
+from iclab.episode import Episode
 from iclab.evaluation import read_curves_csv
-from iclab.evaluation.caches import read_kept_csv, read_memory_csv
+from iclab.evaluation.caches import LastExamples, read_kept_csv, read_memory_csv
 from iclab.io import read_yaml
 from iclab.run import RunDir, train_run
 from iclab.run.longctx import budgeted_policies, read_memory
 from iclab.run.report import write_report
+from iclab.tasks import make_task
 
 
 def named(name: str, **sections):
@@ -128,6 +132,9 @@ def test_longctx_sweeps_policies_and_budgets_with_recurrent_runs_on_one_memory_a
     assert memory["model[quantize(bits=4)]"].floats < memory["model"].floats / 2
     assert memory["least_squares"].floats == 3 * 3 + 3  # recursive least squares' state
     assert memory["deltanet"].role == "run" and memory["deltanet"].floats > 0
+    # least squares on what a window of each budget holds: 2 and 4 examples, at their memory
+    assert memory["least_squares[last 2]"].floats == memory["model[window(budget=4)]"].floats
+    assert memory["least_squares[last 4]"].budget == 8
     curves = read_curves_csv(directory / "curves.csv")
     assert {p.n_prompts for p in curves} == {32} and max(p.k for p in curves) == 23
     for figure in ("curves.png", "memory.png", "kept.png"):
@@ -157,6 +164,17 @@ def test_learned_positions_refuse_prompts_longer_than_trained(tmp_path):
     train_run(tiny_config(train={"steps": 2}), path, show_progress=False)
     result = CliRunner().invoke(app, ["longctx", str(path), "--n-points", "40"])
     assert result.exit_code != 0 and "learned position table" in result.output
+
+
+def test_last_examples_sees_only_the_window_before_each_query():
+    task = make_task("linear_regression", n_dims=3, options={"noise_std": 0.5})
+    episode = task.sample(4, 12, torch.Generator().manual_seed(0))
+    least_squares = build_algorithm("least_squares", task)
+    windowed = LastExamples(least_squares, 5).predict(episode)
+    alone = Episode(episode.inputs[:, 4:10], episode.targets[:, 4:10], episode.kind)
+    assert torch.allclose(windowed[:, 9], least_squares.predict(alone)[:, -1])
+    assert torch.equal(windowed[:, :6], least_squares.predict(episode)[:, :6])
+    assert not torch.allclose(windowed[:, 11], least_squares.predict(episode)[:, 11])
 
 
 def test_budgets_apply_to_policies_without_their_own():

@@ -4,10 +4,15 @@ the tables beside an evaluation's curves (``caches.csv``, ``kept.csv``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
+from iclab.episode import Episode
 from iclab.evaluation.curves import read_rows, write_rows
+from iclab.learner import InContextLearner
 from iclab.models import InContextModel
 from iclab.models.cached import CachedModel
 from iclab.models.caches import build_policy
@@ -82,3 +87,33 @@ def evicted_rows(rows: Sequence[KeptShare]) -> list[KeptShare]:
     """The rows of the learners whose caches dropped something (the others kept all)."""
     evicting = {row.learner for row in rows if row.share < 1.0}
     return [row for row in rows if row.learner in evicting]
+
+
+class LastExamples:
+    """A learner that sees only the last ``examples`` examples before each query: what a
+    sliding window of that many examples holds, so ``least_squares`` under it is the best a
+    memory of that size allows (a yardstick for a cache budget). Named ``NAME[last m]``."""
+
+    def __init__(self, learner: InContextLearner, examples: int) -> None:
+        self.learner = learner
+        self.examples = examples
+        self.name = f"{learner.name}[last {examples}]"
+
+    def predict(self, episode: Episode) -> Tensor:
+        m, n = self.examples, episode.n_points
+        whole = self.learner.predict(episode)
+        if n <= m + 1:
+            return whole
+        batch = episode.batch_size
+        # One prompt per query i ≥ m: examples i − m … i (the query last).
+        windows = {
+            name: value.unfold(1, m + 1, 1).movedim(-1, 2).flatten(0, 1)
+            for name, value in episode.per_position().items()
+        }
+        meta = {
+            key: value.repeat_interleave(n - m, dim=0) if value.shape[:1] == (batch,) else value
+            for key, value in episode.meta.items()
+        }
+        windowed = replace(episode, meta=meta, **windows)
+        last = self.learner.predict(windowed)[:, -1]
+        return torch.cat((whole[:, :m], last.view(batch, n - m, *last.shape[1:])), dim=1)

@@ -24,10 +24,11 @@ from iclab.algorithms import build_algorithm
 from iclab.config import RunConfig
 from iclab.devices import resolve_device, set_threads
 from iclab.errors import ConfigError
-from iclab.evaluation.caches import evicted_rows, kept_rows, write_cache_tables
+from iclab.evaluation.caches import LastExamples, evicted_rows, kept_rows, write_cache_tables
 from iclab.evaluation.curves import CurvePoint, evaluate, read_rows, write_curves_csv, write_rows
 from iclab.io import atomic_write_text
 from iclab.kinds import kind_of
+from iclab.learner import InContextLearner
 from iclab.models import InContextModel
 from iclab.models.cached import CachedModel
 from iclab.models.caches import POLICIES, build_policy
@@ -42,7 +43,8 @@ DEFAULT_POLICIES = ["window", "sink_window", "h2o", "tova", "snapkv", "knorm", "
 
 @dataclass(frozen=True)
 class LearnerMemory:
-    """A learner of a long-context sweep: its role (model, policy, run or algorithm), family
+    """A learner of a long-context sweep: its role (model, policy, run, algorithm, or yardstick:
+    an algorithm on the examples a window of the budget holds), family
     (the policy's name; the learner's own name otherwise), its budget (0: none), and the floats
     per layer it held (NaN for algorithms whose state is not counted)."""
 
@@ -97,6 +99,16 @@ def other_models(paths: Sequence[Path], config: RunConfig, n_points: int) -> lis
     return models
 
 
+def windowed_yardsticks(
+    algorithms: Sequence[InContextLearner], budgets: Sequence[int], tokens_per_example: int
+) -> dict[int, LastExamples]:
+    """Per budget, the reference algorithm on the examples a window of that many entries holds:
+    what the best learner could do with the memory a window cache keeps."""
+    if not algorithms:
+        return {}
+    return {b: LastExamples(algorithms[0], max(1, b // tokens_per_example)) for b in budgets}
+
+
 def floats_per_layer(model: InContextModel, n_points: int) -> float:
     """Floats per sequence a model's layers hold after a prompt of ``n_points``, on average."""
     return model.state_size(n_points) / len(model.backbone.blocks)
@@ -143,8 +155,9 @@ def long_context(
     recurrent = other_models(others, config, points)
     task = config.evaluation_task().build()
     algorithms = [build_algorithm(spec, task) for spec in config.eval.algorithms]
+    windows = windowed_yardsticks(algorithms[:1], budgets, model.codec.tokens_per_example)
     evaluation = evaluate(
-        [model, *cached, *recurrent, *algorithms],
+        [model, *cached, *recurrent, *algorithms, *windows.values()],
         task,
         n_points=points,
         n_prompts=config.eval.n_prompts,
@@ -171,6 +184,11 @@ def long_context(
     memory += [
         LearnerMemory(a.name, "algorithm", a.name, 0, algorithm_memory(a.name, n_dims))
         for a in algorithms
+    ]
+    window_floats = 2 * model.backbone.d_model  # per entry: a key and a value
+    memory += [
+        LearnerMemory(w.name, "yardstick", f"{w.learner.name} on a window", b, b * window_floats)
+        for b, w in windows.items()
     ]
     k = max(p.k for p in evaluation.curves)
     settings = {
