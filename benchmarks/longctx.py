@@ -136,7 +136,9 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread: at batch 1 and width 64 no op gains from a second, and two threads collapse
+    # (20× slower here) whenever anything else shares the 2 cores.
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=60.0, help="a slower cell ends its row")
     args = parser.parse_args()
     args.lengths = [256, 512] if args.quick else [int(t) for t in args.lengths.split(",")]
