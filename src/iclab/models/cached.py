@@ -57,14 +57,13 @@ class CachedModel:
         return model.codec.decode(hidden)
 
     def _count_kept(self, layer: int, cache: KVCache, length: int) -> None:
+        """Add which positions the layer's caches held at the end of prompts of ``length``
+        tokens (counts of another length are started again)."""
         counts = torch.bincount(cache.positions.flatten().cpu(), minlength=length)[:length]
-        previous = self.kept.get(layer)
-        if previous is not None and previous.shape[0] != length:
-            previous = None  # prompts of another length: start again
-        self.kept[layer] = counts if previous is None else previous + counts
-        self.caches[layer] = (self.caches.get(layer, 0) if previous is not None else 0) + (
-            cache.positions.shape[0] * cache.positions.shape[1]
-        )
+        caches = cache.positions.shape[0] * cache.positions.shape[1]  # sequences × heads
+        if layer in self.kept and self.kept[layer].shape[0] == length:
+            counts, caches = counts + self.kept[layer], caches + self.caches[layer]
+        self.kept[layer], self.caches[layer] = counts, caches
 
     def kept_share(self) -> dict[int, Tensor]:
         """Per softmax layer, the share of its caches that held each position at the end of

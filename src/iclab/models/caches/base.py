@@ -21,7 +21,7 @@ its tensors (stored bits / 32 for quantized entries, their scales included).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -105,14 +105,14 @@ class KVCache:
 
     def keep(self, index: Tensor) -> KVCache:
         """Only the entries at ``index`` (B, H, m), which must be in ascending order."""
-        per_entry = {
-            field.name: getattr(self, field.name).gather(2, index)
-            for field in fields(self)
-            if field.name in ("positions", "counts", "scores")
-        }
         wide = index[..., None].expand(-1, -1, -1, self.keys.shape[-1])
         return replace(
-            self, keys=self.keys.gather(2, wide), values=self.values.gather(2, wide), **per_entry
+            self,
+            keys=self.keys.gather(2, wide),
+            values=self.values.gather(2, wide),
+            positions=self.positions.gather(2, index),
+            counts=self.counts.gather(2, index),
+            scores=self.scores.gather(2, index),
         )
 
     def floats(self, bits: int = 32, overhead: int = 0) -> float:
