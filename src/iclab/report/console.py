@@ -74,7 +74,7 @@ def evaluation_files(directory: Path, evaluation: Evaluation) -> Text:
 def memory_table(rows: Sequence[CacheMemory], full_floats: float) -> Table:
     """Per cache policy, the most floats per sequence a layer held (mean over layers) and
     its share of the full cache's."""
-    title = f"memory per layer under each cache policy (full cache: {full_floats:,.0f} floats)"
+    title = f"memory per layer (full cache: {full_floats:,.0f} floats)"
     table = Table(title=title)
     table.add_column("learner")
     table.add_column("floats per layer", justify="right")
