@@ -30,7 +30,7 @@ from torch import Tensor
 
 from iclab.errors import ConfigError
 from iclab.registry import Registry
-from iclab.specs import Spec, resolve_spec, spec_type, split_specs
+from iclab.specs import Spec, resolve_spec, spec_type
 
 Mode = Literal["streaming", "once"]
 
@@ -250,13 +250,3 @@ def build_policy(text: str | Spec) -> CachePolicy:
     """``"snapkv(budget=64)"`` → the policy; errors name the spec and what is allowed."""
     cls, options = resolve_spec(text, POLICIES, what="cache policy")
     return cls(options)
-
-
-def build_policies(texts: list[str]) -> list[CachePolicy]:
-    """Policies from specs, each item possibly a comma-separated list; canonical names unique."""
-    policies = [build_policy(spec) for text in texts for spec in split_specs(text)]
-    names = [policy.spec for policy in policies]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"cache policy given twice: {', '.join(repeated)}")
-    return policies
