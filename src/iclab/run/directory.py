@@ -8,7 +8,10 @@ runs/<name>/
   checkpoints/    step-000500/{model.safetensors, optimizer.safetensors, meta.json}
   eval/001/, ...  one directory per evaluation, all kept: settings.yaml (what it used: the eval
                   section, overrides, checkpoint step, date), curves.csv, differences.csv,
-                  curves.png and curves-SHIFT.png
+                  curves.png and curves-SHIFT.png; with cache policies caches.csv, kept.csv,
+                  kept.png
+  longctx/001/    one directory per iclab longctx sweep: settings.yaml, curves.csv,
+                  memory.csv, caches.csv, kept.csv, curves.png, memory.png, kept.png
   plots/          loss.png
   probes/         <probe spec>/: summary.json, tables, figures
   report.html     the whole run on one page
