@@ -54,6 +54,7 @@ class LSTMMixer(RecurrentMixer):
     n_state_tensors = 2
     state_formula = "2·E"
     paper = "Hochreiter & Schmidhuber 1997"
+    learning_rate = 5e-3
 
 
 @register_mixer("gru")
@@ -64,3 +65,4 @@ class GRUMixer(RecurrentMixer):
     n_state_tensors = 1
     state_formula = "E"
     paper = "Cho et al. 2014 (1406.1078)"
+    learning_rate = 2e-3
