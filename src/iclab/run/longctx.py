@@ -122,6 +122,44 @@ def algorithm_memory(name: str, n_dims: int | None) -> float:
     return math.nan
 
 
+def memory_rows(
+    model: InContextModel,
+    cached: Sequence[CachedModel],
+    recurrent: Sequence[InContextModel],
+    algorithms: Sequence[InContextLearner],
+    windows: dict[int, LastExamples],
+    n_points: int,
+    n_dims: int | None,
+) -> list[LearnerMemory]:
+    """What each learner of a sweep held per layer: the full cache and other runs their whole
+    state, each policy what its caches held at most, the windowed yardsticks the window cache
+    of their budget, algorithms their running state where it is known."""
+    rows = [LearnerMemory(model.name, "model", "full cache", 0, floats_per_layer(model, n_points))]
+    rows += [
+        LearnerMemory(
+            c.name,
+            "policy",
+            c.policy.name,
+            getattr(c.policy.options, "budget", 0),
+            c.floats_per_layer,
+        )
+        for c in cached
+    ]
+    rows += [
+        LearnerMemory(m.name, "run", m.name, 0, floats_per_layer(m, n_points)) for m in recurrent
+    ]
+    rows += [
+        LearnerMemory(a.name, "algorithm", a.name, 0, algorithm_memory(a.name, n_dims))
+        for a in algorithms
+    ]
+    per_entry = 2 * model.backbone.d_model  # a key and a value
+    rows += [
+        LearnerMemory(w.name, "yardstick", f"{w.learner.name} on a window", b, b * per_entry)
+        for b, w in windows.items()
+    ]
+    return rows
+
+
 def long_context(
     run_dir: Path,
     policies: Sequence[str] = (),
@@ -166,30 +204,7 @@ def long_context(
         device=device,
         show_progress=show_progress,
     )
-    n_dims = config.task.n_dims
-    memory = [LearnerMemory(model.name, "model", "full cache", 0, floats_per_layer(model, points))]
-    memory += [
-        LearnerMemory(
-            c.name,
-            "policy",
-            c.policy.name,
-            getattr(c.policy.options, "budget", 0),
-            c.floats_per_layer,
-        )
-        for c in cached
-    ]
-    memory += [
-        LearnerMemory(m.name, "run", m.name, 0, floats_per_layer(m, points)) for m in recurrent
-    ]
-    memory += [
-        LearnerMemory(a.name, "algorithm", a.name, 0, algorithm_memory(a.name, n_dims))
-        for a in algorithms
-    ]
-    window_floats = 2 * model.backbone.d_model  # per entry: a key and a value
-    memory += [
-        LearnerMemory(w.name, "yardstick", f"{w.learner.name} on a window", b, b * window_floats)
-        for b, w in windows.items()
-    ]
+    memory = memory_rows(model, cached, recurrent, algorithms, windows, points, config.task.n_dims)
     k = max(p.k for p in evaluation.curves)
     settings = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
