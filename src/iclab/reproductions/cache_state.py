@@ -18,7 +18,7 @@ from iclab.models import InContextModel
 from iclab.models.cached import CachedModel
 from iclab.models.caches import build_policy
 from iclab.report.plots import save_figure
-from iclab.reproductions.architectures import pooled
+from iclab.reproductions.architectures import RECALL, pooled
 from iclab.reproductions.base import (
     SMOKE_EVAL,
     SMOKE_TRAIN,
@@ -106,18 +106,11 @@ SETTINGS: dict[Scale, CacheSetting] = {
         ),
         regression_models={ATTENTION: {}, STATE: {"mixer": STATE}},
     ),
-    # Zoology's recall sizes (vocabulary 8192, up to 16 pairs in 256 tokens) and regression at
-    # d = 20 with 161 examples, on a GPU.
+    # Zoology's recall sizes, as mqar-state's paper scale (vocabulary 8192, up to 16 pairs in
+    # 256 tokens), and regression at d = 20 with 161 examples, on a GPU.
     "paper": CacheSetting(
-        recall=PresetChanges(
-            "mqar",
-            {
-                "task": {"vocab_size": 8192},
-                "train": {"steps": 20000, "batch_size": 64, "lr": 1.0e-3},
-                "eval": {"algorithms": ["mqar_lookup"]},
-            },
-        ),
-        pairs={4: 64, 8: 128, 16: 256},
+        recall=RECALL["paper"].runs,
+        pairs=RECALL["paper"].pairs,
         recall_models={
             ATTENTION: {"d_model": 128, "n_heads": 2},
             STATE: {"mixer": STATE, "d_model": 64, "n_heads": 2},
