@@ -310,8 +310,7 @@ def cache_memory_table(directory: Path, config: Any) -> Any:
     from iclab.report.console import memory_table
     from iclab.run import evaluation_points
 
-    model = config.build_model()
-    full = model.state_size(evaluation_points(config)) / len(model.backbone.blocks)
+    full = config.build_model().state_per_layer(evaluation_points(config))
     return memory_table(read_memory_csv(directory / "caches.csv"), full)
 
 

@@ -75,7 +75,7 @@ def read_kept_csv(path: Path) -> list[KeptShare]:
     return read_rows(path, KeptShare)
 
 
-def floats_per_layer(rows: Sequence[CacheMemory]) -> dict[str, float]:
+def mean_floats_by_learner(rows: Sequence[CacheMemory]) -> dict[str, float]:
     """Learner → the mean over its layers of the most floats a layer held."""
     totals: dict[str, list[float]] = {}
     for row in rows:

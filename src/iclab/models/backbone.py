@@ -190,25 +190,20 @@ class Backbone(nn.Module):
     ) -> list[Any]:
         """Every block's mixer state before the first token (``step``'s ``states``): a
         ``policy``'s empty cache for softmax layers when one is given."""
-        attention = [index for index, block in enumerate(self.blocks) if block.mixer.has_kv_cache]
-        states = []
-        for index, block in enumerate(self.blocks):
+        n_cached = sum(block.mixer.has_kv_cache for block in self.blocks)
+        states, cached = [], 0  # cached: the softmax layers given a cache so far
+        for block in self.blocks:
             mixer = block.mixer
-            if policy is not None and index in attention:
-                states.append(
-                    policy.new_cache(
-                        batch,
-                        mixer.n_heads,
-                        mixer.d_model // mixer.n_heads,
-                        device,
-                        dtype,
-                        attention.index(index),
-                        len(attention),
-                        group,
-                    )
-                )
-            else:
+            if policy is None or not mixer.has_kv_cache:
                 states.append(mixer.init_state(batch, device, dtype))
+                continue
+            head_dim = mixer.d_model // mixer.n_heads
+            states.append(
+                policy.new_cache(
+                    batch, mixer.n_heads, head_dim, device, dtype, cached, n_cached, group
+                )
+            )
+            cached += 1
         return states
 
     def step(

@@ -154,6 +154,10 @@ class InContextModel(nn.Module):
         length = n_points * self.codec.tokens_per_example
         return sum(block.mixer.state_size(length) for block in self.backbone.blocks)
 
+    def state_per_layer(self, n_points: int) -> float:
+        """``state_size`` averaged over the layers: what memory budgets are compared on."""
+        return self.state_size(n_points) / len(self.backbone.blocks)
+
 
 def build_model(
     config: ModelConfig, io: TaskIO, n_points: int, name: str = "model"

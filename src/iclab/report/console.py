@@ -6,6 +6,7 @@ The evaluation tables read the same learner × k pivot as the HTML report (``rep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from iclab.config import RunConfig
-from iclab.evaluation.caches import CacheMemory, floats_per_layer
+from iclab.evaluation.caches import CacheMemory, mean_floats_by_learner
 from iclab.evaluation.curves import CurvePoint, Evaluation, PairedDifference, reported_ks
 from iclab.kinds import kind_of
 from iclab.report.listings import plain
@@ -79,7 +80,7 @@ def memory_table(rows: Sequence[CacheMemory], full_floats: float) -> Table:
     table.add_column("learner")
     table.add_column("floats per layer", justify="right")
     table.add_column("of full", justify="right")
-    for learner, floats in floats_per_layer(rows).items():
+    for learner, floats in mean_floats_by_learner(rows).items():
         table.add_row(escape(learner), f"{floats:,.0f}", f"{floats / full_floats:.0%}")
     return table
 
@@ -360,6 +361,6 @@ def longctx_table(points: Sequence[CurvePoint], memory: Sequence[Any], k: int) -
     table.add_column(f"{metric} at k={k}", justify="right")
     for row in memory:
         point = at_k.get(row.learner)
-        floats = "–" if row.floats != row.floats else f"{row.floats:,.0f}"  # NaN: not counted
+        floats = "–" if math.isnan(row.floats) else f"{row.floats:,.0f}"  # NaN: not counted
         table.add_row(escape(row.learner), floats, with_interval(point) if point else "-")
     return table

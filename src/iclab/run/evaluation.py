@@ -258,11 +258,17 @@ def write_cache_evaluation(
     """``caches.csv`` (floats each layer held per policy), ``kept.csv`` and ``kept.png`` (which
     positions each eviction policy kept) beside an evaluation with cache policies."""
     write_cache_tables(learners, directory)
+    title = f"{config.name}: what each policy kept after {evaluation_points(config)} examples"
+    save_kept_figure(learners, title, directory / "kept.png")
+
+
+def save_kept_figure(learners: Sequence[CachedModel], title: str, path: Path) -> None:
+    """The heat maps of which positions each of ``learners`` kept, for those that dropped
+    something (none: no figure)."""
     rows = evicted_rows(kept_rows(learners))
     if rows:
-        codec = learners[0].model.codec
-        title = f"{config.name}: what each policy kept after {evaluation_points(config)} examples"
-        save_figure(kept_figure(rows, title, codec.tokens_per_example), directory / "kept.png")
+        tokens_per_example = learners[0].model.codec.tokens_per_example
+        save_figure(kept_figure(rows, title, tokens_per_example), path)
 
 
 def keep(staging: Path, directory: Path) -> Path:

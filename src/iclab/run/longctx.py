@@ -24,7 +24,7 @@ from iclab.algorithms import build_algorithm
 from iclab.config import RunConfig
 from iclab.devices import resolve_device, set_threads
 from iclab.errors import ConfigError
-from iclab.evaluation.caches import LastExamples, evicted_rows, kept_rows, write_cache_tables
+from iclab.evaluation.caches import LastExamples, write_cache_tables
 from iclab.evaluation.curves import CurvePoint, evaluate, read_rows, write_curves_csv, write_rows
 from iclab.io import atomic_write_text
 from iclab.kinds import kind_of
@@ -32,10 +32,16 @@ from iclab.learner import InContextLearner
 from iclab.models import InContextModel
 from iclab.models.cached import CachedModel
 from iclab.models.caches import POLICIES, build_policy
-from iclab.report.caches import kept_figure, memory_figure
+from iclab.report.caches import memory_figure
 from iclab.report.plots import curves_figure, save_figure
 from iclab.run.directory import RunDir
-from iclab.run.evaluation import evaluation_points, keep, load_trained_model, with_eval_overrides
+from iclab.run.evaluation import (
+    evaluation_points,
+    keep,
+    load_trained_model,
+    save_kept_figure,
+    with_eval_overrides,
+)
 from iclab.specs import Spec, resolve_spec, split_specs
 
 DEFAULT_POLICIES = ["window", "sink_window", "h2o", "tova", "snapkv", "knorm", "random"]
@@ -109,11 +115,6 @@ def windowed_yardsticks(
     return {b: LastExamples(algorithms[0], max(1, b // tokens_per_example)) for b in budgets}
 
 
-def floats_per_layer(model: InContextModel, n_points: int) -> float:
-    """Floats per sequence a model's layers hold after a prompt of ``n_points``, on average."""
-    return model.state_size(n_points) / len(model.backbone.blocks)
-
-
 def algorithm_memory(name: str, n_dims: int | None) -> float:
     """Floats an algorithm's running state needs: recursive least squares keeps d² + d (the
     optimal recurrent state for linear regression); NaN for the others (not counted)."""
@@ -134,7 +135,7 @@ def memory_rows(
     """What each learner of a sweep held per layer: the full cache and other runs their whole
     state, each policy what its caches held at most, the windowed yardsticks the window cache
     of their budget, algorithms their running state where it is known."""
-    rows = [LearnerMemory(model.name, "model", "full cache", 0, floats_per_layer(model, n_points))]
+    rows = [LearnerMemory(model.name, "model", "full cache", 0, model.state_per_layer(n_points))]
     rows += [
         LearnerMemory(
             c.name,
@@ -146,7 +147,7 @@ def memory_rows(
         for c in cached
     ]
     rows += [
-        LearnerMemory(m.name, "run", m.name, 0, floats_per_layer(m, n_points)) for m in recurrent
+        LearnerMemory(m.name, "run", m.name, 0, m.state_per_layer(n_points)) for m in recurrent
     ]
     rows += [
         LearnerMemory(a.name, "algorithm", a.name, 0, algorithm_memory(a.name, n_dims))
@@ -270,11 +271,8 @@ def write_figures(
     )
     save_figure(figure, directory / "memory.png")
     at_budget = [c for c in cached if getattr(c.policy.options, "budget", None) == budget]
-    rows = evicted_rows(kept_rows(at_budget))
-    if rows:
-        title = f"{config.name}: what each policy kept at the end of the prompts"
-        figure = kept_figure(rows, title, cached[0].model.codec.tokens_per_example)
-        save_figure(figure, directory / "kept.png")
+    title = f"{config.name}: what each policy kept at the end of the prompts"
+    save_kept_figure(at_budget, title, directory / "kept.png")
 
 
 def read_memory(directory: Path) -> list[LearnerMemory]:

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from iclab.evaluation.caches import floats_per_layer, read_memory_csv
+from iclab.evaluation.caches import mean_floats_by_learner, read_memory_csv
 from iclab.evaluation.curves import read_curves_csv, read_differences_csv
 from iclab.io import atomic_write_text, read_yaml
 from iclab.report.html import (
@@ -73,7 +73,7 @@ def read_evaluation(run: RunDir, directory: Path) -> EvaluationRecord:
         settings=read_yaml(settings) if settings.is_file() else None,
         curves=read_curves_csv(directory / "curves.csv"),
         differences=read_differences_csv(differences) if differences.is_file() else [],
-        memory=floats_per_layer(read_memory_csv(caches)) if caches.is_file() else {},
+        memory=mean_floats_by_learner(read_memory_csv(caches)) if caches.is_file() else {},
         figures=[
             ("kept", path.read_bytes()) for path in [directory / "kept.png"] if path.is_file()
         ],
