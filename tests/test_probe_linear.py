@@ -76,6 +76,40 @@ def test_probe_of_prompt_independent_states_scores_no_better_than_zero_held_out(
     assert in_sample.item() > 0.3
 
 
+class MarkedTokenModel(nn.Module):
+    """A test double for the attention-pooled probe: every token is noise, except that the y
+    token of example ``at`` carries ``w A`` and a marker coordinate (4.0) a pooling query can
+    learn to find; uniform pooling over the visible tokens would dilute w A with their noise."""
+
+    def __init__(self, n_dims: int, width: int, at: int) -> None:
+        super().__init__()
+        self.codec = SimpleNamespace(tokens_per_example=2)
+        self.embedding = torch.randn(n_dims, width - 1, generator=generator_for(0, "A"))
+        self.noise = generator_for(0, "noise")
+        self.token = 2 * at + 1
+
+    def hidden_states(self, episode) -> list[torch.Tensor]:
+        batch, n_points, _ = episode.inputs.shape
+        width = self.embedding.shape[1] + 1
+        states = torch.randn(batch, 2 * n_points, width, generator=self.noise)
+        states[:, self.token, :-1] += episode.meta["w"] @ self.embedding
+        states[:, self.token, -1] = 4.0
+        return [states]
+
+
+def test_attention_pooled_probe_finds_the_token_that_holds_w_and_reads_only_up_to_x_k():
+    """w sits at y_2's token (index 5): x_1 (pooling tokens 0–2) cannot see it, x_3 and x_5
+    can, and the probe must learn to attend there; x_k's own token never holds it."""
+    model = MarkedTokenModel(n_dims=4, width=17, at=2)
+    options = {"targets": ("w",), "n_prompts": 1024, "positions": (1, 3, 5)}
+    pooled = r2_table(LinearProbe(LinearProbeOptions(**options, pooling="attention")), model)
+    assert pooled[("w", 0, 1)] < 0.1
+    # uniform pooling (the query held at 0) reaches 0.65 and 0.53 here: the query must learn
+    assert min(pooled[("w", 0, 3)], pooled[("w", 0, 5)]) > 0.85
+    token = r2_table(LinearProbe(LinearProbeOptions(**options)), model)
+    assert max(token.values()) < 0.05
+
+
 def test_targets_are_least_squares_weights_and_moments_of_the_prefix():
     task = make_task("linear_regression", n_dims=3)
     episode = task.sample(8, 6, generator_for(3, "targets"))

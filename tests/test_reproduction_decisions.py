@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 import pytest
 
-from iclab.reproductions import REPRODUCTIONS, boolean, dpt, garg, von_oswald
+from iclab.reproductions import REPRODUCTIONS, boolean, dpt, garg, probing, von_oswald
 from iclab.reproductions import architectures as arch
 from iclab.reproductions import cache_state as cache
 from iclab.reproductions import task_diversity as diversity
@@ -458,6 +458,38 @@ CACHE = [
 ]
 
 
+# --- linear-probes: R² of the least-squares estimate, untrained control, gain with depth -------
+
+
+def probe_numbers(
+    best: float = 0.85, control: float = 0.0, gain: float = 0.15, error: float = 0.02
+) -> dict[str, float]:
+    return {
+        "r2_best": best,
+        "untrained_r2_best": control,
+        "r2_depth_gain": gain,
+        "model_error_at_2d": error,
+    }
+
+
+PROBES = [
+    (probe_numbers(), REPRODUCED, "decoded, not by the probe alone, more with depth"),
+    (
+        probe_numbers(probing.DECODED, probing.CONTROL - UP, probing.DEEPER, probing.LEARNED),
+        REPRODUCED,
+        "every threshold exactly at its boundary",
+    ),
+    (probe_numbers(error=probing.LEARNED + UP), INCONCLUSIVE, "the model did not learn"),
+    (probe_numbers(best=0.1, error=0.9), INCONCLUSIVE, "nothing decoded from an unlearned model"),
+    (probe_numbers(best=probing.DECODED - UP), INCONCLUSIVE, "decoded, but not well enough"),
+    (probe_numbers(control=probing.CONTROL), INCONCLUSIVE, "the untrained model decodes some"),
+    (probe_numbers(gain=probing.DEEPER - UP), INCONCLUSIVE, "barely more with depth"),
+    (probe_numbers(best=probing.ABSENT - UP, gain=0.1), NOT_REPRODUCED, "not in the states"),
+    (probe_numbers(gain=-UP), NOT_REPRODUCED, "shallower layers decode it better"),
+    (probe_numbers(best=0.5, control=0.5), NOT_REPRODUCED, "the probe alone decodes as well"),
+]
+
+
 TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "garg-linear": GARG,
     "von-oswald-gd": VON_OSWALD,
@@ -467,6 +499,7 @@ TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "icll-architectures": ICLL,
     "dpt-bandit": DPT,
     "cache-vs-state": CACHE,
+    "linear-probes": PROBES,
 }
 CASES = [
     pytest.param(name, numbers, expected, id=f"{name}: {why}")

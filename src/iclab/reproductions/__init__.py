@@ -6,6 +6,7 @@ from iclab.reproductions import (  # noqa: F401  (import registers each reproduc
     cache_state,
     dpt,
     garg,
+    probing,
     task_diversity,
     von_oswald,
 )
