@@ -12,7 +12,7 @@ from types import MappingProxyType
 
 import pytest
 
-from iclab.reproductions import REPRODUCTIONS, boolean, dpt, garg, probing, von_oswald
+from iclab.reproductions import REPRODUCTIONS, boolean, dpt, emergence, garg, probing, von_oswald
 from iclab.reproductions import architectures as arch
 from iclab.reproductions import cache_state as cache
 from iclab.reproductions import task_diversity as diversity
@@ -270,16 +270,26 @@ TASK_DIVERSITY = [
 # --- mqar-state: attention's worst accuracy, the best small-state mixer's start and drop -------
 
 
-def recall_numbers(attention: float, start: float, drop: float) -> dict[str, float]:
+def recall_numbers(attention: float, start: float, drop: float, seed: int = 0) -> dict[str, float]:
     return {
-        "attention_min": attention,
-        "best_small_state_fewest_pairs": start,
-        "best_small_state_drop": drop,
+        f"seed{seed}_attention_min": attention,
+        f"seed{seed}_best_small_state_fewest_pairs": start,
+        f"seed{seed}_best_small_state_drop": drop,
     }
 
 
 MQAR = [
     (recall_numbers(0.99, 0.9, 0.6), REPRODUCED, "attention solves it, the small state falls off"),
+    (
+        recall_numbers(0.99, 0.9, 0.6) | recall_numbers(0.95, 0.8, 0.5, seed=1),
+        REPRODUCED,
+        "two seeds agree",
+    ),
+    (
+        recall_numbers(0.99, 0.9, 0.6) | recall_numbers(0.95, 0.8, 0.0, seed=1),
+        INCONCLUSIVE,
+        "the seeds disagree (reproduced, not reproduced)",
+    ),
     (
         recall_numbers(arch.SOLVES, 0.9, arch.FALLS_OFF),
         REPRODUCED,
@@ -490,6 +500,93 @@ PROBES = [
 ]
 
 
+# --- induction-heads: per seed, the accuracy jump against the prefix-matching head's rise -----
+
+
+def seed_dynamics(
+    seed: int,
+    accuracy: tuple[float, float] = (0.05, 0.99),
+    induction_end: float = 0.8,
+    jump: float = 300.0,
+    head: float = 300.0,
+) -> dict[str, float]:
+    return {
+        f"seed{seed}_accuracy_start": accuracy[0],
+        f"seed{seed}_accuracy_end": accuracy[1],
+        f"seed{seed}_head_start": 0.1,
+        f"seed{seed}_head_end": induction_end,
+        f"seed{seed}_jump_step": jump,
+        f"seed{seed}_head_step": head,
+    }
+
+
+def emergence_numbers(*seeds: dict[str, float], steps: float = 600.0) -> dict[str, float]:
+    numbers = {"steps": steps}
+    for seed in seeds:
+        numbers |= seed
+    return numbers
+
+
+TOGETHER_STEPS = emergence.TOGETHER * 600.0
+APART_STEPS = emergence.APART * 600.0
+INDUCTION = [
+    (emergence_numbers(*(seed_dynamics(s) for s in range(3))), REPRODUCED, "three seeds agree"),
+    (
+        emergence_numbers(
+            seed_dynamics(
+                0,
+                (emergence.LEARNED - emergence.RISE, emergence.LEARNED),
+                emergence.HEAD,
+                jump=300.0,
+                head=300.0 + TOGETHER_STEPS,
+            )
+        ),
+        REPRODUCED,
+        "every threshold exactly at its boundary",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0), seed_dynamics(1, head=300.0 + APART_STEPS + 25)),
+        INCONCLUSIVE,
+        "the seeds disagree",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0, accuracy=(0.05, emergence.LEARNED - UP))),
+        INCONCLUSIVE,
+        "the model did not learn recall",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0, accuracy=(0.5 + UP, 1.0))),
+        INCONCLUSIVE,
+        "no jump to time: accuracy was already high",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0, induction_end=emergence.NO_HEAD - UP)),
+        NOT_REPRODUCED,
+        "learned without an induction head",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0, induction_end=emergence.HEAD - UP)),
+        INCONCLUSIVE,
+        "a weak head at the same time",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0, head=300.0 + TOGETHER_STEPS + 25)),
+        INCONCLUSIVE,
+        "just past together, not yet apart",
+    ),
+    (
+        emergence_numbers(seed_dynamics(0, head=300.0 + APART_STEPS)),
+        INCONCLUSIVE,
+        "exactly at apart",
+    ),
+    (
+        emergence_numbers(*(seed_dynamics(s, jump=100.0, head=500.0) for s in range(3))),
+        NOT_REPRODUCED,
+        "the head comes long after the jump, every seed",
+    ),
+]
+
+
 TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "garg-linear": GARG,
     "von-oswald-gd": VON_OSWALD,
@@ -500,6 +597,7 @@ TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "dpt-bandit": DPT,
     "cache-vs-state": CACHE,
     "linear-probes": PROBES,
+    "induction-heads": INDUCTION,
 }
 CASES = [
     pytest.param(name, numbers, expected, id=f"{name}: {why}")
@@ -535,6 +633,8 @@ def test_the_task_diversity_sides_follow_the_order_of_m_not_of_the_keys():
     [
         ("task-diversity", diversity_numbers()),  # only M = ∞: no finite M
         ("icll-architectures", language_numbers()),  # no architecture besides the transformer
+        ("induction-heads", {"steps": 600.0}),  # no seed
+        ("mqar-state", {"softmax_state": 4608.0}),  # no seed
     ],
 )
 def test_a_decision_without_its_comparisons_is_an_error_not_a_verdict(name, numbers):

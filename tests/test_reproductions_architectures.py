@@ -31,15 +31,18 @@ def test_recall_state_sizes_are_the_kv_cache_for_attention_and_fixed_for_linear_
         assert module.state_size(config, model["d_model"], n_points) == expected
 
 
-def test_the_recall_comparison_trains_every_mixer_at_every_pair_count(smoke):
+def test_the_recall_comparison_trains_every_mixer_at_every_pair_count_for_every_seed(smoke):
     numbers = recorded_verdict(smoke, "mqar-state", "smoke")["numbers"]
     setting = module.RECALL["smoke"]
+    assert len(setting.seeds) > 1  # the smoke scale goes through the seeds' decision
     for mixer in setting.mixers:
         assert numbers[f"{mixer}_state"] > 0
-        for pairs in setting.pairs:
-            assert 0.0 <= numbers[f"{mixer}_pairs{pairs}"] <= 1.0
-            run = RunDir(smoke / "mqar-state" / f"{mixer}-pairs{pairs}")
-            assert run.read_info()["status"] == "completed"
+        for seed in setting.seeds:
+            for pairs in setting.pairs:
+                assert 0.0 <= numbers[f"seed{seed}_{mixer}_pairs{pairs}"] <= 1.0
+                run = RunDir(smoke / "mqar-state" / f"seed{seed}" / f"{mixer}-pairs{pairs}")
+                assert run.read_info()["status"] == "completed"
+                assert run.load_config().train.seed == seed
 
 
 def test_language_comparison_evaluates_every_architecture_on_the_same_prompts(smoke):

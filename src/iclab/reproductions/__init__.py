@@ -5,6 +5,7 @@ from iclab.reproductions import (  # noqa: F401  (import registers each reproduc
     boolean,
     cache_state,
     dpt,
+    emergence,
     garg,
     probing,
     task_diversity,

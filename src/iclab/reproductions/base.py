@@ -161,6 +161,22 @@ def reproduce(name: str, out: Path, scale: Scale = "cpu", show_progress: bool = 
     return verdict
 
 
+def seeds_in(numbers: dict[str, float], key: str) -> list[str]:
+    """The seeds (``"seed0"``, …) of numbers recorded per training seed as ``{seed}_{key}``:
+    an error when there are none (a decision needs at least one run)."""
+    seeds = [name.removesuffix(f"_{key}") for name in numbers if name.endswith(f"_{key}")]
+    if not seeds:
+        raise ValueError(f"no seed's {key!r} among the numbers to decide on")
+    return seeds
+
+
+def agreed(outcomes: Iterable[Outcome]) -> Outcome:
+    """The outcome every training seed gives; inconclusive when they differ (a verdict that
+    flips with the seed is not one)."""
+    distinct = set(outcomes)
+    return distinct.pop() if len(distinct) == 1 else "inconclusive"
+
+
 def curve(points: list[CurvePoint], learner: str, shift: str = "none") -> dict[int, CurvePoint]:
     """One learner's curve, by k."""
     return {p.k: p for p in points if p.learner == learner and p.shift == shift}

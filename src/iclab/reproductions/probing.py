@@ -190,6 +190,7 @@ class LinearProbes(Reproduction):
                 values = by_layer(rows, model, pooling, target, last)
                 axis.plot(range(len(values)), values, style, label=label)
             axis.set_ylim(-0.1, 1.0)
+            axis.set_xticks(range(config.model.n_layers + 1))
             axis.set_xlabel("layer (0 = embeddings)")
             axis.set_ylabel("held-out R²")
             axis.set_title(f"{target} of the first {last} examples", fontsize=10)
