@@ -38,6 +38,20 @@ def test_classification_loss_is_masked_cross_entropy_and_score_is_accuracy():
     assert torch.equal(values[mask], correct[mask]) and values[~mask].isnan().all()
 
 
+def test_last_only_loss_is_the_last_positions_loss_within_the_tasks_mask():
+    """train.loss_on=last: only the last prediction is trained, and a prompt whose task masks
+    its last position out contributes nothing."""
+    regression = Episode(torch.zeros(2, 3, 4), torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, -1.0]]))
+    torch.testing.assert_close(
+        training_loss(torch.zeros(2, 3), regression, last_only=True), torch.tensor(5.0)
+    )
+    logits = torch.randn(2, 3, 3)
+    mask = torch.tensor([[False, True, True], [True, False, False]])
+    episode = classification_episode(mask)
+    every = F.cross_entropy(logits.transpose(1, 2), episode.targets, reduction="none")
+    torch.testing.assert_close(training_loss(logits, episode, last_only=True), every[0, -1])
+
+
 def test_token_score_counts_any_valid_continuation_when_the_task_says_which_are_valid():
     valid = torch.zeros(2, 3, 3, dtype=torch.bool)
     valid[0, 0, [0, 1]] = True  # position (0, 0): tokens 0 and 1 are both fine

@@ -162,6 +162,12 @@ class TrainConfig(Strict):
         "rate stays at its floor, so a finished run can be extended without the rate jumping up",
     )
     grad_clip: float | None = Field(1.0, gt=0.0)
+    loss_on: Literal["all", "last"] = Field(
+        "all",
+        description="the predictions trained on: all (every prefix of the prompt, Garg et al.) "
+        "or last (only the last example's: von Oswald et al.'s one query after a fixed "
+        "context); a task's own loss mask applies within either",
+    )
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

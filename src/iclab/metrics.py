@@ -41,14 +41,20 @@ def condition_title(condition: str) -> str:
     return f"shift: {condition}"
 
 
-def training_loss(prediction: Tensor, episode: Episode) -> Tensor:
-    """The scalar loss a model is meta-trained on (averaged over the masked positions)."""
+def training_loss(prediction: Tensor, episode: Episode, last_only: bool = False) -> Tensor:
+    """The scalar loss a model is meta-trained on (averaged over the masked positions; with
+    ``last_only``, over the last position's, ``train.loss_on=last``)."""
     kind = kind_of(episode.kind)
     kind.check_prediction(prediction, episode)
     losses = kind.losses(prediction, episode)
-    if episode.loss_mask is None:
+    if last_only:
+        mask = None if episode.loss_mask is None else episode.loss_mask[:, -1:]
+        losses = losses[:, -1:]
+    else:
+        mask = episode.loss_mask
+    if mask is None:
         return losses.mean()
-    mask = episode.loss_mask.to(losses.dtype)
+    mask = mask.to(losses.dtype)
     return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 

@@ -82,16 +82,7 @@ def probed(run: RunDir, config: RunConfig, scale: Scale, path: Path) -> list[dic
     """Every probe row of the trained and the untrained model, both poolings: written to
     ``path`` and read back while it is newer than the run's checkpoints."""
     if newer_than_checkpoints(path, [run]):
-        with path.open() as file:
-            return [
-                {
-                    **row,
-                    "layer": int(row["layer"]),
-                    "position": int(row["position"]),
-                    "r2": float(row["r2"]),
-                }
-                for row in csv.DictReader(file)
-            ]
+        return read_probe_rows(path)
     models = {"trained": trained_model(run), "untrained": untrained_model(config, seed=0)}
     rows = [
         row
@@ -101,6 +92,20 @@ def probed(run: RunDir, config: RunConfig, scale: Scale, path: Path) -> list[dic
     ]
     atomic_write_text(path, table_csv(rows))
     return rows
+
+
+def read_probe_rows(path: Path) -> list[dict]:
+    """The rows ``probed`` wrote, with numbers as numbers."""
+    with path.open() as file:
+        return [
+            {
+                **row,
+                "layer": int(row["layer"]),
+                "position": int(row["position"]),
+                "r2": float(row["r2"]),
+            }
+            for row in csv.DictReader(file)
+        ]
 
 
 def by_layer(rows: list[dict], model: str, pooling: str, target: str, position: int) -> list[float]:

@@ -179,7 +179,7 @@ class Trainer:
         bfloat16 = train.precision == "bfloat16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
             prediction = self.network(episode)
-        loss = training_loss(prediction.float(), episode)
+        loss = training_loss(prediction.float(), episode, last_only=train.loss_on == "last")
         loss.backward()  # DistributedDataParallel averages the gradients over the processes
         limit = math.inf if train.grad_clip is None else train.grad_clip  # inf: measure only
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)

@@ -1,0 +1,101 @@
+"""Reproductions that look inside the model: linear-probes (what the hidden states hold) and
+induction-heads (what changes along training). Their decisions are tested from tables in
+test_reproduction_decisions.py; here, what their runs produce at smoke scale and their helpers."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from iclab.reproductions import emergence, probing
+from iclab.run import RunDir
+from iclab.run.evaluation import kept_steps
+from reproduction_checks import recorded_verdict, smoke_runs
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return smoke_runs(tmp_path_factory, ("linear-probes", "induction-heads"))
+
+
+def read_rows(path) -> list[dict]:
+    with path.open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_linear_probes_probe_every_layer_of_the_trained_and_the_untrained_model(smoke):
+    numbers = recorded_verdict(smoke, "linear-probes", "smoke")["numbers"]
+    config = probing.run_config("smoke")
+    layers = config.model.n_layers + 1  # the embeddings and every block
+    rows = probing.read_probe_rows(smoke / "linear-probes" / "probes.csv")
+    cells = {(r["model"], r["pooling"], r["target"], r["layer"]) for r in rows}
+    assert cells == {
+        (model, pooling, target, layer)
+        for model in ("trained", "untrained")
+        for pooling in probing.POOLINGS
+        for target in probing.TARGETS
+        for layer in range(layers)
+    }
+    last = config.task.n_points - 1
+    decoded = probing.by_layer(rows, "trained", "attention", "least_squares", last)
+    assert [numbers[f"r2_layer{layer}"] for layer in range(layers)] == [
+        round(r2, 4) for r2 in decoded
+    ]
+
+
+def test_induction_heads_scores_every_kept_checkpoint_of_every_seed(smoke):
+    numbers = recorded_verdict(smoke, "induction-heads", "smoke")["numbers"]
+    setting = emergence.SETTINGS["smoke"]
+    train = emergence.run_config("smoke", 0).train
+    for seed in setting.seeds:
+        run = RunDir(smoke / "induction-heads" / f"seed{seed}")
+        assert run.load_config().train.seed == seed
+        rows = read_rows(smoke / "induction-heads" / f"seed{seed}-dynamics" / "dynamics.csv")
+        steps = [int(float(row["step"])) for row in rows]
+        assert (
+            steps
+            == kept_steps(run.path)
+            == list(range(train.checkpoint_every, train.steps + 1, train.checkpoint_every))
+        )
+        for row in rows:
+            assert all(0.0 <= float(row[key]) <= 1.0 for key in ("accuracy", *emergence.SCORES))
+        assert numbers[f"seed{seed}_jump_step"] in steps
+
+
+def test_the_midpoint_step_is_the_first_checkpoint_past_half_the_rise():
+    rows = [{"step": s, "accuracy": a} for s, a in ((25, 0.1), (50, 0.2), (75, 0.6), (100, 0.9))]
+    assert emergence.first_past_midpoint(rows, "accuracy") == 75  # midpoint 0.5
+    rows[2]["accuracy"] = 0.5
+    assert emergence.first_past_midpoint(rows, "accuracy") == 75  # exactly at it counts
+    rows[2]["accuracy"] = 0.49
+    assert emergence.first_past_midpoint(rows, "accuracy") == 100
+
+
+@pytest.mark.slow
+def test_linear_probes_at_cpu_scale(tmp_path):
+    """The documented CPU-scale run (7.8 minutes, one thread; reproduced): docs/REPRODUCTIONS.md.
+    Measured: R² of the least-squares estimate by layer −0.01 / 0.69 / 0.81 / 0.85 / 0.84, the
+    untrained model −0.01, x_k's token alone 0.18. Checked whatever the verdict: R² ≤ 1 and the
+    embeddings (layer 0) hold nothing a linear read-out of a pooled state could decode."""
+    from iclab.reproductions import reproduce
+
+    reproduce("linear-probes", tmp_path, "cpu", show_progress=False)
+    numbers = recorded_verdict(tmp_path, "linear-probes", "cpu")["numbers"]
+    assert all(numbers[f"r2_layer{layer}"] <= 1.0 for layer in range(5))
+    assert numbers["r2_layer0"] < 0.1
+
+
+@pytest.mark.slow
+def test_induction_heads_at_cpu_scale(tmp_path):
+    """The documented CPU-scale run (2.2 minutes, one thread; reproduced in three seeds):
+    docs/REPRODUCTIONS.md. Measured: jumps at steps 400, 275 and 650, each seed's head at the
+    same checkpoint. Checked whatever the verdict: every seed's steps are checkpoints of its
+    run and its scores are shares of attention."""
+    from iclab.reproductions import reproduce
+
+    reproduce("induction-heads", tmp_path, "cpu", show_progress=False)
+    numbers = recorded_verdict(tmp_path, "induction-heads", "cpu")["numbers"]
+    for seed in emergence.SETTINGS["cpu"].seeds:
+        assert numbers[f"seed{seed}_jump_step"] % 25 == 0
+        assert 0.0 <= numbers[f"seed{seed}_head_end"] <= 1.0
