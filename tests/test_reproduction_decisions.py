@@ -195,11 +195,15 @@ SIDES = {  # model − ridge (mean, ci_low, ci_high) that puts M on each side
 }
 
 
-def diversity_numbers(**by_pool: str | tuple[float, float, float]) -> dict[str, float]:
+def diversity_numbers(
+    infinite: float = 0.03, **by_pool: str | tuple[float, float, float]
+) -> dict[str, float]:
     """``M16="ridge"`` or ``M16=(mean, low, high)`` of model − ridge; every M with DMMSE_GAP.
-    An infinite pool (``Minf``), which has no side, is always added."""
+    An infinite pool (``Minf``), which has no side, is always added, its model − ridge
+    ``infinite`` (the precondition: the M = ∞ model reached ridge)."""
     numbers: dict[str, float] = {}
-    for label, model in {**by_pool, "Minf": "dmmse"}.items():
+    trained = (infinite, infinite - 0.01, infinite + 0.01)
+    for label, model in {**by_pool, "Minf": trained}.items():
         gaps = {"model": SIDES[model] if isinstance(model, str) else model, "dmmse": DMMSE_GAP}
         for learner, (mean, low, high) in gaps.items():
             numbers[f"{label}_{learner}_minus_ridge"] = mean
@@ -211,6 +215,21 @@ def diversity_numbers(**by_pool: str | tuple[float, float, float]) -> dict[str, 
 HALF_LOW, HALF_HIGH = diversity.MIDPOINT * DMMSE_GAP[1], diversity.MIDPOINT * DMMSE_GAP[2]
 TASK_DIVERSITY = [
     (diversity_numbers(M1="dmmse", M16="dmmse", M256="ridge"), REPRODUCED, "dMMSE, then ridge"),
+    (
+        diversity_numbers(diversity.TRAINED, M1="dmmse", M256="ridge"),
+        REPRODUCED,
+        "the M = ∞ model exactly at the margin of ridge",
+    ),
+    (
+        diversity_numbers(diversity.TRAINED + UP, M1="dmmse", M256="ridge"),
+        INCONCLUSIVE,
+        "the M = ∞ model short of ridge: an under-trained model cannot tell",
+    ),
+    (
+        diversity_numbers(0.3, M1="dmmse", M16="dmmse", M256="dmmse"),
+        INCONCLUSIVE,
+        "never ridge, but neither is the M = ∞ model",
+    ),
     (diversity_numbers(M1="dmmse", M16="unclear", M256="ridge"), REPRODUCED, "unclear in between"),
     (
         diversity_numbers(M256="ridge", M4="dmmse", M16="unclear"),

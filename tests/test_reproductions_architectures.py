@@ -77,14 +77,17 @@ def test_late_difference_is_reference_minus_learner_over_late_positions_only():
 
 @pytest.mark.slow
 def test_mqar_state_at_cpu_scale(tmp_path):
-    """The documented CPU-scale run (18 minutes on 2 shared cores; inconclusive):
-    docs/REPRODUCTIONS.md. Measured: in 300 steps attention reaches 0.79 at 2 pairs, 0.24 at 4
-    and 0.08 at 8; gla 0.20 → 0.05, linear attention at chance (0.03) throughout. Checked
-    whatever the verdict: accuracies are accuracies, and attention's KV cache at 36 tokens
-    outgrows the small fixed states."""
+    """The documented CPU-scale run (19.6 minutes, one thread, the machine shared with two other
+    runs; reproduced in three seeds): docs/REPRODUCTIONS.md. Measured: attention 1.000 at 1, 2
+    and 4 pairs in every seed; gla 1.000 → 0.17, 0.15, 0.17 at 4 pairs; linear attention 1.000
+    → 0.44, 0.67, 0.12. Checked whatever the verdict: accuracies are accuracies, and
+    attention's KV cache at 32 tokens outgrows the small fixed states."""
     reproduce("mqar-state", tmp_path, "cpu", show_progress=False)
     numbers = recorded_verdict(tmp_path, "mqar-state", "cpu")["numbers"]
-    assert all(0.0 <= numbers[f"{m}_pairs{p}"] <= 1.0 for m in ("softmax", "gla") for p in (2, 8))
+    setting = module.RECALL["cpu"]
+    for seed in setting.seeds:
+        for mixer in setting.mixers:
+            assert all(0.0 <= numbers[f"seed{seed}_{mixer}_pairs{p}"] <= 1.0 for p in setting.pairs)
     assert numbers["softmax_state"] > max(numbers["gla_state"], numbers["linear_attention_state"])
 
 

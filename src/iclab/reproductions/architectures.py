@@ -9,6 +9,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.ticker import NullFormatter
 
 from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, PairedDifference
@@ -270,6 +271,7 @@ def recall_figure(
     by_pairs.set_title(f"MQAR ({scale} scale): mean over seeds, bars: their spread", fontsize=10)
     by_state.set_xlabel("recurrent state (floats per sequence, all layers; numbers: pairs)")
     by_state.set_xscale("log")
+    by_state.xaxis.set_minor_formatter(NullFormatter())  # crowded labels between the decades
     by_state.set_title("accuracy vs state size")
     for axes in (by_pairs, by_state):
         axes.set_ylim(0, 1.02)

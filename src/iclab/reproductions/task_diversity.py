@@ -43,7 +43,8 @@ class DiversitySetting:
     pool_sizes: tuple[int | None, ...]
 
 
-# cpu: the preset (d = 4, 16 points, σ = 0.5, with its curriculum) with a 2-layer model. paper:
+# cpu: the preset (d = 4, 16 points, σ = 0.5, with its curriculum; 4 layers of width 64) trained
+# 4000 steps: its M = ∞ model is 0.041 above ridge (2 layers and 2000 steps: 0.20). paper:
 # d = 8, 16 points, 8 layers of width 128, 2 heads, batch 256, M = 2^0 … 2^20 in the paper; 100k
 # steps is our choice (not checked against the paper). smoke: a tiny model, M = 1 and M = ∞.
 SETTINGS: dict[Scale, DiversitySetting] = {
@@ -55,7 +56,7 @@ SETTINGS: dict[Scale, DiversitySetting] = {
         (1, None),
     ),
     "cpu": DiversitySetting(
-        PresetChanges("finite_pool_regression", {"model": {"n_layers": 2}}), (1, 16, 256, None)
+        PresetChanges("finite_pool_regression", {"train": {"steps": 4000}}), (1, 16, 256, None)
     ),
     "paper": DiversitySetting(
         PresetChanges(
@@ -78,6 +79,10 @@ SETTINGS: dict[Scale, DiversitySetting] = {
 # closer to ridge when (model − ridge) < ½ (dMMSE − ridge), closer to dMMSE when it is above; each
 # side must hold with the 95% intervals of both paired differences (to ridge, prompt by prompt).
 MIDPOINT = 0.5
+# The precondition: the M = ∞ model must be this close to ridge (model − ridge, unseen tasks,
+# late half), or no M can be told to behave like ridge (the 2-layer model of the first CPU run
+# was 0.20 above it: under-trained).
+TRAINED = 0.05
 Side = Literal["ridge", "dmmse", "unclear"]
 
 
@@ -155,6 +160,8 @@ class TaskDiversity(Reproduction):
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
+        if numbers["Minf_model_minus_ridge"] > TRAINED:
+            return "inconclusive"
         return outcome_of(list(sides(numbers).values()))
 
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
@@ -201,7 +208,9 @@ class TaskDiversity(Reproduction):
             "ends). Side per M: "
             + ", ".join(f"M={m}: {where}" for m, where in order.items())
             + f"; the transition M (the smallest M closer to ridge): {transition}",
-            threshold="a model is closer to ridge when the 95% CI of model − ridge lies below "
+            threshold=f"inconclusive when the M = ∞ model is more than {TRAINED} above ridge (it "
+            "has not learned what the claim presupposes); otherwise "
+            "a model is closer to ridge when the 95% CI of model − ridge lies below "
             f"{MIDPOINT} × (dMMSE − ridge)'s CI, closer to dMMSE when above; reproduced when the "
             "smallest M is on dMMSE's side, the largest finite M on ridge's and no larger M "
             "returns to dMMSE; not reproduced when one of these is reversed; inconclusive "
