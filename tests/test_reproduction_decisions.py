@@ -12,7 +12,16 @@ from types import MappingProxyType
 
 import pytest
 
-from iclab.reproductions import REPRODUCTIONS, boolean, dpt, emergence, garg, probing, von_oswald
+from iclab.reproductions import (
+    REPRODUCTIONS,
+    boolean,
+    bursty,
+    dpt,
+    emergence,
+    garg,
+    probing,
+    von_oswald,
+)
 from iclab.reproductions import architectures as arch
 from iclab.reproductions import cache_state as cache
 from iclab.reproductions import task_diversity as diversity
@@ -606,6 +615,43 @@ INDUCTION = [
 ]
 
 
+# --- bursty-icl: bursty − uniform on novel classes, uniform − bursty on absent ones -----------
+
+
+def bursty_numbers(
+    icl: tuple[float, float] = (0.4, 0.5), iwl: tuple[float, float] = (0.01, 0.05)
+) -> dict[str, float]:
+    return {
+        "icl_difference_ci_low": icl[0],
+        "icl_difference_ci_high": icl[1],
+        "iwl_difference_ci_low": iwl[0],
+        "iwl_difference_ci_high": iwl[1],
+    }
+
+
+BURSTY = [
+    (bursty_numbers(), REPRODUCED, "ICL with bursts, IWL without"),
+    (
+        bursty_numbers(icl=(bursty.ICL_GAP, 0.5), iwl=(bursty.IWL_GAP + UP, 0.05)),
+        REPRODUCED,
+        "both exactly past their thresholds",
+    ),
+    (bursty_numbers(icl=(bursty.ICL_GAP - UP, 0.5)), INCONCLUSIVE, "ICL gap just short"),
+    (bursty_numbers(iwl=(bursty.IWL_GAP, 0.05)), INCONCLUSIVE, "IWL difference may be 0"),
+    (
+        bursty_numbers(icl=(-0.02, bursty.NO_ICL_GAP - UP)),
+        NOT_REPRODUCED,
+        "burstiness brings no ICL",
+    ),
+    (bursty_numbers(icl=(0.0, bursty.NO_ICL_GAP)), INCONCLUSIVE, "ICL CI up to the no-effect edge"),
+    (
+        bursty_numbers(iwl=(-0.05, -bursty.IWL_GAP - UP)),
+        NOT_REPRODUCED,
+        "the bursty model is better in its weights too",
+    ),
+]
+
+
 TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "garg-linear": GARG,
     "von-oswald-gd": VON_OSWALD,
@@ -617,6 +663,7 @@ TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "cache-vs-state": CACHE,
     "linear-probes": PROBES,
     "induction-heads": INDUCTION,
+    "bursty-icl": BURSTY,
 }
 CASES = [
     pytest.param(name, numbers, expected, id=f"{name}: {why}")

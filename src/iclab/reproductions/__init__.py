@@ -3,6 +3,7 @@
 from iclab.reproductions import (  # noqa: F401  (import registers each reproduction)
     architectures,
     boolean,
+    bursty,
     cache_state,
     dpt,
     emergence,

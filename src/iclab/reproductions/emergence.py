@@ -207,7 +207,7 @@ class InductionHeads(Reproduction):
         "head (attention from a token to the token after its earlier copy): the jump in "
         "in-context accuracy and the rise of the best head's prefix-matching score coincide."
     )
-    cpu_minutes = 8.0
+    cpu_minutes = 2.2  # one thread, the other core busy
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -130,7 +130,7 @@ class LinearProbes(Reproduction):
         "tokens so far) decodes it from the trained model, increasingly with depth, and not "
         "from the same model untrained."
     )
-    cpu_minutes = 7.0
+    cpu_minutes = 7.8  # one thread, the other core busy
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -1,0 +1,187 @@
+"""Chan et al. 2022: bursty training sequences make in-context learning emerge, uniform i.i.d.
+ones do not, and in-weights learning goes the other way.
+
+Two models are trained on the same classes (Reddy 2023's minimal form, ``bursty_classification``)
+and differ only in their training sequences: bursty (every context holds N/B classes B times
+each, the query's among them) or uniform (N + 1 i.i.d. classes). Both are then evaluated on the
+same prompts in the task's two test modes: ``icl`` (novel classes with labels given only in the
+context) and ``iwl`` (the query's class absent from the context, so only the weights can name its
+label); the decision reads the paired differences bursty − uniform in each mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from iclab.config import RunConfig
+from iclab.evaluation.curves import CurvePoint, PairedDifference
+from iclab.report.plots import save_figure
+from iclab.reproductions.base import (
+    SMOKE_EVAL,
+    SMOKE_TRAIN,
+    Outcome,
+    PresetChanges,
+    Reproduction,
+    Scale,
+    Verdict,
+    compared,
+    register_reproduction,
+    trained,
+)
+
+TRAINING = {"bursty": 1.0, "uniform": 0.0}  # p_bursty of each model's training sequences
+MODES = ("icl", "iwl")
+# cpu: the preset's classes and prompts (d = 63, 8 exemplars and a query, B = 4, L = 32 labels,
+# ε = 0.1) with K = 16384 classes (the preset's 512 are learned in the weights before anything
+# is learned in context) and 2 layers, 12000 steps whose cosine decays over 20000: the bursty
+# model's loss left its plateau (ln 2) between steps 6000 and 7500 in the run that designed it.
+SETTINGS: dict[Scale, PresetChanges] = {
+    "smoke": PresetChanges(
+        "bursty_classification",
+        {
+            "task": {"n_clusters": 64},
+            "model": {"n_layers": 1, "d_model": 16, "n_heads": 2},
+            "train": SMOKE_TRAIN,
+            "eval": SMOKE_EVAL,
+        },
+    ),
+    "cpu": PresetChanges(
+        "bursty_classification",
+        {
+            "task": {"n_clusters": 16384},
+            "model": {"n_layers": 2},
+            "train": {
+                "steps": 12000,
+                "decay_steps": 20000,
+                "log_every": 250,
+                "checkpoint_every": 2000,
+            },
+            "eval": {"n_prompts": 2048},
+        },
+    ),
+    "paper": PresetChanges(
+        "bursty_classification",
+        {
+            "task": {"n_clusters": 16384},
+            "model": {"n_layers": 4, "d_model": 128},
+            "train": {"steps": 100000, "batch_size": 128, "checkpoint_every": 5000},
+            "eval": {"n_prompts": 4096},
+        },
+    ),
+}
+# Decided before the CPU run (query accuracy; paired differences on the same prompts, 95% CI).
+ICL_GAP = 0.2  # bursty − uniform on novel classes that counts as "ICL emerges with burstiness"
+IWL_GAP = 0.0  # uniform − bursty on absent classes must be above this: IWL goes the other way
+NO_ICL_GAP = 0.05  # a bursty − uniform ICL difference whose CI stays below this: no effect
+
+
+def run_config(scale: Scale, training: str) -> RunConfig:
+    return SETTINGS[scale].config(
+        name=f"bursty-icl-{training}", task={"p_bursty": TRAINING[training]}
+    )
+
+
+def query_accuracy(points: list[CurvePoint], learner: str) -> float:
+    """The learner's accuracy at the query (the only scored position)."""
+    (point,) = [p for p in points if p.learner == learner and p.shift == "none"]
+    return point.mean
+
+
+def bursty_minus_uniform(differences: list[PairedDifference]) -> tuple[float, float, float]:
+    """(mean, ci_low, ci_high) of bursty − uniform at the query, prompt by prompt."""
+    (row,) = [d for d in differences if d.learner == "bursty" and d.shift == "none"]
+    return row.mean, row.ci_low, row.ci_high
+
+
+@register_reproduction("bursty-icl")
+class BurstyICL(Reproduction):
+    """Bursty training gives in-context learning, uniform training in-weights learning."""
+
+    paper = "Chan et al. 2022, arXiv 2205.05055 (in Reddy 2023's form, arXiv 2312.03002)"
+    claim = (
+        "Trained on bursty sequences (few classes, each repeated in the context) a transformer "
+        "learns in context: it labels novel classes from their exemplars, which the same model "
+        "trained on uniform i.i.d. sequences does not; in-weights learning (labelling a class "
+        "absent from the context) goes the other way."
+    )
+    cpu_minutes = 10.0
+
+    @staticmethod
+    def decide(numbers: dict[str, float]) -> Outcome:
+        icl_low, icl_high = numbers["icl_difference_ci_low"], numbers["icl_difference_ci_high"]
+        iwl_low, iwl_high = numbers["iwl_difference_ci_low"], numbers["iwl_difference_ci_high"]
+        if icl_low >= ICL_GAP and iwl_low > IWL_GAP:
+            return "reproduced"
+        if icl_high < NO_ICL_GAP or iwl_high < -IWL_GAP:
+            return "not reproduced"
+        return "inconclusive"
+
+    def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
+        runs = {
+            training: trained(run_config(scale, training), out / training, show_progress)
+            for training in TRAINING
+        }
+        numbers: dict[str, float] = {}
+        curves: dict[str, list[CurvePoint]] = {}
+        for mode in MODES:
+            config = run_config(scale, "bursty").updated(
+                eval={"task_options": {"mode": mode}, "reference": "uniform"}
+            )
+            curves[mode], differences = compared(runs, config, out / f"eval-{mode}")
+            for training in TRAINING:
+                numbers[f"{mode}_{training}"] = query_accuracy(curves[mode], training)
+            mean, low, high = bursty_minus_uniform(differences)
+            sign = 1.0 if mode == "icl" else -1.0  # IWL: uniform − bursty
+            low, high = sorted((sign * low, sign * high))
+            numbers |= {
+                f"{mode}_difference": sign * mean,
+                f"{mode}_difference_ci_low": low,
+                f"{mode}_difference_ci_high": high,
+            }
+        task = run_config(scale, "bursty").task.build().options
+        numbers["icl_chance_a_context_label"] = task.burstiness / (
+            run_config(scale, "bursty").task.n_points - 1
+        )
+        numbers["iwl_chance"] = 1.0 / task.n_labels
+        numbers["steps"] = run_config(scale, "bursty").train.steps
+        save_figure(self.figure(numbers, scale), out / "figure.png")
+        return self.judged(
+            numbers,
+            scale,
+            quantity="query accuracy of the model trained on bursty and of the one trained on "
+            "uniform sequences, in the icl mode (novel classes, labels only in the context) and "
+            "the iwl mode (the query's class absent from the context); icl difference = bursty "
+            "− uniform, iwl difference = uniform − bursty, paired on the same prompts",
+            threshold=f"reproduced when the icl difference's 95% CI lies at or above {ICL_GAP} "
+            f"and the iwl difference's above {IWL_GAP}; not reproduced when the icl "
+            f"difference's CI lies below {NO_ICL_GAP} or the iwl difference's below "
+            f"{-IWL_GAP}; inconclusive otherwise",
+        )
+
+    @staticmethod
+    def figure(numbers: dict[str, float], scale: Scale) -> plt.Figure:
+        """Accuracy of the two models in the two modes, chance marked: Chan et al.'s Figure 2
+        in two bars each."""
+        figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+        titles = {
+            "icl": "novel classes (labels only in context)",
+            "iwl": "class absent from context (weights only)",
+        }
+        for axis, mode in zip(axes, MODES, strict=True):
+            values = [numbers[f"{mode}_{training}"] for training in TRAINING]
+            axis.bar(list(TRAINING), values, color=["C1", "C0"])
+            chance = numbers["icl_chance_a_context_label" if mode == "icl" else "iwl_chance"]
+            label = "a context label at random" if mode == "icl" else "chance"
+            axis.axhline(chance, color="gray", ls="--", label=label)
+            axis.legend(frameon=False, fontsize=8)
+            for x, value in enumerate(values):
+                axis.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=9)
+            axis.set_title(f"{mode}: {titles[mode]}", fontsize=10)
+            axis.set_xlabel("training sequences")
+            axis.set_ylim(0, 1.05)
+        axes[0].set_ylabel("query accuracy")
+        figure.suptitle(f"Chan et al.: burstiness and in-context learning ({scale} scale)")
+        figure.tight_layout()
+        return figure
