@@ -184,3 +184,23 @@ def test_shifted_evaluation_writes_rows_differences_and_a_figure_per_shift_and_i
     }
     assert {path.name for path in first.glob("curves*.png")} == figures  # the first is kept
     assert [path.name for path in RunDir(run).evaluations()] == ["001", "002"]
+
+
+def test_late_paired_difference_treats_each_prompts_late_mean_as_one_sample():
+    """Two prompts: learner − reference is +0.5 at every late position of one and −0.5 at
+    every late position of the other (NaN-free), with the early position ignored; the mean is
+    0 and the interval's half-width is 1.96 × sd(0.5, −0.5) / √2, whatever the number of
+    positions (they are not independent samples)."""
+    from iclab.evaluation.curves import Z_95, late_paired_difference
+
+    reference = torch.zeros(2, 5, dtype=torch.float64)
+    learner = torch.tensor([[9.0, 0.5, 0.5, 0.5, 0.5], [-9.0, -0.5, -0.5, -0.5, -0.5]]).double()
+    learner[0, 2] = torch.nan  # an unscored position leaves that prompt's mean unchanged
+    reference[0, 2] = torch.nan
+    evaluation = Evaluation([], [], scores={("none", "a"): learner, ("none", "b"): reference})
+    mean, low, high = late_paired_difference(evaluation, "a", "b", first_k=1)
+    half = Z_95 * torch.tensor([0.5, -0.5]).std().item() / 2**0.5
+    assert mean == pytest.approx(0.0)
+    assert (low, high) == pytest.approx((-half, half))
+    with pytest.raises(ValueError, match="fewer than two prompts"):
+        late_paired_difference(evaluation, "a", "b", first_k=5)

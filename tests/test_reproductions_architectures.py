@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from iclab.evaluation.curves import CurvePoint, PairedDifference
+from iclab.evaluation.curves import CurvePoint
 from iclab.reproductions import architectures as module
 from iclab.reproductions import reproduce
 from iclab.run import RunDir
@@ -64,15 +64,6 @@ def point(learner: str, k: int, mean: float, half: float, n: int) -> CurvePoint:
 def test_pooled_accuracy_weights_positions_by_their_prompts():
     mean, half = module.pooled({3: point("m", 3, 1.0, 0.1, 30), 5: point("m", 5, 0.0, 0.3, 10)})
     assert mean == pytest.approx(0.75) and half == pytest.approx(0.15)
-
-
-def test_late_difference_is_reference_minus_learner_over_late_positions_only():
-    rows = [
-        PairedDifference("lstm", "transformer", "accuracy", "none", k, m, m - 0.1, m + 0.1, 50)
-        for k, m in ((1, 0.9), (4, -0.2), (5, -0.4))
-    ]
-    mean, low, high = module.late_difference(rows, "lstm", late=4)
-    assert (mean, low, high) == pytest.approx((0.3, 0.2, 0.4))
 
 
 @pytest.mark.slow

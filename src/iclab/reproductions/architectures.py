@@ -12,7 +12,12 @@ import torch
 from matplotlib.ticker import NullFormatter
 
 from iclab.config import RunConfig
-from iclab.evaluation.curves import CurvePoint, PairedDifference
+from iclab.evaluation.curves import (
+    CurvePoint,
+    late_paired_difference,
+    write_curves_csv,
+    write_differences_csv,
+)
 from iclab.metrics import METRICS
 from iclab.models.mixers import resolve_mixer
 from iclab.report.plots import curves_figure, save_figure
@@ -25,14 +30,16 @@ from iclab.reproductions.base import (
     Scale,
     Verdict,
     agreed,
-    compared,
     curve,
     evaluated_curves,
     late_average,
+    named,
     register_reproduction,
     seeds_in,
     trained,
+    trained_model,
 )
+from iclab.run import evaluate_config
 
 
 def state_size(config: RunConfig, d_model: int, length: int) -> int:
@@ -314,15 +321,17 @@ LANGUAGE: dict[Scale, LanguageSetting] = {
         ),
         architectures={name: ARCHITECTURES[name] for name in ("transformer", "lstm")},
     ),
-    # 32 tokens instead of 512, 2 layers (2 heads) of about 28k parameters, 300 steps, 256 prompts.
+    # 64 tokens instead of 512, 2 layers (2 heads) of about 28k parameters, 3000 steps, 1024
+    # prompts. Measured while designing it (one seed, late accuracy k ≥ 32): transformer 0.809,
+    # linear attention 0.796, mamba 0.693, lstm 0.535 (bigram 0.805); at 32 tokens and 300 steps
+    # all four sat between the unigram and bigram baselines.
     "cpu": LanguageSetting(
         runs=PresetChanges(
             "icll",
             {
-                "task": {"n_points": 32},
                 "model": {"n_layers": 2, "n_heads": 2, "target_params": 28000},
-                "train": {"steps": 300, "log_every": 50, "checkpoint_every": 300},
-                "eval": {"n_prompts": 256},
+                "train": {"steps": 3000, "log_every": 100, "checkpoint_every": 1000},
+                "eval": {"n_prompts": 1024},
             },
         ),
         architectures=ARCHITECTURES,
@@ -344,6 +353,7 @@ LANGUAGE: dict[Scale, LanguageSetting] = {
 # Decided before the CPU run.
 MARGIN = 0.0  # the transformer wins when its paired late-k difference's 95% interval is above this
 BEATEN = 0.0  # another architecture beats the transformer when the interval lies below this
+UNIGRAM = "ngram(n=1)"  # every architecture must beat it (late accuracy): it learned in context
 
 
 @register_reproduction("icll-architectures")
@@ -369,6 +379,10 @@ class LanguageArchitectures(Reproduction):
         ]
         if not others:
             raise ValueError(f"no architecture was compared with the {REFERENCE}")
+        names = [REFERENCE, *(key.removeprefix(prefix) for key in others)]
+        floor = numbers[f"{UNIGRAM}_late_accuracy"]
+        if any(numbers[f"{name}_late_accuracy"] <= floor for name in names):
+            return "inconclusive"
         if all(numbers[f"{key}_ci_low"] > MARGIN for key in others):
             return "reproduced"
         if any(numbers[f"{key}_ci_high"] < BEATEN for key in others):
@@ -382,10 +396,13 @@ class LanguageArchitectures(Reproduction):
             config = setting.runs.config(name=f"icll-{name}", model=model)
             runs[name] = trained(config, out / name, show_progress)
             params[name] = runs[name].read_info()["n_params"]
-        evaluation = setting.runs.config(eval={"reference": REFERENCE})
-        points, differences = compared(runs, evaluation, out)
-        n_points = evaluation.task.n_points
-        late = n_points // 2
+        config = setting.runs.config(eval={"reference": REFERENCE})
+        models = [named(trained_model(run), name) for name, run in runs.items()]
+        evaluation = evaluate_config(config, models)
+        write_curves_csv(evaluation.curves, out / "curves.csv")
+        write_differences_csv(evaluation.differences, out / "differences.csv")
+        points = evaluation.curves
+        late = config.task.n_points // 2
         learners = list(dict.fromkeys(p.learner for p in points))
         figure = curves_figure(
             [p for p in points if p.shift == "none"],
@@ -399,7 +416,7 @@ class LanguageArchitectures(Reproduction):
         }
         for name in setting.architectures:
             if name != REFERENCE:
-                mean, low, high = late_difference(differences, name, late)
+                mean, low, high = late_paired_difference(evaluation, REFERENCE, name, late)
                 numbers |= {
                     f"{REFERENCE}_minus_{name}": mean,
                     f"{REFERENCE}_minus_{name}_ci_low": low,
@@ -410,9 +427,11 @@ class LanguageArchitectures(Reproduction):
             numbers,
             scale,
             quantity=f"late-k accuracy (mean over positions k ≥ {late}); paired difference "
-            f"{REFERENCE} − each other architecture on the same prompts, its 95% interval the "
-            "mean of the per-k intervals (conservative)",
-            threshold=f"reproduced when every difference's interval lies above {MARGIN}; not "
+            f"{REFERENCE} − each other architecture on the same prompts, averaged over k ≥ "
+            f"{late} within each prompt, its 95% interval across prompts",
+            threshold=f"inconclusive when an architecture's late accuracy is not above "
+            f"{UNIGRAM}'s (it has not learned in context); reproduced when every difference's "
+            f"interval lies above {MARGIN}; not "
             f"reproduced when some architecture's interval lies below {BEATEN} (it beats the "
             f"{REFERENCE}); inconclusive otherwise",
         )
@@ -421,15 +440,3 @@ class LanguageArchitectures(Reproduction):
 def late_mean(points: dict[int, CurvePoint], late: int) -> float:
     """Mean of a curve over positions k ≥ ``late``."""
     return late_average(points.values(), late)[0]
-
-
-def late_difference(
-    differences: list[PairedDifference], learner: str, late: int
-) -> tuple[float, float, float]:
-    """Reference − ``learner`` averaged over positions k ≥ ``late``: the mean and the means of
-    the per-k interval bounds (signs flipped: the table holds learner − reference)."""
-    rows = [d for d in differences if d.learner == learner and d.shift == "none" and d.k >= late]
-    mean = -sum(d.mean for d in rows) / len(rows)
-    low = -sum(d.ci_high for d in rows) / len(rows)
-    high = -sum(d.ci_low for d in rows) / len(rows)
-    return mean, low, high

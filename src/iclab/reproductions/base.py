@@ -244,12 +244,7 @@ def compared(
     are newer than every run's checkpoints."""
 
     def models() -> list[InContextLearner]:
-        found = []
-        for name, run in runs.items():
-            model = trained_model(run)
-            model.name = name
-            found.append(model)
-        return found
+        return [named(trained_model(run), name) for name, run in runs.items()]
 
     curves = compared_learners(models, config, directory, runs.values())
     return curves, read_differences_csv(directory / "differences.csv")
@@ -276,6 +271,12 @@ def compared_learners(
 def trained_model(run: RunDir) -> InContextModel:
     """The model of the run's newest valid checkpoint, in eval mode."""
     return load_trained_model(run.path)
+
+
+def named(model: InContextModel, name: str) -> InContextModel:
+    """``model``, named ``name`` in evaluations (its curves, differences and figures)."""
+    model.name = name
+    return model
 
 
 def untrained_model(config: RunConfig, seed: int = 0) -> InContextModel:

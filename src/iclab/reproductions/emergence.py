@@ -39,6 +39,7 @@ from iclab.reproductions.base import (
     agreed,
     compared_learners,
     curve,
+    named,
     newer_than_checkpoints,
     register_reproduction,
     seeds_in,
@@ -131,12 +132,7 @@ def dynamics(run: RunDir, config: RunConfig, probe_prompts: int, path: Path) -> 
     steps = kept_steps(run.path)
 
     def models():
-        found = []
-        for step in steps:
-            model = load_trained_model(run.path, step=step)
-            model.name = f"step {step}"
-            found.append(model)
-        return found
+        return [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
 
     points = compared_learners(models, config, path.parent / "curves", [run])
     task, probe = (
