@@ -635,18 +635,24 @@ INDUCTION = [
 
 
 def bursty_numbers(
-    icl: tuple[float, float] = (0.4, 0.5), iwl: tuple[float, float] = (0.01, 0.05)
+    icl: tuple[float, float] = (0.4, 0.5), iwl: tuple[float, float] = (0.01, 0.05), seed: int = 0
 ) -> dict[str, float]:
     return {
-        "icl_difference_ci_low": icl[0],
-        "icl_difference_ci_high": icl[1],
-        "iwl_difference_ci_low": iwl[0],
-        "iwl_difference_ci_high": iwl[1],
+        f"seed{seed}_icl_difference_ci_low": icl[0],
+        f"seed{seed}_icl_difference_ci_high": icl[1],
+        f"seed{seed}_iwl_difference_ci_low": iwl[0],
+        f"seed{seed}_iwl_difference_ci_high": iwl[1],
     }
 
 
 BURSTY = [
     (bursty_numbers(), REPRODUCED, "ICL with bursts, IWL without"),
+    (bursty_numbers() | bursty_numbers(seed=1), REPRODUCED, "two seeds agree"),
+    (
+        bursty_numbers() | bursty_numbers(icl=(0.0, 0.04), seed=1),
+        INCONCLUSIVE,
+        "the second seed never learned in context: the seeds disagree",
+    ),
     (
         bursty_numbers(icl=(bursty.ICL_GAP, 0.5), iwl=(bursty.IWL_GAP + UP, 0.05)),
         REPRODUCED,
@@ -717,6 +723,7 @@ def test_the_task_diversity_sides_follow_the_order_of_m_not_of_the_keys():
         ("icll-architectures", language_numbers()),  # no architecture besides the transformer
         ("induction-heads", {"steps": 600.0}),  # no seed
         ("mqar-state", {"softmax_state": 4608.0}),  # no seed
+        ("bursty-icl", {"icl_chance_a_context_label": 0.5}),  # no seed
     ],
 )
 def test_a_decision_without_its_comparisons_is_an_error_not_a_verdict(name, numbers):

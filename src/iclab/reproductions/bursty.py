@@ -6,7 +6,8 @@ and differ only in their training sequences: bursty (every context holds N/B cla
 each, the query's among them) or uniform (N + 1 i.i.d. classes). Both are then evaluated on the
 same prompts in the task's two test modes: ``icl`` (novel classes with labels given only in the
 context) and ``iwl`` (the query's class absent from the context, so only the weights can name its
-label); the decision reads the paired differences bursty − uniform in each mode.
+label); the decision reads the paired differences bursty − uniform in each mode, for each of
+three training seeds (when in-context learning emerges varies with the seed), which must agree.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from iclab.reproductions.base import (
     Reproduction,
     Scale,
     Verdict,
+    agreed,
     compared,
     register_reproduction,
+    seeds_in,
     trained,
 )
 
 TRAINING = {"bursty": 1.0, "uniform": 0.0}  # p_bursty of each model's training sequences
 MODES = ("icl", "iwl")
+SEEDS: dict[Scale, tuple[int, ...]] = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
 # cpu: the preset's classes and prompts (d = 63, 8 exemplars and a query, B = 4, L = 32 labels,
 # ε = 0.1) with K = 16384 classes (the preset's 512 are learned in the weights before anything
 # is learned in context) and 2 layers, 12000 steps whose cosine decays over 20000: the bursty
@@ -77,9 +81,11 @@ IWL_GAP = 0.0  # uniform − bursty on absent classes must be above this: IWL go
 NO_ICL_GAP = 0.05  # a bursty − uniform ICL difference whose CI stays below this: no effect
 
 
-def run_config(scale: Scale, training: str) -> RunConfig:
+def run_config(scale: Scale, training: str, seed: int = 0) -> RunConfig:
     return SETTINGS[scale].config(
-        name=f"bursty-icl-{training}", task={"p_bursty": TRAINING[training]}
+        name=f"bursty-icl-{training}-seed{seed}",
+        task={"p_bursty": TRAINING[training]},
+        train={"seed": seed},
     )
 
 
@@ -106,40 +112,37 @@ class BurstyICL(Reproduction):
         "trained on uniform i.i.d. sequences does not; in-weights learning (labelling a class "
         "absent from the context) goes the other way."
     )
-    cpu_minutes = 10.0
+    cpu_minutes = 25.0
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
-        icl_low, icl_high = numbers["icl_difference_ci_low"], numbers["icl_difference_ci_high"]
-        iwl_low, iwl_high = numbers["iwl_difference_ci_low"], numbers["iwl_difference_ci_high"]
-        if icl_low >= ICL_GAP and iwl_low > IWL_GAP:
-            return "reproduced"
-        if icl_high < NO_ICL_GAP or iwl_high < -IWL_GAP:
-            return "not reproduced"
-        return "inconclusive"
+        seeds = seeds_in(numbers, "icl_difference_ci_low")
+        return agreed(seed_outcome(numbers, seed) for seed in seeds)
 
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        runs = {
-            training: trained(run_config(scale, training), out / training, show_progress)
-            for training in TRAINING
-        }
         numbers: dict[str, float] = {}
-        curves: dict[str, list[CurvePoint]] = {}
-        for mode in MODES:
-            config = run_config(scale, "bursty").updated(
-                eval={"task_options": {"mode": mode}, "reference": "uniform"}
-            )
-            curves[mode], differences = compared(runs, config, out / f"eval-{mode}")
-            for training in TRAINING:
-                numbers[f"{mode}_{training}"] = query_accuracy(curves[mode], training)
-            mean, low, high = bursty_minus_uniform(differences)
-            sign = 1.0 if mode == "icl" else -1.0  # IWL: uniform − bursty
-            low, high = sorted((sign * low, sign * high))
-            numbers |= {
-                f"{mode}_difference": sign * mean,
-                f"{mode}_difference_ci_low": low,
-                f"{mode}_difference_ci_high": high,
+        for seed in SEEDS[scale]:
+            runs = {
+                training: trained(
+                    run_config(scale, training, seed), out / f"seed{seed}" / training, show_progress
+                )
+                for training in TRAINING
             }
+            for mode in MODES:
+                config = run_config(scale, "bursty", seed).updated(
+                    eval={"task_options": {"mode": mode}, "reference": "uniform"}
+                )
+                curves, differences = compared(runs, config, out / f"seed{seed}" / f"eval-{mode}")
+                for training in TRAINING:
+                    numbers[f"seed{seed}_{mode}_{training}"] = query_accuracy(curves, training)
+                mean, low, high = bursty_minus_uniform(differences)
+                sign = 1.0 if mode == "icl" else -1.0  # IWL: uniform − bursty
+                low, high = sorted((sign * low, sign * high))
+                numbers |= {
+                    f"seed{seed}_{mode}_difference": sign * mean,
+                    f"seed{seed}_{mode}_difference_ci_low": low,
+                    f"seed{seed}_{mode}_difference_ci_high": high,
+                }
         task = run_config(scale, "bursty").task.build().options
         numbers["icl_chance_a_context_label"] = task.burstiness / (
             run_config(scale, "bursty").task.n_points - 1
@@ -150,38 +153,57 @@ class BurstyICL(Reproduction):
         return self.judged(
             numbers,
             scale,
-            quantity="query accuracy of the model trained on bursty and of the one trained on "
+            quantity="per training seed, query accuracy of the model trained on bursty and of "
+            "the one trained on "
             "uniform sequences, in the icl mode (novel classes, labels only in the context) and "
             "the iwl mode (the query's class absent from the context); icl difference = bursty "
             "− uniform, iwl difference = uniform − bursty, paired on the same prompts",
             threshold=f"reproduced when the icl difference's 95% CI lies at or above {ICL_GAP} "
             f"and the iwl difference's above {IWL_GAP}; not reproduced when the icl "
             f"difference's CI lies below {NO_ICL_GAP} or the iwl difference's below "
-            f"{-IWL_GAP}; inconclusive otherwise",
+            f"{-IWL_GAP}; inconclusive otherwise. Seeds that disagree: inconclusive",
         )
 
     @staticmethod
     def figure(numbers: dict[str, float], scale: Scale) -> plt.Figure:
-        """Accuracy of the two models in the two modes, chance marked: Chan et al.'s Figure 2
-        in two bars each."""
-        figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+        """Accuracy of the two models in the two modes, one bar per seed, chance marked: Chan
+        et al.'s Figure 2 in two panels."""
+        seeds = seeds_in(numbers, "icl_difference_ci_low")
+        figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
         titles = {
             "icl": "novel classes (labels only in context)",
             "iwl": "class absent from context (weights only)",
         }
+        width = 0.8 / len(seeds)
         for axis, mode in zip(axes, MODES, strict=True):
-            values = [numbers[f"{mode}_{training}"] for training in TRAINING]
-            axis.bar(list(TRAINING), values, color=["C1", "C0"])
+            for index, seed in enumerate(seeds):
+                values = [numbers[f"{seed}_{mode}_{training}"] for training in TRAINING]
+                xs = [x + (index - (len(seeds) - 1) / 2) * width for x in range(len(TRAINING))]
+                axis.bar(xs, values, width=width * 0.9, color=f"C{index}", label=seed)
+                for x, value in zip(xs, values, strict=True):
+                    axis.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=7)
             chance = numbers["icl_chance_a_context_label" if mode == "icl" else "iwl_chance"]
             label = "a context label at random" if mode == "icl" else "chance"
             axis.axhline(chance, color="gray", ls="--", label=label)
-            axis.legend(frameon=False, fontsize=8)
-            for x, value in enumerate(values):
-                axis.annotate(f"{value:.3f}", (x, value), ha="center", va="bottom", fontsize=9)
+            axis.set_xticks(range(len(TRAINING)), list(TRAINING))
             axis.set_title(f"{mode}: {titles[mode]}", fontsize=10)
             axis.set_xlabel("training sequences")
-            axis.set_ylim(0, 1.05)
+            axis.set_ylim(0, 1.08)
+            axis.legend(frameon=False, fontsize=8)
         axes[0].set_ylabel("query accuracy")
         figure.suptitle(f"Chan et al.: burstiness and in-context learning ({scale} scale)")
         figure.tight_layout()
         return figure
+
+
+def seed_outcome(numbers: dict[str, float], seed: str) -> Outcome:
+    """One seed's outcome from its paired differences (keys ``{seed}_...``)."""
+    icl_low = numbers[f"{seed}_icl_difference_ci_low"]
+    icl_high = numbers[f"{seed}_icl_difference_ci_high"]
+    iwl_low = numbers[f"{seed}_iwl_difference_ci_low"]
+    iwl_high = numbers[f"{seed}_iwl_difference_ci_high"]
+    if icl_low >= ICL_GAP and iwl_low > IWL_GAP:
+        return "reproduced"
+    if icl_high < NO_ICL_GAP or iwl_high < -IWL_GAP:
+        return "not reproduced"
+    return "inconclusive"
