@@ -63,9 +63,9 @@ class LinearProbeOptions(ProbeOptions):
     alpha: float | None = Field(
         None,
         gt=0,
-        description="ridge strength relative to the mean eigenvalue of the hidden states' "
-        f"covariance (null: the best of {list(ALPHA_GRID)} on a validation quarter of the "
-        "fit prompts, per layer, position and target)",
+        description="token pooling's ridge strength relative to the mean eigenvalue of the "
+        f"hidden states' covariance (null: the best of {list(ALPHA_GRID)} on a validation "
+        "quarter of the fit prompts, per layer, position and target)",
     )
     positions: tuple[int, ...] | None = Field(
         None,
@@ -76,7 +76,7 @@ class LinearProbeOptions(ProbeOptions):
         "token",
         description="token: a ridge probe of the hidden state at x_k; attention: Akyürek et "
         "al.'s probe, a learned attention pooling over the hidden states of every token up to "
-        "x_k, then a linear read-out (one per layer and target, fitted over all positions)",
+        "x_k, then a linear read-out (one per layer, target and position, fitted with Adam)",
     )
     fit_steps: int = Field(
         2000, ge=1, description="Adam steps of batch 256 fitting each attention-pooled probe"

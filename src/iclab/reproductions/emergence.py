@@ -54,6 +54,9 @@ SCORES = ("prefix_matching", "induction", "previous_token")  # the probe's best 
 
 @dataclass(frozen=True)
 class EmergenceSetting:
+    """The run of each training seed (from ``runs``) and the prompts each checkpoint is probed
+    on."""
+
     runs: PresetChanges
     seeds: tuple[int, ...]
     probe_prompts: int
@@ -134,11 +137,9 @@ def dynamics(run: RunDir, config: RunConfig, probe_prompts: int, path: Path) -> 
     def models():
         return [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
 
-    points = compared_learners(models, config, path.parent / "curves", [run])
-    task, probe = (
-        config.task.build(),
-        AttentionHeads(AttentionHeadsOptions(n_prompts=probe_prompts)),
-    )
+    points = compared_learners(models, config, path.parent, [run])  # curves.csv beside it
+    task = config.task.build()
+    probe = AttentionHeads(AttentionHeadsOptions(n_prompts=probe_prompts))
     rows = []
     for step in steps:
         generator = generator_for(config.eval.seed, "induction-heads")  # the same prompts

@@ -62,9 +62,10 @@ def run_config(scale: Scale) -> RunConfig:
 
 
 def probe_rows(
-    model: InContextModel, config: RunConfig, scale: Scale, pooling: str, seed: str
+    model: InContextModel, config: RunConfig, scale: Scale, pooling: str, name: str
 ) -> list[dict]:
-    """linear_probe's R² rows (target, layer, position, r2) at k = 2d and the last x."""
+    """linear_probe's R² rows (target, layer, position, r2) at k = 2d and the last x, of the
+    model called ``name`` (its probe prompts drawn from that name)."""
     n_points, d = config.task.n_points, config.task.n_dims
     options = LinearProbeOptions(
         targets=TARGETS,
@@ -73,9 +74,9 @@ def probe_rows(
         pooling=pooling,
         fit_steps=FIT_STEPS[scale],
     )
-    generator = generator_for(config.eval.seed, "linear-probes", seed)
+    generator = generator_for(config.eval.seed, "linear-probes", name)
     result = LinearProbe(options).run(model.eval(), config.task.build(), n_points, generator)
-    return [{**row, "pooling": pooling, "model": seed} for row in result.tables["r2"]]
+    return [{**row, "pooling": pooling, "model": name} for row in result.tables["r2"]]
 
 
 def probed(run: RunDir, config: RunConfig, scale: Scale, path: Path) -> list[dict]:
