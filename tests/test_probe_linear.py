@@ -156,6 +156,11 @@ def test_probe_refuses_tasks_without_true_linear_weights(task_name, reason):
     LinearProbe().check_applies(PlantedModel(3, 8), make_task("linear_regression", n_dims=3))
 
 
+def test_a_ridge_strength_for_the_attention_pooled_probe_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="alpha is the ridge strength of pooling=token"):
+        LinearProbeOptions(pooling="attention", alpha=1.0)
+
+
 def test_positions_outside_the_prompt_are_refused_by_name():
     probe = build_probe("linear_probe(positions=[9])")
     with pytest.raises(ValueError, match="positions"):

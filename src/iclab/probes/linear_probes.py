@@ -30,7 +30,7 @@ from typing import Literal
 
 import matplotlib.pyplot as plt
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from iclab.algorithms.linear import prefix_moments
@@ -81,6 +81,15 @@ class LinearProbeOptions(ProbeOptions):
     fit_steps: int = Field(
         2000, ge=1, description="Adam steps of batch 256 fitting each attention-pooled probe"
     )
+
+    @model_validator(mode="after")
+    def _alpha_is_for_ridge(self) -> LinearProbeOptions:
+        if self.alpha is not None and self.pooling == "attention":
+            raise ValueError(
+                "alpha is the ridge strength of pooling=token; the attention-pooled probe is "
+                "fitted with Adam (fit_steps)"
+            )
+        return self
 
 
 @register_probe("linear_probe")
