@@ -1,6 +1,7 @@
-"""Reproductions that look inside the model: linear-probes (what the hidden states hold) and
-induction-heads (what changes along training). Their decisions are tested from tables in
-test_reproduction_decisions.py; here, what their runs produce at smoke scale and their helpers."""
+"""Reproductions of how in-context learning comes about: linear-probes (what the hidden states
+hold), induction-heads (what changes along training) and bursty-icl (what the training data
+does). Their decisions are tested from tables in test_reproduction_decisions.py; here, what
+their runs produce at smoke scale, their helpers, and the documented CPU runs (slow)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,22 @@ def test_induction_heads_at_cpu_scale(tmp_path):
     for seed in emergence.SETTINGS["cpu"].seeds:
         assert numbers[f"seed{seed}_jump_step"] % 25 == 0
         assert 0.0 <= numbers[f"seed{seed}_head_end"] <= 1.0
+
+
+@pytest.mark.slow
+def test_bursty_icl_at_cpu_scale(tmp_path):
+    """The documented CPU-scale run (44.6 minutes, one thread on a shared machine; reproduced in
+    three seeds): docs/REPRODUCTIONS.md. Measured: novel classes bursty 0.998 vs uniform
+    0.025–0.035; absent classes uniform 0.74–0.77 vs bursty 0.027–0.031. Checked whatever the
+    verdict: accuracies are accuracies and each difference lies inside its interval."""
+    from iclab.reproductions import bursty, reproduce
+
+    reproduce("bursty-icl", tmp_path, "cpu", show_progress=False)
+    numbers = recorded_verdict(tmp_path, "bursty-icl", "cpu")["numbers"]
+    for seed in bursty.SEEDS["cpu"]:
+        for mode in bursty.MODES:
+            assert all(0.0 <= numbers[f"seed{seed}_{mode}_{t}"] <= 1.0 for t in bursty.TRAINING)
+            low, high = (
+                numbers[f"seed{seed}_{mode}_difference_ci_{end}"] for end in ("low", "high")
+            )
+            assert low <= numbers[f"seed{seed}_{mode}_difference"] <= high
