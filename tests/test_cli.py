@@ -198,6 +198,9 @@ def test_threads_option_sets_torch_threads_and_rejects_zero(tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     assert calls == [1]
     assert runner.invoke(app, ["train", str(config), "--threads", "0"]).exit_code == 2
+    evaluated = runner.invoke(app, ["eval", str(run), "--no-progress", "--threads", "2"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert calls == [1, 2]
 
 
 def test_a_user_error_is_one_line_and_debug_shows_its_traceback(tmp_path):

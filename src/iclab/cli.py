@@ -245,6 +245,7 @@ def eval_command(
         ),
     ] = "latest",
     progress: ProgressOption = True,
+    threads: ThreadsOption = None,
 ) -> None:
     """Evaluate a run and its algorithms on the same fresh prompts, or, with --task, the
     algorithms alone (the yardsticks a model will be measured against).
@@ -253,6 +254,7 @@ def eval_command(
     paired: eval/differences.csv has their own confidence intervals. Evaluating never changes
     the run's config.yaml: what it used is written to eval/settings.yaml."""
     from iclab.config import build_config
+    from iclab.devices import set_threads
     from iclab.report.console import checkpoint_table, evaluation_files, evaluation_tables
     from iclab.run import (
         RunDir,
@@ -263,6 +265,7 @@ def eval_command(
         write_evaluation,
     )
 
+    set_threads(threads)
     changes = eval_overrides(overrides, algorithms, shift, n_points, n_prompts, reference, cache)
     if run is not None:
         if task is not None or out is not None:
