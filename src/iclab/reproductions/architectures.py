@@ -398,6 +398,8 @@ class LanguageArchitectures(Reproduction):
             params[name] = runs[name].read_info()["n_params"]
         config = setting.runs.config(eval={"reference": REFERENCE})
         models = [named(trained_model(run), name) for name, run in runs.items()]
+        # Evaluated afresh on every run (seconds): the per-prompt scores the decision needs
+        # are not written to disk, so the cached tables of `compared` cannot serve here
         evaluation = evaluate_config(config, models)
         write_curves_csv(evaluation.curves, out / "curves.csv")
         write_differences_csv(evaluation.differences, out / "differences.csv")

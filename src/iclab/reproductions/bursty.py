@@ -143,12 +143,11 @@ class BurstyICL(Reproduction):
                     f"seed{seed}_{mode}_difference_ci_low": low,
                     f"seed{seed}_{mode}_difference_ci_high": high,
                 }
-        task = run_config(scale, "bursty").task.build().options
-        numbers["icl_chance_a_context_label"] = task.burstiness / (
-            run_config(scale, "bursty").task.n_points - 1
-        )
-        numbers["iwl_chance"] = 1.0 / task.n_labels
-        numbers["steps"] = run_config(scale, "bursty").train.steps
+        config = run_config(scale, "bursty")
+        options = config.task.build().options
+        numbers["icl_chance_a_context_label"] = options.burstiness / (config.task.n_points - 1)
+        numbers["iwl_chance"] = 1.0 / options.n_labels
+        numbers["steps"] = config.train.steps
         save_figure(self.figure(numbers, scale), out / "figure.png")
         return self.judged(
             numbers,

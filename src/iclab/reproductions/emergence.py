@@ -133,19 +133,15 @@ def dynamics(run: RunDir, config: RunConfig, probe_prompts: int, path: Path) -> 
                 {key: float(value) for key, value in row.items()} for row in csv.DictReader(file)
             ]
     steps = kept_steps(run.path)
-
-    def models():
-        return [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
-
-    points = compared_learners(models, config, path.parent, [run])  # curves.csv beside it
+    # Every checkpoint is probed below, so each is loaded once, for the evaluation and the probe
+    models = [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
+    points = compared_learners(lambda: models, config, path.parent, [run])  # curves.csv beside
     task = config.task.build()
     probe = AttentionHeads(AttentionHeadsOptions(n_prompts=probe_prompts))
     rows = []
-    for step in steps:
+    for step, model in zip(steps, models, strict=True):
         generator = generator_for(config.eval.seed, "induction-heads")  # the same prompts
-        result = probe.run(
-            load_trained_model(run.path, step=step), task, config.task.n_points, generator
-        )
+        result = probe.run(model, task, config.task.n_points, generator)
         for figure in result.figures.values():
             plt.close(figure)
         accuracy, _ = pooled(curve(points, f"step {step}"))
