@@ -20,6 +20,7 @@ from iclab.reproductions import (
     emergence,
     garg,
     probing,
+    transience,
     von_oswald,
 )
 from iclab.reproductions import architectures as arch
@@ -674,6 +675,76 @@ BURSTY = [
 ]
 
 
+# --- icl-transience: ICL peak, its fade to the last checkpoint, IWL at both ---------------------
+
+
+def transience_numbers(
+    peak: float = 0.99,
+    fade: tuple[float, float] = (0.4, 0.5),
+    iwl: tuple[float, float] = (0.05, 0.8),
+    seed: int = 0,
+) -> dict[str, float]:
+    """``fade``: (ci_low, ci_high) of peak − final ICL; ``iwl``: (at the peak, final)."""
+    return {
+        f"seed{seed}_icl_peak": peak,
+        f"seed{seed}_icl_fade_ci_low": fade[0],
+        f"seed{seed}_icl_fade_ci_high": fade[1],
+        f"seed{seed}_iwl_at_peak": iwl[0],
+        f"seed{seed}_iwl_final": iwl[1],
+    }
+
+
+TRANSIENCE = [
+    (transience_numbers(), REPRODUCED, "ICL rose, then faded as IWL took over"),
+    (transience_numbers() | transience_numbers(seed=1), REPRODUCED, "two seeds agree"),
+    (
+        transience_numbers() | transience_numbers(peak=transience.EMERGED - UP, seed=1),
+        INCONCLUSIVE,
+        "ICL never emerged in the second seed: the seeds disagree",
+    ),
+    (transience_numbers(peak=transience.EMERGED - UP), INCONCLUSIVE, "ICL peak just short"),
+    (
+        transience_numbers(peak=transience.EMERGED, fade=(transience.FADES, 0.5)),
+        REPRODUCED,
+        "peak and fade exactly at their thresholds",
+    ),
+    (transience_numbers(fade=(transience.FADES - UP, 0.5)), INCONCLUSIVE, "fade just short"),
+    (
+        transience_numbers(iwl=(0.1, 0.1 + transience.TAKES_OVER)),
+        REPRODUCED,
+        "IWL rose exactly by its threshold",
+    ),
+    (
+        transience_numbers(iwl=(0.1, 0.1 + transience.TAKES_OVER - 0.01)),
+        INCONCLUSIVE,
+        "ICL faded but IWL did not take over",
+    ),
+    (
+        transience_numbers(fade=(-0.03, transience.PERSISTS - UP), iwl=(0.6, 0.95)),
+        NOT_REPRODUCED,
+        "ICL persists beside learned IWL",
+    ),
+    (
+        transience_numbers(fade=(-0.03, transience.PERSISTS - UP), iwl=(0.3, 0.9)),
+        NOT_REPRODUCED,
+        "ICL persists though IWL rose to near perfect",
+    ),
+    (
+        transience_numbers(fade=(-0.03, transience.PERSISTS), iwl=(0.6, 0.95)),
+        INCONCLUSIVE,
+        "the fade's interval reaches the persistence edge",
+    ),
+    (
+        transience_numbers(
+            fade=(-0.03, transience.PERSISTS - UP),
+            iwl=(0.05, transience.IWL_LEARNED - UP),
+        ),
+        INCONCLUSIVE,
+        "ICL persists but IWL was never learned: trained too short to tell",
+    ),
+]
+
+
 TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "garg-linear": GARG,
     "von-oswald-gd": VON_OSWALD,
@@ -686,6 +757,7 @@ TABLES: dict[str, list[tuple[dict[str, float], Outcome, str]]] = {
     "linear-probes": PROBES,
     "induction-heads": INDUCTION,
     "bursty-icl": BURSTY,
+    "icl-transience": TRANSIENCE,
 }
 CASES = [
     pytest.param(name, numbers, expected, id=f"{name}: {why}")
@@ -724,6 +796,7 @@ def test_the_task_diversity_sides_follow_the_order_of_m_not_of_the_keys():
         ("induction-heads", {"steps": 600.0}),  # no seed
         ("mqar-state", {"softmax_state": 4608.0}),  # no seed
         ("bursty-icl", {"icl_chance_a_context_label": 0.5}),  # no seed
+        ("icl-transience", {"iwl_chance": 1 / 32}),  # no seed
     ],
 )
 def test_a_decision_without_its_comparisons_is_an_error_not_a_verdict(name, numbers):

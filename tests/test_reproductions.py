@@ -4,6 +4,7 @@ the von Oswald construction's known answer, and the documented CPU-scale runs (s
 from __future__ import annotations
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import tiny_config
@@ -11,6 +12,7 @@ from iclab.cli import app
 from iclab.reproductions import REPRODUCTIONS, reproduce
 from iclab.reproductions.base import SCALES, trained, untrained_model
 from iclab.run import RunDir
+from iclab.training.trainer import with_batch_shards, with_precision
 from reproduction_checks import recorded_verdict
 
 
@@ -34,8 +36,17 @@ def test_every_reproduction_runs_end_to_end_at_smoke_scale_from_the_cli(name, tm
     )
     assert result.exit_code == 0, result.output
     recorded_verdict(tmp_path, name, "smoke")
-    for info in (tmp_path / name).rglob("run.json"):
-        assert RunDir(info.parent).read_info()["status"] == "completed"
+    runs = {
+        info.parent.relative_to(tmp_path / name).as_posix(): RunDir(info.parent)
+        for info in (tmp_path / name).rglob("run.json")
+    }
+    # What `trainings` lists (and the cost estimate counts) is exactly what the run trained
+    trainings = REPRODUCTIONS.get(name).trainings("smoke")
+    assert set(runs) == set(trainings)
+    for key, run in runs.items():
+        assert run.read_info()["status"] == "completed"
+        expected = with_precision(with_batch_shards(trainings[key], 1), torch.device("cpu"))
+        assert run.load_config().model_dump() == expected.model_dump(), key
 
 
 def test_cli_lists_reproductions_and_rejects_unknown_ones_and_unknown_scales(tmp_path):

@@ -573,11 +573,27 @@ def reproduce(
     from iclab.devices import set_threads
 
     set_threads(threads)
+    if scale == "paper":
+        console.print(paper_scale_estimate(names))
     verdicts = [run_reproduction(entry, out, scale, show_progress=progress) for entry in names]
     console.print(verdict_table(verdicts, scale))
     console.print(
         f"verdicts and figures: {escape(str(out))}/NAME/verdict.json, figure.png", soft_wrap=True
     )
+
+
+def paper_scale_estimate(names: list[str]) -> str:
+    """The estimated GPU time of training ``names`` at paper scale, and a warning without a GPU."""
+    import torch
+
+    from iclab.reproductions import REPRODUCTIONS
+    from iclab.reproductions.budget import ESTIMATE_GPU, gpu_hours
+
+    hours = sum(gpu_hours(REPRODUCTIONS.get(n).trainings("paper").values()) for n in names)
+    line = f"paper scale: about {hours:.2g} {ESTIMATE_GPU} hours of training (an estimate)"
+    if not torch.cuda.is_available():
+        line += "; no GPU here, so expect far longer on this CPU"
+    return line
 
 
 @app.command()

@@ -148,11 +148,13 @@ def probes() -> list[Entry]:
 
 def reproductions() -> list[Entry]:
     from iclab.reproductions import REPRODUCTIONS
+    from iclab.reproductions.budget import ESTIMATE_GPU, gpu_hours
 
     return [
         {
             "name": name,
-            "title": f" ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale)",
+            "title": f" ({cls.paper}; about {cls.cpu_minutes:g} min at cpu scale, paper scale "
+            f"≈ {gpu_hours(cls.trainings('paper').values()):.2g} {ESTIMATE_GPU} hours)",
             "details": [cls.claim],
         }
         for name, cls in REPRODUCTIONS

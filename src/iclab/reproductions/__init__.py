@@ -10,6 +10,7 @@ from iclab.reproductions import (  # noqa: F401  (import registers each reproduc
     garg,
     probing,
     task_diversity,
+    transience,
     von_oswald,
 )
 from iclab.reproductions.base import (

@@ -36,7 +36,7 @@ from iclab.reproductions.base import (
     named,
     register_reproduction,
     seeds_in,
-    trained,
+    trained_all,
     trained_model,
 )
 from iclab.run import evaluate_config
@@ -161,23 +161,34 @@ class RecallState(Reproduction):
     def decide(numbers: dict[str, float]) -> Outcome:
         return agreed(seed_outcome(numbers, seed) for seed in seeds_in(numbers, "attention_min"))
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        setting = RECALL[scale]
+        return {
+            f"seed{seed}/{mixer}-pairs{pairs}": setting.runs.config(
+                name=f"mqar-{mixer}-{pairs}-seed{seed}",
+                task={"n_pairs": pairs, "n_queries": pairs, "n_points": n_points},
+                model=model,
+                train={"seed": seed},
+            )
+            for seed in setting.seeds
+            for mixer, model in setting.mixers.items()
+            for pairs, n_points in setting.pairs.items()
+        }
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         setting = RECALL[scale]
         fewest, most = min(setting.pairs), max(setting.pairs)
+        configs = self.trainings(scale)
+        runs = trained_all(configs, out, show_progress)
         accuracy: dict[tuple[int, str, int], tuple[float, float]] = {}
         states: dict[tuple[str, int], int] = {}
         numbers: dict[str, float] = {}
         for seed in setting.seeds:
-            for mixer, model in setting.mixers.items():
+            for mixer in setting.mixers:
                 for pairs, n_points in setting.pairs.items():
-                    config = setting.runs.config(
-                        name=f"mqar-{mixer}-{pairs}-seed{seed}",
-                        task={"n_pairs": pairs, "n_queries": pairs, "n_points": n_points},
-                        model=model,
-                        train={"seed": seed},
-                    )
-                    run_dir = out / f"seed{seed}" / f"{mixer}-pairs{pairs}"
-                    run = trained(config, run_dir, show_progress)
+                    key = f"seed{seed}/{mixer}-pairs{pairs}"
+                    config, run = configs[key], runs[key]
                     accuracy[seed, mixer, pairs] = pooled(curve(evaluated_curves(run), "model"))
                     d_model = run.read_info().get("d_model", config.model.d_model)
                     states[mixer, pairs] = state_size(config, d_model, n_points)
@@ -389,13 +400,18 @@ class LanguageArchitectures(Reproduction):
             return "not reproduced"
         return "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        setting = LANGUAGE[scale]
+        return {
+            name: setting.runs.config(name=f"icll-{name}", model=model)
+            for name, model in setting.architectures.items()
+        }
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         setting = LANGUAGE[scale]
-        runs, params = {}, {}
-        for name, model in setting.architectures.items():
-            config = setting.runs.config(name=f"icll-{name}", model=model)
-            runs[name] = trained(config, out / name, show_progress)
-            params[name] = runs[name].read_info()["n_params"]
+        runs = trained_all(self.trainings(scale), out, show_progress)
+        params = {name: run.read_info()["n_params"] for name, run in runs.items()}
         config = setting.runs.config(eval={"reference": REFERENCE})
         models = [named(trained_model(run), name) for name, run in runs.items()]
         # Evaluated afresh on every run (seconds): the per-prompt scores the decision needs

@@ -109,9 +109,16 @@ class Reproduction(ABC):
         a pure function, so anyone can re-decide a verdict.json and the rule is tested from a
         table of cases."""
 
+    @staticmethod
+    @abstractmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        """Every model ``run`` trains at ``scale``, by its run directory under ``out``: what
+        ``trained_all`` trains and what the scale's cost estimate counts (``budget``)."""
+
     @abstractmethod
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        """Train, evaluate, draw the figure and return ``judged`` numbers."""
+        """Train (``trained_all(self.trainings(scale), out)``), evaluate, draw the figure and
+        return ``judged`` numbers."""
 
     def judged(
         self, numbers: dict[str, float], scale: Scale, quantity: str, threshold: str
@@ -208,6 +215,13 @@ def trained(config: RunConfig, run_dir: Path, show_progress: bool = True) -> Run
         return run
     train_run(config, run.path, resume=run.exists(), show_progress=show_progress)
     return run
+
+
+def trained_all(
+    configs: dict[str, RunConfig], out: Path, show_progress: bool = True
+) -> dict[str, RunDir]:
+    """Every run of ``configs`` (a reproduction's ``trainings``) trained in ``out / key``."""
+    return {key: trained(config, out / key, show_progress) for key, config in configs.items()}
 
 
 def newer_than_checkpoints(table: Path, runs: Iterable[RunDir]) -> bool:

@@ -7,6 +7,7 @@ from typing import Literal
 
 import matplotlib.pyplot as plt
 
+from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, PairedDifference, read_differences_csv
 from iclab.report.plots import save_figure
 from iclab.reproductions.base import (
@@ -23,7 +24,7 @@ from iclab.reproductions.base import (
     evaluated_curves,
     late_average,
     register_reproduction,
-    trained,
+    trained_all,
 )
 from iclab.run import RunDir
 
@@ -128,12 +129,17 @@ class Boolean(Reproduction):
             return "not reproduced"
         return "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {
+            family: setting.config(name=f"boolean-{family}")
+            for family, setting in SETTINGS[scale].items()
+        }
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        configs, runs, points = {}, {}, {}
-        for family, setting in SETTINGS[scale].items():
-            configs[family] = setting.config(name=f"boolean-{family}")
-            runs[family] = trained(configs[family], out / family, show_progress)
-            points[family] = evaluated_curves(runs[family])
+        configs = self.trainings(scale)
+        runs = trained_all(configs, out, show_progress)
+        points = {family: evaluated_curves(run) for family, run in runs.items()}
 
         conjunction_k = 2 * configs["conjunction"].task.n_dims
         # The differences are model − elimination (the run's reference, its first yardstick);

@@ -31,7 +31,7 @@ from iclab.reproductions.base import (
     compared,
     register_reproduction,
     seeds_in,
-    trained,
+    trained_all,
 )
 
 TRAINING = {"bursty": 1.0, "uniform": 0.0}  # p_bursty of each model's training sequences
@@ -89,10 +89,20 @@ def run_config(scale: Scale, training: str, seed: int = 0) -> RunConfig:
     )
 
 
-def query_accuracy(points: list[CurvePoint], learner: str) -> float:
-    """The learner's accuracy at the query (the only scored position)."""
+def query_point(points: list[CurvePoint], learner: str) -> CurvePoint:
+    """The learner's accuracy at the query (the only scored position), with its interval."""
     (point,) = [p for p in points if p.learner == learner and p.shift == "none"]
-    return point.mean
+    return point
+
+
+def chance_levels(config: RunConfig) -> dict[str, float]:
+    """What guessing scores: in the icl mode, a label of the context at random (each of its
+    N / B classes is B exemplars of the N), in the iwl mode one of the L labels."""
+    options = config.task.build().options
+    return {
+        "icl_chance_a_context_label": options.burstiness / (config.task.n_points - 1),
+        "iwl_chance": 1.0 / options.n_labels,
+    }
 
 
 def bursty_minus_uniform(differences: list[PairedDifference]) -> tuple[float, float, float]:
@@ -119,22 +129,26 @@ class BurstyICL(Reproduction):
         seeds = seeds_in(numbers, "icl_difference_ci_low")
         return agreed(seed_outcome(numbers, seed) for seed in seeds)
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {
+            f"seed{seed}/{training}": run_config(scale, training, seed)
+            for seed in SEEDS[scale]
+            for training in TRAINING
+        }
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
+        trainings = trained_all(self.trainings(scale), out, show_progress)
         numbers: dict[str, float] = {}
         for seed in SEEDS[scale]:
-            runs = {
-                training: trained(
-                    run_config(scale, training, seed), out / f"seed{seed}" / training, show_progress
-                )
-                for training in TRAINING
-            }
+            runs = {training: trainings[f"seed{seed}/{training}"] for training in TRAINING}
             for mode in MODES:
                 config = run_config(scale, "bursty", seed).updated(
                     eval={"task_options": {"mode": mode}, "reference": "uniform"}
                 )
                 curves, differences = compared(runs, config, out / f"seed{seed}" / f"eval-{mode}")
                 for training in TRAINING:
-                    numbers[f"seed{seed}_{mode}_{training}"] = query_accuracy(curves, training)
+                    numbers[f"seed{seed}_{mode}_{training}"] = query_point(curves, training).mean
                 mean, low, high = bursty_minus_uniform(differences)
                 sign = 1.0 if mode == "icl" else -1.0  # IWL: uniform − bursty
                 low, high = sorted((sign * low, sign * high))
@@ -144,9 +158,7 @@ class BurstyICL(Reproduction):
                     f"seed{seed}_{mode}_difference_ci_high": high,
                 }
         config = run_config(scale, "bursty")
-        options = config.task.build().options
-        numbers["icl_chance_a_context_label"] = options.burstiness / (config.task.n_points - 1)
-        numbers["iwl_chance"] = 1.0 / options.n_labels
+        numbers |= chance_levels(config)
         numbers["steps"] = config.train.steps
         save_figure(self.figure(numbers, scale), out / "figure.png")
         return self.judged(

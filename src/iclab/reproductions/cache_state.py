@@ -30,9 +30,10 @@ from iclab.reproductions.base import (
     compared_learners,
     curve,
     register_reproduction,
-    trained,
+    trained_all,
     trained_model,
 )
+from iclab.run import RunDir
 
 ATTENTION, STATE = "softmax", "gla"
 POLICIES = ["window", "sink_window", "h2o", "tova", "snapkv", "knorm", "random"]
@@ -182,10 +183,32 @@ class CacheVersusState(Reproduction):
         )
         return "not reproduced" if refuted else "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        setting = SETTINGS[scale]
+        recall = {
+            f"recall-{mixer}-pairs{pairs}": setting.recall.config(
+                name=f"recall-{mixer}-{pairs}",
+                task={"n_pairs": pairs, "n_queries": pairs, "n_points": n_points},
+                model=model,
+            )
+            for pairs, n_points in setting.pairs.items()
+            for mixer, model in setting.recall_models.items()
+        }
+        regression = {
+            f"regression-{mixer}": setting.regression.config(
+                name=f"regression-{mixer}", model=model
+            )
+            for mixer, model in setting.regression_models.items()
+        }
+        return recall | regression
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         setting = SETTINGS[scale]
-        recall, recall_budget = self.recall(setting, out, show_progress)
-        regression, regression_budget, k = self.regression(setting, out, show_progress)
+        configs = self.trainings(scale)
+        runs = trained_all(configs, out, show_progress)
+        recall, recall_budget = self.recall(setting, configs, runs, out)
+        regression, regression_budget, k = self.regression(setting, configs, runs, out)
         fewest, most = min(setting.pairs), max(setting.pairs)
         policies = [f"model[{name}(budget={recall_budget})]" for name in POLICIES]
         best = max(policies, key=lambda name: recall[name, most][0])
@@ -228,20 +251,18 @@ class CacheVersusState(Reproduction):
         )
 
     def recall(
-        self, setting: CacheSetting, out: Path, show_progress: bool
+        self,
+        setting: CacheSetting,
+        configs: dict[str, RunConfig],
+        trainings: dict[str, RunDir],
+        out: Path,
     ) -> tuple[dict[tuple[str, int], tuple[float, float]], int]:
         """(learner, pairs) → pooled query accuracy and half-width; and the cache budget."""
         accuracy: dict[tuple[str, int], tuple[float, float]] = {}
         budget = 0
         for pairs, n_points in setting.pairs.items():
-            runs = {}
-            for mixer, model in setting.recall_models.items():
-                config = setting.recall.config(
-                    name=f"recall-{mixer}-{pairs}",
-                    task={"n_pairs": pairs, "n_queries": pairs, "n_points": n_points},
-                    model=model,
-                )
-                runs[mixer] = trained(config, out / f"recall-{mixer}-pairs{pairs}", show_progress)
+            runs = {m: trainings[f"recall-{m}-pairs{pairs}"] for m in setting.recall_models}
+            config = configs[f"recall-{ATTENTION}-pairs{pairs}"]
             attention, recurrent = (trained_model(runs[m]) for m in (ATTENTION, STATE))
             budget = matched_budget(attention, recurrent, n_points)
             points = self.compare(
@@ -252,13 +273,15 @@ class CacheVersusState(Reproduction):
         return accuracy, budget
 
     def regression(
-        self, setting: CacheSetting, out: Path, show_progress: bool
+        self,
+        setting: CacheSetting,
+        configs: dict[str, RunConfig],
+        trainings: dict[str, RunDir],
+        out: Path,
     ) -> tuple[dict[str, dict[int, CurvePoint]], int, int]:
         """Learner → its error curve; the cache budget; the last k."""
-        runs = {}
-        for mixer, model in setting.regression_models.items():
-            config = setting.regression.config(name=f"regression-{mixer}", model=model)
-            runs[mixer] = trained(config, out / f"regression-{mixer}", show_progress)
+        runs = {m: trainings[f"regression-{m}"] for m in setting.regression_models}
+        config = configs[f"regression-{ATTENTION}"]
         attention, recurrent = (trained_model(runs[m]) for m in (ATTENTION, STATE))
         n_points = config.task.n_points
         budget = matched_budget(attention, recurrent, n_points)

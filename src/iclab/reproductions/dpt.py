@@ -20,7 +20,7 @@ from iclab.reproductions.base import (
     curve,
     evaluated,
     register_reproduction,
-    trained,
+    trained_all,
 )
 
 # cpu: the bandit preset (5 Gaussian arms, noise 0.3, horizon 50 instead of the paper's 500);
@@ -90,9 +90,13 @@ class DPTBandit(Reproduction):
             return "not reproduced"
         return "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {"run": run_config(scale)}
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         config = run_config(scale)
-        run = trained(config, out / "run", show_progress)
+        run = trained_all(self.trainings(scale), out, show_progress)["run"]
         directory = evaluated(run)
         points = read_curves_csv(directory / "curves.csv")
         differences = read_differences_csv(directory / "differences.csv")

@@ -43,7 +43,7 @@ from iclab.reproductions.base import (
     newer_than_checkpoints,
     register_reproduction,
     seeds_in,
-    trained,
+    trained_all,
 )
 from iclab.run import RunDir, load_trained_model
 from iclab.run.evaluation import kept_steps
@@ -207,13 +207,18 @@ class InductionHeads(Reproduction):
         seeds = seeds_in(numbers, "jump_step")
         return agreed(seed_outcome(numbers, seed, numbers["steps"]) for seed in seeds)
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {f"seed{seed}": run_config(scale, seed) for seed in SETTINGS[scale].seeds}
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         setting = SETTINGS[scale]
+        configs = self.trainings(scale)
+        runs = trained_all(configs, out, show_progress)
         numbers: dict[str, float] = {}
         curves: dict[int, list[dict]] = {}
         for seed in setting.seeds:
-            config = run_config(scale, seed)
-            run = trained(config, out / f"seed{seed}", show_progress)
+            config, run = configs[f"seed{seed}"], runs[f"seed{seed}"]
             path = out / f"seed{seed}-dynamics" / "dynamics.csv"
             path.parent.mkdir(exist_ok=True)
             curves[seed] = dynamics(run, config, setting.probe_prompts, path)

@@ -19,7 +19,7 @@ from iclab.reproductions.base import (
     curve,
     evaluated_curves,
     register_reproduction,
-    trained,
+    trained_all,
 )
 
 # cpu: the quickstart model and task (d = 5, 21 points) trained 2.4 times longer; paper: the
@@ -67,9 +67,13 @@ class GargLinear(Reproduction):
             return "not reproduced"
         return "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {"run": run_config(scale)}
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         config = run_config(scale)
-        run = trained(config, out / "run", show_progress)
+        run = trained_all(self.trainings(scale), out, show_progress)["run"]
         points = evaluated_curves(run)
         d = config.task.n_dims
         model, least_squares = curve(points, "model"), curve(points, "least_squares")

@@ -27,7 +27,7 @@ from iclab.reproductions.base import (
     evaluated_curves,
     newer_than_checkpoints,
     register_reproduction,
-    trained,
+    trained_all,
     trained_model,
     untrained_model,
 )
@@ -145,9 +145,13 @@ class LinearProbes(Reproduction):
             return "not reproduced"
         return "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {"run": run_config(scale)}
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         config = run_config(scale)
-        run = trained(config, out / "run", show_progress)
+        run = trained_all(self.trainings(scale), out, show_progress)["run"]
         d, last = config.task.n_dims, config.task.n_points - 1
         model_curve = curve(evaluated_curves(run), "model")
         rows = probed(run, config, scale, out / "probes.csv")

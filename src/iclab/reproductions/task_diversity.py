@@ -29,7 +29,7 @@ from iclab.reproductions.base import (
     late_average,
     recorded,
     register_reproduction,
-    trained,
+    trained_all,
 )
 
 RIDGE = "ridge(alpha=0.25)"  # λ = σ²/τ² at σ = 0.5, τ = 1: Bayes-optimal for the Gaussian prior
@@ -164,13 +164,18 @@ class TaskDiversity(Reproduction):
             return "inconclusive"
         return outcome_of(list(sides(numbers).values()))
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {f"M{pool_label(m)}": run_config(scale, m) for m in SETTINGS[scale].pool_sizes}
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         pool_sizes = SETTINGS[scale].pool_sizes
+        configs = self.trainings(scale)
+        runs = trained_all(configs, out, show_progress)
         unseen, seen, numbers = {}, {}, {}
         for pool_size in pool_sizes:
             label = pool_label(pool_size)
-            config = run_config(scale, pool_size)
-            run = trained(config, out / f"M{label}", show_progress)
+            config, run = configs[f"M{label}"], runs[f"M{label}"]
             seen[pool_size] = evaluated_curves(run)
             # The model, dMMSE (its own pool) and ridge on prompts whose w comes from the prior,
             # beside the run (only the run layer writes into a run directory).

@@ -18,7 +18,7 @@ from iclab.reproductions.base import (
     Scale,
     Verdict,
     register_reproduction,
-    trained,
+    trained_all,
     trained_model,
     untrained_model,
 )
@@ -108,9 +108,13 @@ class VonOswaldGD(Reproduction):
             return "not reproduced"
         return "inconclusive"
 
+    @staticmethod
+    def trainings(scale: Scale) -> dict[str, RunConfig]:
+        return {"run": run_config(scale)}
+
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
         config = run_config(scale)
-        run = trained(config, out / "run", show_progress)
+        run = trained_all(self.trainings(scale), out, show_progress)["run"]
         model = trained_model(run)
         untrained = untrained_model(config, seed=0)
         after, before = alignment(model, config, "trained"), alignment(untrained, config, "init")
