@@ -206,19 +206,20 @@ SIDES = {  # model − ridge (mean, ci_low, ci_high) that puts M on each side
 
 
 def diversity_numbers(
-    infinite: float = 0.03, **by_pool: str | tuple[float, float, float]
+    infinite: float = 0.03, seed: int = 0, **by_pool: str | tuple[float, float, float]
 ) -> dict[str, float]:
     """``M16="ridge"`` or ``M16=(mean, low, high)`` of model − ridge; every M with DMMSE_GAP.
     An infinite pool (``Minf``), which has no side, is always added, its model − ridge
-    ``infinite`` (the precondition: the M = ∞ model reached ridge)."""
+    ``infinite`` (the precondition: the M = ∞ model reached ridge). Keys of training seed
+    ``seed``."""
     numbers: dict[str, float] = {}
     trained = (infinite, infinite - 0.01, infinite + 0.01)
     for label, model in {**by_pool, "Minf": trained}.items():
         gaps = {"model": SIDES[model] if isinstance(model, str) else model, "dmmse": DMMSE_GAP}
         for learner, (mean, low, high) in gaps.items():
-            numbers[f"{label}_{learner}_minus_ridge"] = mean
-            numbers[f"{label}_{learner}_minus_ridge_ci_low"] = low
-            numbers[f"{label}_{learner}_minus_ridge_ci_high"] = high
+            numbers[f"seed{seed}_{label}_{learner}_minus_ridge"] = mean
+            numbers[f"seed{seed}_{label}_{learner}_minus_ridge_ci_low"] = low
+            numbers[f"seed{seed}_{label}_{learner}_minus_ridge_ci_high"] = high
     return numbers
 
 
@@ -293,6 +294,24 @@ TASK_DIVERSITY = [
         "model's low exactly at half of dMMSE's high: unclear",
     ),
     (diversity_numbers(M1="dmmse"), NOT_REPRODUCED, "one finite M: dMMSE is first and last"),
+    (
+        diversity_numbers(M1="dmmse", M256="ridge")
+        | diversity_numbers(seed=1, M1="dmmse", M256="ridge"),
+        REPRODUCED,
+        "two seeds agree",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M256="ridge")
+        | diversity_numbers(diversity.TRAINED + UP, seed=1, M1="dmmse", M256="ridge"),
+        INCONCLUSIVE,
+        "the second seed's M = ∞ model missed ridge: the seeds disagree",
+    ),
+    (
+        diversity_numbers(M1="ridge", M256="ridge")
+        | diversity_numbers(seed=1, M1="ridge", M256="ridge"),
+        NOT_REPRODUCED,
+        "ridge from the start in both seeds",
+    ),
 ]
 
 
@@ -785,7 +804,11 @@ def test_every_reproduction_decides_from_numbers_alone_with_a_table_reaching_eve
 
 def test_the_task_diversity_sides_follow_the_order_of_m_not_of_the_keys():
     numbers = diversity_numbers(M256="ridge", M4="dmmse", M16="unclear")
-    assert list(diversity.sides(numbers).items()) == [(4, "dmmse"), (16, "unclear"), (256, "ridge")]
+    assert list(diversity.sides(numbers, "seed0").items()) == [
+        (4, "dmmse"),
+        (16, "unclear"),
+        (256, "ridge"),
+    ]
 
 
 @pytest.mark.parametrize(

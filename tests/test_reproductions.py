@@ -9,8 +9,10 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from iclab.cli import app
+from iclab.errors import DivergedError
 from iclab.reproductions import REPRODUCTIONS, reproduce
 from iclab.reproductions.base import SCALES, trained, untrained_model
+from iclab.reproductions.parallel import complete, logged_step, train_in_parallel
 from iclab.run import RunDir
 from iclab.training.trainer import with_batch_shards, with_precision
 from reproduction_checks import recorded_verdict
@@ -111,3 +113,44 @@ def test_von_oswald_gd_at_cpu_scale(tmp_path):
     numbers = recorded_verdict(tmp_path, "von-oswald-gd", "cpu")["numbers"]
     assert abs(numbers["untrained_sensitivity_cosine"]) < 0.2
     assert -1.0 <= numbers["sensitivity_cosine"] <= 1.0
+
+
+def test_runs_trained_side_by_side_equal_runs_trained_one_after_another(tmp_path):
+    configs = {f"seed{seed}": tiny_config(train={"steps": 6, "seed": seed}) for seed in (0, 1)}
+    train_in_parallel(configs, tmp_path / "parallel", jobs=2, threads=1, show_progress=False)
+    for key, config in configs.items():
+        alone = trained(config, tmp_path / "serial" / key, show_progress=False)
+        side_by_side = RunDir(tmp_path / "parallel" / key)
+        assert complete(config, side_by_side.path)
+        assert [row["loss"] for row in side_by_side.read_metrics()] == [
+            row["loss"] for row in alone.read_metrics()
+        ]
+    # complete runs are not trained again
+    stamp = RunDir(tmp_path / "parallel" / "seed0").metrics_path.stat().st_mtime_ns
+    train_in_parallel(configs, tmp_path / "parallel", jobs=2, threads=1, show_progress=False)
+    assert RunDir(tmp_path / "parallel" / "seed0").metrics_path.stat().st_mtime_ns == stamp
+
+
+def test_a_run_that_fails_in_its_process_fails_the_reproduction_with_its_own_error(tmp_path):
+    configs = {
+        "diverges": tiny_config(train={"steps": 60, "lr": 1e9, "divergence_patience": 2}),
+        "fine": tiny_config(train={"steps": 4}),
+    }
+    with pytest.raises(DivergedError, match="diverged"):
+        train_in_parallel(configs, tmp_path, jobs=2, threads=1, show_progress=False)
+
+
+def test_logged_step_skips_a_torn_last_line(tmp_path):
+    assert logged_step(tmp_path) == 0
+    (tmp_path / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "lo')
+    assert logged_step(tmp_path) == 5
+
+
+def test_reproduce_with_jobs_trains_the_runs_side_by_side_and_shows_their_progress(tmp_path):
+    args = ["reproduce", "bursty-icl", "--scale", "smoke", "--jobs", "2", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "training 4 runs, 2 at a time: 16/16" in result.output  # the plain line, piped
+    record = recorded_verdict(tmp_path, "bursty-icl", "smoke")
+    serial = reproduce("bursty-icl", tmp_path / "serial", "smoke", show_progress=False)
+    assert record["numbers"] == serial.numbers  # the same runs, whichever way trained

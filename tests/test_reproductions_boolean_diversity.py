@@ -28,8 +28,11 @@ def check_boolean_yardsticks(numbers: dict[str, float]) -> None:
 def check_task_diversity_yardsticks(numbers: dict[str, float]) -> None:
     """On unseen tasks dMMSE of a single-task pool predicts with the one pool vector: far worse
     than ridge; the infinite pool's dMMSE is the Gaussian posterior mean, i.e. ridge itself."""
-    assert numbers["M1_unseen_dmmse"] > numbers["unseen_ridge"] + 0.5
-    assert numbers["Minf_unseen_dmmse"] == pytest.approx(numbers["unseen_ridge"], abs=1e-3)
+    for seed in diversity.SETTINGS["smoke"].seeds:  # the same pool and prompts in every seed
+        assert numbers[f"seed{seed}_M1_unseen_dmmse"] > numbers["unseen_ridge"] + 0.5
+        assert numbers[f"seed{seed}_Minf_unseen_dmmse"] == pytest.approx(
+            numbers["unseen_ridge"], abs=1e-3
+        )
 
 
 def test_boolean_evaluates_both_families_against_their_yardsticks(smoke):
@@ -44,12 +47,16 @@ def test_boolean_evaluates_both_families_against_their_yardsticks(smoke):
 def test_task_diversity_evaluates_each_pool_on_unseen_tasks(smoke):
     numbers = recorded_verdict(smoke, "task-diversity", "smoke")["numbers"]
     check_task_diversity_yardsticks(numbers)
-    for pool_size in diversity.SETTINGS["smoke"].pool_sizes:
-        unseen = smoke / "task-diversity" / f"M{diversity.pool_label(pool_size)}-unseen"
-        learners = {
-            line.split(",")[0] for line in (unseen / "curves.csv").read_text().splitlines()[1:]
-        }
-        assert {"model", "dmmse", diversity.RIDGE} <= learners
+    for seed in diversity.SETTINGS["smoke"].seeds:
+        for pool_size in diversity.SETTINGS["smoke"].pool_sizes:
+            where = f"seed{seed}/M{diversity.pool_label(pool_size)}-unseen"
+            learners = {
+                line.split(",")[0]
+                for line in (smoke / "task-diversity" / where / "curves.csv")
+                .read_text()
+                .splitlines()[1:]
+            }
+            assert {"model", "dmmse", diversity.RIDGE} <= learners
 
 
 @pytest.mark.slow

@@ -65,6 +65,10 @@ class DivergedError(UserError, ArithmeticError):
         super().__init__(message)
         self.step = step
 
+    def __reduce__(self) -> tuple:
+        """Pickled with its step, so it crosses from a training process to its parent."""
+        return type(self), (str(self), self.step)
+
 
 class DiskFullError(UserError, OSError):
     """The disk filled up while a run was written; the message says how to resume it."""

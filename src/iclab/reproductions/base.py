@@ -17,6 +17,7 @@ the helpers at the end of this module.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from abc import ABC, abstractmethod
@@ -42,7 +43,9 @@ from iclab.io import atomic_write_text, read_yaml
 from iclab.learner import InContextLearner
 from iclab.models import InContextModel
 from iclab.registry import Registry
+from iclab.reproductions.parallel import complete, train_in_parallel
 from iclab.run import RunDir, evaluate_config, evaluate_run, load_trained_model, train_run
+from iclab.run.evaluation import kept_steps
 
 Scale = Literal["smoke", "cpu", "paper"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
@@ -150,14 +153,27 @@ REPRODUCTIONS: Registry[type[Reproduction]] = Registry("reproduction")
 register_reproduction = REPRODUCTIONS.register
 
 
-def reproduce(name: str, out: Path, scale: Scale = "cpu", show_progress: bool = True) -> Verdict:
-    """Run reproduction ``name`` in ``out/name`` and write its ``verdict.json``."""
+def reproduce(
+    name: str,
+    out: Path,
+    scale: Scale = "cpu",
+    show_progress: bool = True,
+    jobs: int = 1,
+    threads: int | None = None,
+) -> Verdict:
+    """Run reproduction ``name`` in ``out/name`` and write its ``verdict.json``. With ``jobs``
+    > 1 its runs are first trained that many at a time, each in its own process with
+    ``threads`` torch threads (``train_in_parallel``); ``run`` then finds them trained."""
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
     reproduction = REPRODUCTIONS.get(name)()
     directory = Path(out) / name
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    if jobs > 1:
+        train_in_parallel(reproduction.trainings(scale), directory, jobs, threads, show_progress)
     verdict = reproduction.run(directory, scale, show_progress)
     record = {
         **asdict(verdict),
@@ -210,10 +226,8 @@ def trained(config: RunConfig, run_dir: Path, show_progress: bool = True) -> Run
     """The run of ``config`` in ``run_dir``: trained, continued after a crash, or, when it is
     already complete, left as it is."""
     run = RunDir(run_dir)
-    info = run.read_info()
-    if info.get("status") == "completed" and info.get("steps") == config.train.steps:
-        return run
-    train_run(config, run.path, resume=run.exists(), show_progress=show_progress)
+    if not complete(config, run.path):
+        train_run(config, run.path, resume=run.exists(), show_progress=show_progress)
     return run
 
 
@@ -285,6 +299,20 @@ def compared_learners(
 def trained_model(run: RunDir) -> InContextModel:
     """The model of the run's newest valid checkpoint, in eval mode."""
     return load_trained_model(run.path)
+
+
+def kept_models(run: RunDir) -> list[InContextModel]:
+    """The model of every checkpoint the run kept, oldest first, each named ``step N``."""
+    return [
+        named(load_trained_model(run.path, step=step), f"step {step}")
+        for step in kept_steps(run.path)
+    ]
+
+
+def number_rows(path: Path) -> list[dict[str, float]]:
+    """The rows of a CSV table whose every column is a number (as ``table_csv`` writes them)."""
+    with path.open() as file:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
 
 def named(model: InContextModel, name: str) -> InContextModel:

@@ -16,7 +16,6 @@ between seeds is inconclusive.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +38,14 @@ from iclab.reproductions.base import (
     agreed,
     compared_learners,
     curve,
-    named,
+    kept_models,
     newer_than_checkpoints,
+    number_rows,
     register_reproduction,
     seeds_in,
     trained_all,
 )
-from iclab.run import RunDir, load_trained_model
+from iclab.run import RunDir
 from iclab.run.evaluation import kept_steps
 from iclab.seeding import generator_for
 
@@ -128,13 +128,10 @@ def dynamics(run: RunDir, config: RunConfig, probe_prompts: int, path: Path) -> 
     best head's scores (the same probe prompts at every checkpoint); written to ``path`` and
     read back while it is newer than the run's checkpoints."""
     if newer_than_checkpoints(path, [run]):
-        with path.open() as file:
-            return [
-                {key: float(value) for key, value in row.items()} for row in csv.DictReader(file)
-            ]
+        return number_rows(path)
     steps = kept_steps(run.path)
     # Every checkpoint is probed below, so each is loaded once, for the evaluation and the probe
-    models = [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
+    models = kept_models(run)
     points = compared_learners(lambda: models, config, path.parent, [run])  # curves.csv beside
     task = config.task.build()
     probe = AttentionHeads(AttentionHeadsOptions(n_prompts=probe_prompts))

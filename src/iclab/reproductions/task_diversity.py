@@ -24,11 +24,13 @@ from iclab.reproductions.base import (
     Reproduction,
     Scale,
     Verdict,
+    agreed,
     compared,
     evaluated_curves,
     late_average,
     recorded,
     register_reproduction,
+    seeds_in,
     trained_all,
 )
 
@@ -37,10 +39,13 @@ RIDGE = "ridge(alpha=0.25)"  # λ = σ²/τ² at σ = 0.5, τ = 1: Bayes-optimal
 
 @dataclass(frozen=True)
 class DiversitySetting:
-    """One run per pool size M (None: a fresh w per prompt, M = ∞), each from ``runs``."""
+    """One run per pool size M (None: a fresh w per prompt, M = ∞) and training seed, each
+    from ``runs``; every seed trains on the same pool (``task.seed``) and is evaluated on the
+    same prompts, so only the initialisation and the order of the training data differ."""
 
     runs: PresetChanges
     pool_sizes: tuple[int | None, ...]
+    seeds: tuple[int, ...] = (0,)
 
 
 # cpu: the preset (d = 4, 16 points, σ = 0.5, with its curriculum; 4 layers of width 64) trained
@@ -54,9 +59,12 @@ SETTINGS: dict[Scale, DiversitySetting] = {
             {"model": SMOKE_MODEL, "train": SMOKE_TRAIN, "eval": SMOKE_EVAL},
         ),
         (1, None),
+        seeds=(0, 1),
     ),
     "cpu": DiversitySetting(
-        PresetChanges("finite_pool_regression", {"train": {"steps": 4000}}), (1, 16, 256, None)
+        PresetChanges("finite_pool_regression", {"train": {"steps": 4000}}),
+        (1, 16, 256, None),
+        seeds=(0, 1, 2),
     ),
     "paper": DiversitySetting(
         PresetChanges(
@@ -73,6 +81,7 @@ SETTINGS: dict[Scale, DiversitySetting] = {
             },
         ),
         (1, 16, 256, 4096, 65536, None),
+        seeds=(0, 1, 2),
     ),
 }
 # Decided before the CPU run. On unseen tasks, over the late half of the prompt, the model is
@@ -90,11 +99,15 @@ def pool_label(pool_size: int | None) -> str:
     return "inf" if pool_size is None else str(pool_size)
 
 
-def run_config(scale: Scale, pool_size: int | None, unseen: bool = False) -> RunConfig:
-    """The run of pool size M; ``unseen``: the same run evaluated on w drawn from the prior."""
+def run_config(
+    scale: Scale, pool_size: int | None, seed: int = 0, unseen: bool = False
+) -> RunConfig:
+    """The run of pool size M and training seed ``seed``; ``unseen``: the same run evaluated on
+    w drawn from the prior."""
     changes = {
-        "name": f"task-diversity-M{pool_label(pool_size)}",
+        "name": f"task-diversity-M{pool_label(pool_size)}-seed{seed}",
         "task": {"pool_size": pool_size},
+        "train": {"seed": seed},
         "eval": {"algorithms": ["dmmse", RIDGE]},
     }
     if unseen:
@@ -118,16 +131,17 @@ def side(model_gap: tuple[float, ...], dmmse_gap: tuple[float, ...]) -> Side:
     return "unclear"
 
 
-def sides(numbers: dict[str, float]) -> dict[int, Side]:
-    """Each finite M's side, in increasing M, from the numbers ``run`` records."""
+def sides(numbers: dict[str, float], seed: str) -> dict[int, Side]:
+    """Each finite M's side for training seed ``seed`` (``"seed0"``), in increasing M, from the
+    numbers ``run`` records."""
     finite = sorted(
         int(match[1])
         for key in numbers
-        if (match := re.fullmatch(r"M(\d+)_model_minus_ridge", key))
+        if (match := re.fullmatch(rf"{seed}_M(\d+)_model_minus_ridge", key))
     )
 
     def gap(m: int, learner: str) -> tuple[float, float, float]:
-        key = f"M{m}_{learner}_minus_ridge"
+        key = f"{seed}_M{m}_{learner}_minus_ridge"
         return numbers[key], numbers[f"{key}_ci_low"], numbers[f"{key}_ci_high"]
 
     return {m: side(gap(m, "model"), gap(m, "dmmse")) for m in finite}
@@ -146,6 +160,38 @@ def outcome_of(order: list[Side]) -> Outcome:
     return "inconclusive"
 
 
+def seed_outcome(numbers: dict[str, float], seed: str) -> Outcome:
+    """One training seed's outcome: inconclusive when its M = ∞ model did not reach ridge,
+    else from the sides of its finite M."""
+    if numbers[f"{seed}_Minf_model_minus_ridge"] > TRAINED:
+        return "inconclusive"
+    return outcome_of(list(sides(numbers, seed).values()))
+
+
+def pool_summary(
+    curves: list[CurvePoint], differences: list[PairedDifference], config: RunConfig, prefix: str
+) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
+    """One run's late means on unseen tasks (model, dMMSE, ridge) and its numbers, keyed
+    ``{prefix}_...``: each learner − ridge and, for a finite pool, where the model sits between
+    ridge (0) and dMMSE (1)."""
+    first_k = config.task.n_points // 2
+    means = {learner: late_mean(curves, learner, first_k) for learner in ("model", "dmmse", RIDGE)}
+    numbers = {
+        f"{prefix}_unseen_model": means["model"][0],
+        f"{prefix}_unseen_dmmse": means["dmmse"][0],
+    }
+    for learner in ("model", "dmmse"):
+        mean, low, high = late_mean(differences, learner, first_k)
+        numbers[f"{prefix}_{learner}_minus_ridge"] = mean
+        numbers[f"{prefix}_{learner}_minus_ridge_ci_low"] = low
+        numbers[f"{prefix}_{learner}_minus_ridge_ci_high"] = high
+    if config.task.pool_size is not None:  # at M = ∞ dMMSE is ridge: nothing in between
+        numbers[f"{prefix}_position_0ridge_1dmmse"] = (
+            numbers[f"{prefix}_model_minus_ridge"] / numbers[f"{prefix}_dmmse_minus_ridge"]
+        )
+    return means, numbers
+
+
 @register_reproduction("task-diversity")
 class TaskDiversity(Reproduction):
     """The model follows dMMSE when pretrained on few tasks and ridge when on many."""
@@ -160,79 +206,82 @@ class TaskDiversity(Reproduction):
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
-        if numbers["Minf_model_minus_ridge"] > TRAINED:
-            return "inconclusive"
-        return outcome_of(list(sides(numbers).values()))
+        seeds = seeds_in(numbers, "Minf_model_minus_ridge")
+        return agreed(seed_outcome(numbers, seed) for seed in seeds)
 
     @staticmethod
     def trainings(scale: Scale) -> dict[str, RunConfig]:
-        return {f"M{pool_label(m)}": run_config(scale, m) for m in SETTINGS[scale].pool_sizes}
+        setting = SETTINGS[scale]
+        return {
+            f"seed{seed}/M{pool_label(m)}": run_config(scale, m, seed)
+            for seed in setting.seeds
+            for m in setting.pool_sizes
+        }
 
     def run(self, out: Path, scale: Scale, show_progress: bool = True) -> Verdict:
-        pool_sizes = SETTINGS[scale].pool_sizes
+        setting = SETTINGS[scale]
         configs = self.trainings(scale)
         runs = trained_all(configs, out, show_progress)
-        unseen, seen, numbers = {}, {}, {}
-        for pool_size in pool_sizes:
-            label = pool_label(pool_size)
-            config, run = configs[f"M{label}"], runs[f"M{label}"]
-            seen[pool_size] = evaluated_curves(run)
-            # The model, dMMSE (its own pool) and ridge on prompts whose w comes from the prior,
-            # beside the run (only the run layer writes into a run directory).
-            curves, differences = compared(
-                {"model": run}, run_config(scale, pool_size, unseen=True), out / f"M{label}-unseen"
-            )
-            first_k = config.task.n_points // 2
-            unseen[pool_size] = {
-                learner: late_mean(curves, learner, first_k)
-                for learner in ("model", "dmmse", RIDGE)
-            }
-            numbers[f"M{label}_unseen_model"] = unseen[pool_size]["model"][0]
-            numbers[f"M{label}_unseen_dmmse"] = unseen[pool_size]["dmmse"][0]
-            for learner in ("model", "dmmse"):
-                mean, low, high = late_mean(differences, learner, first_k)
-                numbers[f"M{label}_{learner}_minus_ridge"] = mean
-                numbers[f"M{label}_{learner}_minus_ridge_ci_low"] = low
-                numbers[f"M{label}_{learner}_minus_ridge_ci_high"] = high
-            if pool_size is not None:  # at M = ∞ dMMSE is ridge: no position between them
-                position = (  # 0: ridge, 1: dMMSE
-                    numbers[f"M{label}_model_minus_ridge"] / numbers[f"M{label}_dmmse_minus_ridge"]
+        unseen: dict[int, dict] = {seed: {} for seed in setting.seeds}
+        seen: dict[int, dict] = {seed: {} for seed in setting.seeds}
+        numbers: dict[str, float] = {}
+        for seed in setting.seeds:
+            for pool_size in setting.pool_sizes:
+                where = f"seed{seed}/M{pool_label(pool_size)}"
+                seen[seed][pool_size] = evaluated_curves(runs[where])
+                # The model, dMMSE (its own pool) and ridge on prompts whose w comes from the
+                # prior, beside the run (only the run layer writes into a run directory).
+                curves, differences = compared(
+                    {"model": runs[where]},
+                    run_config(scale, pool_size, seed, unseen=True),
+                    out / f"{where}-unseen",
                 )
-                numbers[f"M{label}_position_0ridge_1dmmse"] = position
-        numbers["unseen_ridge"] = unseen[pool_sizes[0]][RIDGE][0]
+                unseen[seed][pool_size], pool_numbers = pool_summary(
+                    curves, differences, configs[where], f"seed{seed}_M{pool_label(pool_size)}"
+                )
+                numbers |= pool_numbers
+        first = setting.seeds[0]
+        config = configs[f"seed{first}/M{pool_label(setting.pool_sizes[0])}"]
+        numbers["unseen_ridge"] = unseen[first][setting.pool_sizes[0]][RIDGE][0]
         numbers["steps"] = config.train.steps
-        self.draw(unseen, seen, config, out / "figure.png", scale)
+        self.draw(unseen, seen[first], config, out / "figure.png", scale)
 
-        order = sides(recorded(numbers))
-        transition = next((f"M={m}" for m, where in order.items() if where == "ridge"), "none")
+        orders = {
+            seed: sides(recorded(numbers), seed)
+            for seed in seeds_in(numbers, "Minf_model_minus_ridge")
+        }
         return self.judged(
             numbers,
             scale,
-            quantity="per pool size M, on unseen tasks (w from the prior) over k ≥ n_points/2: "
-            "model − ridge against half of dMMSE − ridge (paired differences, mean and 95% CI "
-            "ends). Side per M: "
-            + ", ".join(f"M={m}: {where}" for m, where in order.items())
-            + f"; the transition M (the smallest M closer to ridge): {transition}",
+            quantity="per training seed and pool size M, on unseen tasks (w from the prior) over "
+            "k ≥ n_points/2: model − ridge against half of dMMSE − ridge (paired differences, "
+            "mean and 95% CI ends). Side per M: "
+            + "; ".join(
+                f"{seed}: " + ", ".join(f"M={m}: {where}" for m, where in order.items())
+                for seed, order in orders.items()
+            ),
             threshold=f"inconclusive when the M = ∞ model is more than {TRAINED} above ridge (it "
             "has not learned what the claim presupposes); otherwise "
             "a model is closer to ridge when the 95% CI of model − ridge lies below "
             f"{MIDPOINT} × (dMMSE − ridge)'s CI, closer to dMMSE when above; reproduced when the "
             "smallest M is on dMMSE's side, the largest finite M on ridge's and no larger M "
             "returns to dMMSE; not reproduced when one of these is reversed; inconclusive "
-            "otherwise",
+            "otherwise. Seeds that disagree: inconclusive",
         )
 
     def draw(
         self,
-        unseen: dict[int | None, dict[str, tuple[float, ...]]],
+        unseen: dict[int, dict[int | None, dict[str, tuple[float, ...]]]],
         seen: dict[int | None, list[CurvePoint]],
         config: RunConfig,
         path: Path,
         scale: Scale,
     ) -> None:
         """Error vs number of pretraining tasks M (∞ at the right), like the paper's Figure 2:
-        on unseen tasks (left) and on the pool's own tasks (right)."""
-        pool_sizes = list(unseen)
+        on unseen tasks (left: every training seed's model; dMMSE and ridge are the same for
+        all) and on the pool's own tasks (right: the first seed)."""
+        first = next(iter(unseen))
+        pool_sizes = list(unseen[first])
         finite = [m for m in pool_sizes if m is not None]
         infinity = 4 * max(finite)  # where M = ∞ is drawn
         xs = [infinity if m is None else m for m in pool_sizes]
@@ -242,22 +291,30 @@ class TaskDiversity(Reproduction):
             for m, points in seen.items()
         }
         figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-        panels = [
-            (unseen, "unseen tasks (w from the prior)"),
-            (on_pool, "pretraining tasks (the pool)"),
+        panels = [  # (title, the yardsticks' table, each model line's label and table)
+            (
+                "unseen tasks (w from the prior)",
+                unseen[first],
+                {f"model, seed {seed}": table for seed, table in unseen.items()},
+            ),
+            ("pretraining tasks (the pool)", on_pool, {f"model, seed {first}": on_pool}),
         ]
-        for ax, (values, where) in zip(axes, panels, strict=True):
-            for learner, style in (("model", "o-"), ("dmmse", "s--"), (RIDGE, "^:")):
-                means = [values[m][learner][0] for m in pool_sizes]
-                low = [values[m][learner][0] - values[m][learner][1] for m in pool_sizes]
-                high = [values[m][learner][2] - values[m][learner][0] for m in pool_sizes]
-                ax.errorbar(xs, means, yerr=[low, high], fmt=style, capsize=3, label=learner)
+        for ax, (title, yardsticks, models) in zip(axes, panels, strict=True):
+            lines = [(label, table, "model", "o-") for label, table in models.items()]
+            lines += [("dmmse", yardsticks, "dmmse", "s--"), (RIDGE, yardsticks, RIDGE, "^:")]
+            for index, (label, table, learner, style) in enumerate(lines):
+                mean = [table[m][learner][0] for m in pool_sizes]
+                low = [table[m][learner][0] - table[m][learner][1] for m in pool_sizes]
+                high = [table[m][learner][2] - table[m][learner][0] for m in pool_sizes]
+                ax.errorbar(
+                    xs, mean, yerr=[low, high], fmt=style, capsize=3, label=label, color=f"C{index}"
+                )
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [pool_label(m).replace("inf", "∞") for m in pool_sizes])
             ax.set_xlabel("number of pretraining tasks M")
-            ax.set_title(f"{where}, k ≥ {first_k}")
+            ax.set_title(f"{title}, k ≥ {first_k}")
             ax.grid(alpha=0.3)
-            ax.legend(frameon=False)
+            ax.legend(frameon=False, fontsize=8)
         axes[0].set_ylabel(METRICS["regression"].label)
         figure.suptitle(
             f"Task diversity ({scale} scale): d={config.task.n_dims}, "

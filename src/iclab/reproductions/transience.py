@@ -17,7 +17,6 @@ al. found that L2 regularisation makes ICL persist.
 
 from __future__ import annotations
 
-import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +37,15 @@ from iclab.reproductions.base import (
     Verdict,
     agreed,
     compared_learners,
-    named,
+    kept_models,
     newer_than_checkpoints,
+    number_rows,
     register_reproduction,
     seeds_in,
     trained_all,
 )
 from iclab.reproductions.bursty import MODES, chance_levels, query_point
-from iclab.run import RunDir, load_trained_model
+from iclab.run import RunDir
 from iclab.run.evaluation import kept_steps
 
 
@@ -134,15 +134,9 @@ def dynamics(run: RunDir, config: RunConfig, directory: Path) -> list[dict]:
     beside it) and read back while it is newer than the run's checkpoints."""
     path = directory / "dynamics.csv"
     if newer_than_checkpoints(path, [run]):
-        with path.open() as file:
-            return [
-                {key: float(value) for key, value in row.items()} for row in csv.DictReader(file)
-            ]
+        return number_rows(path)
     steps = kept_steps(run.path)
-
-    @functools.cache
-    def models() -> list:  # loaded once for both modes
-        return [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
+    models = functools.cache(lambda: kept_models(run))  # loaded once, for both modes
 
     rows: list[dict] = [{"step": float(step)} for step in steps]
     for mode in MODES:

@@ -1,0 +1,93 @@
+"""Training a reproduction's runs several at a time, each in its own process.
+
+Small models use a CPU core poorly with two threads and well with one, so on a machine of N
+cores N one-thread trainings side by side finish about N times sooner than one after another
+(benchmarks/RESULTS.md). Each process trains one run to completion with the run layer's own
+``train_run`` (checkpoints, resume, atomic writes unchanged); the parent shows their combined
+progress from the steps each run has logged.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+
+from iclab.config import RunConfig
+from iclab.devices import set_threads
+from iclab.progress import progress
+from iclab.run import RunDir, train_run
+
+POLL_SECONDS = 2.0
+
+
+def complete(config: RunConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds ``config``'s run trained to its last step."""
+    info = RunDir(run_dir).read_info()
+    return info.get("status") == "completed" and info.get("steps") == config.train.steps
+
+
+def train_one(config: RunConfig, run_dir: Path) -> None:
+    """A worker's job: train (or continue) one run, without a progress bar of its own."""
+    train_run(config, run_dir, resume=RunDir(run_dir).exists(), show_progress=False)
+
+
+def logged_step(run_dir: Path) -> int:
+    """The last step ``run_dir``'s metrics.jsonl logged (0 before the first): read while the
+    run writes it, so a torn last line is skipped."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_bytes().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return 0
+
+
+def default_threads(jobs: int) -> int:
+    """Torch threads per process when ``jobs`` train at once: the cores shared out evenly."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def train_in_parallel(
+    configs: dict[str, RunConfig],
+    out: Path,
+    jobs: int,
+    threads: int | None = None,
+    show_progress: bool = True,
+) -> None:
+    """Train every run of ``configs`` (``out / key``) that is not complete, ``jobs`` at a time
+    with ``threads`` torch threads each (default: ``default_threads``). The first failure is
+    raised once the runs already started have stopped."""
+    pending = {key: config for key, config in configs.items() if not complete(config, out / key)}
+    if not pending:
+        return
+    threads = threads or default_threads(jobs)
+    total = sum(config.train.steps for config in pending.values())
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    description = f"training {len(pending)} runs, {jobs} at a time"
+    with (
+        ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=set_threads, initargs=(threads,)
+        ) as pool,
+        progress(description, total, enabled=show_progress) as tracker,
+    ):
+        futures = [pool.submit(train_one, config, out / key) for key, config in pending.items()]
+        running = set(futures)
+        while running:
+            _, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+            tracker.update(
+                sum(min(logged_step(out / key), c.train.steps) for key, c in pending.items())
+            )
+            if any(future.done() and future.exception() for future in futures):
+                for future in running:
+                    future.cancel()  # those not started yet; the running ones finish
+                break
+    for future in futures:
+        if not future.cancelled():
+            future.result()  # the first failure, with its own message
