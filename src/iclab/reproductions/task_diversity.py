@@ -300,14 +300,20 @@ class TaskDiversity(Reproduction):
             ("pretraining tasks (the pool)", on_pool, {f"model, seed {first}": on_pool}),
         ]
         for ax, (title, yardsticks, models) in zip(axes, panels, strict=True):
-            lines = [(label, table, "model", "o-") for label, table in models.items()]
-            lines += [("dmmse", yardsticks, "dmmse", "s--"), (RIDGE, yardsticks, RIDGE, "^:")]
-            for index, (label, table, learner, style) in enumerate(lines):
+            lines = [  # (label, table, learner, style, colour): one colour per seed
+                (label, table, "model", "o-", f"C{index}")
+                for index, (label, table) in enumerate(models.items())
+            ]
+            lines += [
+                ("dmmse", yardsticks, "dmmse", "s--", "tab:red"),
+                (RIDGE, yardsticks, RIDGE, "^:", "tab:gray"),
+            ]
+            for label, table, learner, style, colour in lines:
                 mean = [table[m][learner][0] for m in pool_sizes]
                 low = [table[m][learner][0] - table[m][learner][1] for m in pool_sizes]
                 high = [table[m][learner][2] - table[m][learner][0] for m in pool_sizes]
                 ax.errorbar(
-                    xs, mean, yerr=[low, high], fmt=style, capsize=3, label=label, color=f"C{index}"
+                    xs, mean, yerr=[low, high], fmt=style, capsize=3, label=label, color=colour
                 )
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [pool_label(m).replace("inf", "∞") for m in pool_sizes])
