@@ -64,6 +64,7 @@ def test_all_evaluates_every_kept_checkpoint_on_the_same_prompts(run):
     assert (RunDir(run).plots_dir / "checkpoints.png").stat().st_size > 0
     for step in STEPS:
         assert f"│ {step:>4} │" in result.output
+    assert "kept only" not in result.output  # it kept all it wrote
 
     latest = evaluate(run)  # the default: the newest checkpoint, as before
     assert latest.exit_code == 0, latest.output
@@ -120,3 +121,12 @@ def test_a_probe_along_training_writes_each_step_and_a_summary_table(run):
         missing.output.replace("\n", "")
     )
     assert not (RunDir(run).probes_dir / "attention_sink-first-2").exists()
+
+
+def test_all_says_when_the_run_kept_only_its_last_checkpoints(tmp_path):
+    config = tiny_config(train={"steps": 30, "checkpoint_every": 10, "keep_checkpoints": 2})
+    train_run(config, tmp_path / "run", show_progress=False)
+    result = evaluate(tmp_path / "run", "--checkpoints", "all")
+    assert result.exit_code == 0, result.output
+    assert "kept only its last 2 of 3 checkpoints" in result.output
+    assert "--set train.keep_checkpoints=3" in result.output

@@ -264,6 +264,7 @@ def eval_command(
         with_eval_overrides,
         write_evaluation,
     )
+    from iclab.run.evaluation import dropped_checkpoints_note
 
     set_threads(threads)
     changes = eval_overrides(overrides, algorithms, shift, n_points, n_prompts, reference, cache)
@@ -276,6 +277,9 @@ def eval_command(
             steps = checkpoint_steps(checkpoints)
             evaluations = evaluate_checkpoints(run, steps, changes, show_progress=progress)
             show([checkpoint_table([e.step for e in evaluations], evaluations, config)])
+            note = dropped_checkpoints_note(config) if steps is None else None
+            if note is not None:
+                console.print(f"note: {note}", highlight=False, soft_wrap=True)
             console.print(
                 f"evaluations: {escape(', '.join(str(e.directory) for e in evaluations))}\n"
                 f"  along training: {escape(str(RunDir(run).plots_dir / 'checkpoints.png'))}",

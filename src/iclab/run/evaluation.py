@@ -9,6 +9,7 @@ show by default.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -78,6 +79,20 @@ def kept_steps(run_dir: Path) -> list[int]:
             continue
         steps.append(checkpoint.step)
     return steps
+
+
+def dropped_checkpoints_note(config: RunConfig) -> str | None:
+    """A note when training dropped older checkpoints (``train.keep_checkpoints`` of them kept,
+    fewer than it wrote), so "every checkpoint" is only the end of training; None otherwise."""
+    train = config.train
+    written = math.ceil(train.steps / train.checkpoint_every)
+    if written <= train.keep_checkpoints:
+        return None
+    return (
+        f"the run kept only its last {train.keep_checkpoints} of {written} checkpoints "
+        f"(train.keep_checkpoints={train.keep_checkpoints}); to follow the whole of training, "
+        f"train with --set train.keep_checkpoints={written}"
+    )
 
 
 def checked_steps(run_dir: Path, steps: Sequence[int] | None = None) -> list[int]:
