@@ -191,7 +191,7 @@ class ICLTransience(Reproduction):
         "then, trained on, loses that ability as in-weights learning takes over: ICL is "
         "transient."
     )
-    cpu_minutes = 20.0
+    cpu_minutes = 32.1  # three seeds one after another, one thread, beside one or two runs
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
