@@ -565,8 +565,8 @@ def reproduce(
         typer.Option(
             min=1,
             help="Runs to train at once, each in its own process with --threads torch threads "
-            "(default: the cores shared out). On 2 cores, --jobs 2 about halves a reproduction "
-            "of several runs.",
+            "(default: the cores shared out). On 2 cores --jobs 2 trains several runs "
+            "1.2-1.4x sooner than one after another.",
         ),
     ] = 1,
 ) -> None:

@@ -1,8 +1,8 @@
 """Training a reproduction's runs several at a time, each in its own process.
 
-Small models use a CPU core poorly with two threads and well with one, so on a machine of N
-cores N one-thread trainings side by side finish about N times sooner than one after another
-(benchmarks/RESULTS.md). Each process trains one run to completion with the run layer's own
+Small models use a second torch thread poorly, so on a machine of N cores N one-thread
+trainings side by side finish sooner than the same runs one after another with N threads each
+(1.22-1.36x on 2 cores: benchmarks/RESULTS.md). Each process trains one run to completion with the run layer's own
 ``train_run`` (checkpoints, resume, atomic writes unchanged); the parent shows their combined
 progress from the steps each run has logged.
 """
