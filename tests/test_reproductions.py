@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from iclab.cli import app
-from iclab.errors import DivergedError
+from iclab.errors import ConfigError, DivergedError
 from iclab.reproductions import REPRODUCTIONS, reproduce
 from iclab.reproductions.base import SCALES, trained, untrained_model
 from iclab.reproductions.parallel import complete, logged_step, train_in_parallel
@@ -154,3 +154,16 @@ def test_reproduce_with_jobs_trains_the_runs_side_by_side_and_shows_their_progre
     record = recorded_verdict(tmp_path, "bursty-icl", "smoke")
     serial = reproduce("bursty-icl", tmp_path / "serial", "smoke", show_progress=False)
     assert record["numbers"] == serial.numbers  # the same runs, whichever way trained
+
+
+def test_a_directory_holding_another_configs_run_is_refused_not_continued(tmp_path):
+    """A rerun after a reproduction's settings changed must not continue the old run under the
+    new settings (one run, two configs); a longer run of the same config is continued."""
+    trained(tiny_config(train={"steps": 4}), tmp_path / "run", show_progress=False)
+    changed = tiny_config(task={"noise_std": 0.5}, train={"steps": 8, "lr": 1e-3})
+    with pytest.raises(ConfigError, match=r"another config \(task.noise_std, train.lr differ\)"):
+        trained(changed, tmp_path / "run", show_progress=False)
+    with pytest.raises(ConfigError, match="another config"):
+        train_in_parallel({"run": changed}, tmp_path, jobs=2, show_progress=False)
+    longer = trained(tiny_config(train={"steps": 8}), tmp_path / "run", show_progress=False)
+    assert longer.read_info()["steps"] == 8

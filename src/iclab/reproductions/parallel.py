@@ -2,9 +2,9 @@
 
 Small models use a second torch thread poorly, so on a machine of N cores N one-thread
 trainings side by side finish sooner than the same runs one after another with N threads each
-(1.22-1.36x on 2 cores: benchmarks/RESULTS.md). Each process trains one run to completion with the run layer's own
-``train_run`` (checkpoints, resume, atomic writes unchanged); the parent shows their combined
-progress from the steps each run has logged.
+(1.22-1.36x on 2 cores: benchmarks/RESULTS.md). Each process trains one run to completion with
+the run layer's own ``train_run`` (checkpoints, resume, atomic writes unchanged); the parent
+shows their combined progress from the steps each run has logged.
 """
 
 from __future__ import annotations
@@ -17,16 +17,45 @@ from pathlib import Path
 
 from iclab.config import RunConfig
 from iclab.devices import set_threads
+from iclab.errors import ConfigError
 from iclab.progress import progress
 from iclab.run import RunDir, train_run
+from iclab.run.tracking import flatten_config
 
 POLL_SECONDS = 2.0
 
 
 def complete(config: RunConfig, run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds ``config``'s run trained to its last step."""
-    info = RunDir(run_dir).read_info()
+    """Whether ``run_dir`` holds ``config``'s run trained to its last step; a ``ConfigError``
+    when it holds a run of another config (continuing it would mix two settings in one run)."""
+    run = RunDir(run_dir)
+    if not run.exists():
+        return False
+    changed = changed_fields(run.load_config(), config)
+    if changed:
+        shown = ", ".join(changed[:4]) + (", ..." if len(changed) > 4 else "")
+        raise ConfigError(
+            f"{run.path} holds a run of another config ({shown} differ): delete it, or give "
+            "the reproduction another --out"
+        )
+    info = run.read_info()
     return info.get("status") == "completed" and info.get("steps") == config.train.steps
+
+
+def changed_fields(existing: RunConfig, wanted: RunConfig) -> list[str]:
+    """The dotted fields in which a run's saved config differs from ``wanted``, leaving out what
+    may differ in the same run: its name, tracking, its length (a shorter run is continued) and
+    what training fixes when it starts (``batch_shards``, ``precision: auto``)."""
+    ignored = {"name", "logging", "train.steps", "train.batch_shards"}
+    if wanted.train.precision == "auto":
+        ignored.add("train.precision")
+    old = flatten_config(existing.model_dump(mode="json"))
+    new = flatten_config(wanted.model_dump(mode="json"))
+    return sorted(
+        key
+        for key in old.keys() | new.keys()
+        if old.get(key) != new.get(key) and not any(key.startswith(i) for i in ignored)
+    )
 
 
 def train_one(config: RunConfig, run_dir: Path) -> None:
