@@ -106,9 +106,10 @@ def test_induction_heads_at_cpu_scale(tmp_path):
 @pytest.mark.slow
 def test_bursty_icl_at_cpu_scale(tmp_path):
     """The documented CPU-scale run (24.0 minutes, two runs at a time on the idle machine;
-    reproduced in three seeds): docs/REPRODUCTIONS.md. Measured: novel classes bursty 0.998 vs uniform
-    0.025–0.035; absent classes uniform 0.74–0.77 vs bursty 0.027–0.031. Checked whatever the
-    verdict: accuracies are accuracies and each difference lies inside its interval."""
+    reproduced in three seeds): docs/REPRODUCTIONS.md. Measured: novel classes bursty 0.998 vs
+    uniform 0.025–0.035; absent classes uniform 0.74–0.77 vs bursty 0.027–0.031. Checked
+    whatever the verdict: accuracies are accuracies and each difference lies inside its
+    interval."""
     from iclab.reproductions import bursty, reproduce
 
     reproduce("bursty-icl", tmp_path, "cpu", show_progress=False, jobs=2, threads=1)
@@ -146,10 +147,10 @@ def test_icl_transience_follows_both_modes_at_every_kept_checkpoint(smoke):
 
 @pytest.mark.slow
 def test_icl_transience_at_cpu_scale(tmp_path):
-    """The documented CPU-scale run (32.1 minutes, one thread beside other runs; reproduced in
-    three seeds): docs/REPRODUCTIONS.md. Measured: ICL peak 0.99 at steps 7500-9000, final
-    0.12-0.14; IWL 0.05 at the peak, 0.96-0.97 at the end. Checked whatever the verdict: every
-    seed's numbers are accuracies and its fade lies inside its interval."""
+    """The documented CPU-scale run (17.5 minutes, two runs at a time on the idle machine;
+    reproduced in three seeds): docs/REPRODUCTIONS.md. Measured: ICL peak 0.99 at steps
+    7500-9000, final 0.12-0.14; IWL 0.05 at the peak, 0.96-0.97 at the end. Checked whatever
+    the verdict: every seed's numbers are accuracies and its fade lies inside its interval."""
     from iclab.reproductions import reproduce
 
     reproduce("icl-transience", tmp_path, "cpu", show_progress=False, jobs=2, threads=1)

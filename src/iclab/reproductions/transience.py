@@ -191,7 +191,7 @@ class ICLTransience(Reproduction):
         "then, trained on, loses that ability as in-weights learning takes over: ICL is "
         "transient."
     )
-    cpu_minutes = 32.1  # three seeds one after another, one thread, beside one or two runs
+    cpu_minutes = 17.5  # --jobs 2 --threads 1 on the idle machine (32.1 one run at a time, shared)
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
