@@ -91,15 +91,17 @@ def train_in_parallel(
     show_progress: bool = True,
 ) -> None:
     """Train every run of ``configs`` (``out / key``) that is not complete, ``jobs`` at a time
-    with ``threads`` torch threads each (default: ``default_threads``). The first failure is
-    raised once the runs already started have stopped."""
+    (at most one per run) with ``threads`` torch threads each (default: ``default_threads``).
+    The first failure is raised once the runs already started have stopped."""
     pending = {key: config for key, config in configs.items() if not complete(config, out / key)}
     if not pending:
         return
+    jobs = min(jobs, len(pending))  # one run left: all the cores' threads for it
     threads = threads or default_threads(jobs)
     total = sum(config.train.steps for config in pending.values())
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    description = f"training {len(pending)} runs, {jobs} at a time"
+    runs = f"{len(pending)} runs" if len(pending) > 1 else "1 run"
+    description = f"training {runs}, {jobs} at a time"
     with (
         ProcessPoolExecutor(
             jobs, mp_context=context, initializer=set_threads, initargs=(threads,)
