@@ -45,7 +45,6 @@ from iclab.models import InContextModel
 from iclab.registry import Registry
 from iclab.reproductions.parallel import complete, train_in_parallel
 from iclab.run import RunDir, evaluate_config, evaluate_run, load_trained_model, train_run
-from iclab.run.evaluation import kept_steps
 
 Scale = Literal["smoke", "cpu", "paper"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
@@ -301,12 +300,10 @@ def trained_model(run: RunDir) -> InContextModel:
     return load_trained_model(run.path)
 
 
-def kept_models(run: RunDir) -> list[InContextModel]:
-    """The model of every checkpoint the run kept, oldest first, each named ``step N``."""
-    return [
-        named(load_trained_model(run.path, step=step), f"step {step}")
-        for step in kept_steps(run.path)
-    ]
+def kept_models(run: RunDir, steps: Sequence[int]) -> list[InContextModel]:
+    """The run's model at each of ``steps`` (its kept checkpoints, as ``kept_steps`` lists them:
+    the caller has them already, and listing verifies every checkpoint), each named ``step N``."""
+    return [named(load_trained_model(run.path, step=step), f"step {step}") for step in steps]
 
 
 def number_rows(path: Path) -> list[dict[str, float]]:

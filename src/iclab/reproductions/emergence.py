@@ -131,7 +131,7 @@ def dynamics(run: RunDir, config: RunConfig, probe_prompts: int, path: Path) -> 
         return number_rows(path)
     steps = kept_steps(run.path)
     # Every checkpoint is probed below, so each is loaded once, for the evaluation and the probe
-    models = kept_models(run)
+    models = kept_models(run, steps)
     points = compared_learners(lambda: models, config, path.parent, [run])  # curves.csv beside
     task = config.task.build()
     probe = AttentionHeads(AttentionHeadsOptions(n_prompts=probe_prompts))

@@ -136,7 +136,7 @@ def dynamics(run: RunDir, config: RunConfig, directory: Path) -> list[dict]:
     if newer_than_checkpoints(path, [run]):
         return number_rows(path)
     steps = kept_steps(run.path)
-    models = functools.cache(lambda: kept_models(run))  # loaded once, for both modes
+    models = functools.cache(lambda: kept_models(run, steps))  # loaded once, for both modes
 
     rows: list[dict] = [{"step": float(step)} for step in steps]
     for mode in MODES:
