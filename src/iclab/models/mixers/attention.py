@@ -123,14 +123,17 @@ class CausalSelfAttention(Mixer):
         """Causal softmax weights (B, H, T, T) in float32 (the scores in q's dtype)."""
         length = q.shape[2]
         positions = torch.arange(length, device=q.device)
-        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)  # (B, H, T, T)
         if visible is not None:
-            scores = scores.masked_fill(~private_token_mask(visible), float("-inf"))
+            bias = torch.zeros(length, length, device=q.device).masked_fill(
+                ~private_token_mask(visible), float("-inf")
+            )
         elif self.options.positions == "alibi":
-            scores = scores + self._alibi_bias(positions, positions)
+            bias = self._alibi_bias(positions, positions)
         else:
-            causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-            scores = scores.masked_fill(~causal, float("-inf"))
+            bias = torch.full((length, length), float("-inf"), device=q.device).triu(1)
+        # bias + scores / sqrt(head_dim) in one float32 kernel: faster than dividing and
+        # masking the (B, H, T, T) scores one op at a time (benchmarks/RESULTS.md)
+        scores = torch.add(bias, q @ k.transpose(-1, -2), alpha=1 / math.sqrt(self.head_dim))
         return scores.softmax(-1)
 
     def _rotate(self, x: Tensor, positions: Tensor) -> Tensor:
