@@ -55,12 +55,16 @@ GARG = [
 # --- von-oswald-gd: cosine and difference to one GD step, key-query matrix vs a multiple of I --
 
 
-def gd_numbers(cosine: float, difference: float, distance: float) -> dict[str, float]:
-    return {
+def gd_numbers(
+    cosine: float, difference: float, distance: float, seeds: tuple[int, ...] = (0,)
+) -> dict[str, float]:
+    """The same numbers for every seed in ``seeds``."""
+    per_seed = {
         "sensitivity_cosine": cosine,
         "prediction_difference": difference,
         "distance_from_identity": distance,
     }
+    return {f"seed{seed}_{key}": value for seed in seeds for key, value in per_seed.items()}
 
 
 VON_OSWALD = [
@@ -77,7 +81,14 @@ VON_OSWALD = [
         INCONCLUSIVE,
         "distance just above identity",
     ),
-    (gd_numbers(0.947, 0.063, 0.317), INCONCLUSIVE, "the CPU-scale run: between the thresholds"),
+    (gd_numbers(0.947, 0.063, 0.317), INCONCLUSIVE, "width d + 1's run: between the thresholds"),
+    (gd_numbers(0.999, 0.001, 0.03, seeds=(0, 1, 2)), REPRODUCED, "three seeds agree"),
+    (
+        gd_numbers(0.999, 0.001, 0.03, seeds=(0, 2)) | gd_numbers(0.25, 0.05, 1.0, seeds=(1,)),
+        INCONCLUSIVE,
+        "one seed of three left at the initial saddle",
+    ),
+    (gd_numbers(0.25, 0.05, 1.0, seeds=(0, 1, 2)), NOT_REPRODUCED, "no seed leaves the saddle"),
     (gd_numbers(von_oswald.FAILING, 0.01, 0.05), INCONCLUSIVE, "cosine exactly at failing"),
     (gd_numbers(von_oswald.FAILING - UP, 0.01, 0.05), NOT_REPRODUCED, "cosine just below failing"),
     (
