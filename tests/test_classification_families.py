@@ -367,10 +367,11 @@ def sklearn_log_probabilities(x, y, alpha):
     return classes, model.fit(x[:-1], y).predict_log_proba(x[-1:])[0]
 
 
-def test_logistic_regression_matches_sklearn_on_every_prefix():
+@pytest.mark.parametrize("n_classes", [2, 3])  # two classes: the binary form of the fit
+def test_logistic_regression_matches_sklearn_on_every_prefix(n_classes):
     alpha = 0.5
-    episode = gaussian_episode(n_classes=3, batch=2, n_points=16, n_dims=3)
-    scores = learner(f"logistic_regression(alpha={alpha})", 3).predict(episode).double()
+    episode = gaussian_episode(n_classes=n_classes, batch=2, n_points=16, n_dims=3)
+    scores = learner(f"logistic_regression(alpha={alpha})", n_classes).predict(episode).double()
     x, y = episode.inputs.double().numpy(), episode.targets.numpy()
     compared = 0
     for b in range(y.shape[0]):

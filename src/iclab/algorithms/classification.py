@@ -145,15 +145,20 @@ def prefix_logistic_regression(
     batched solve, and a backtracking line search, until the Newton decrement gᵀH⁻¹g is below
     1e-14 in every problem (or no step lowers any objective); typically 8-10 steps. Cost per
     step: B·n Hessians of size C(d+1), from a (B, n·C², n) × (B, n, (d+1)²) product (in
-    float32) and their Cholesky factors; about 9 steps. Measured: 16 s per 256 prompts of 41
-    points with d = 20 (C = 2) on one thread of the shared, loaded 2-core development machine:
-    the most expensive yardstick here.
+    float32) and their Cholesky factors; about 9 steps. Two classes are fitted as one binary
+    problem of d + 1 unknowns with the same optimum (``_BinaryLogisticProblems``): 0.69 s per 256
+    prompts of 41 points with d = 20 on one thread, against 3.6 s for the two-class multinomial
+    form (benchmarks/RESULTS.md).
     """
     check_classification_episode(inputs, targets, n_classes)
     batch, n, d = inputs.shape
     features = torch.cat([inputs.double(), inputs.new_ones(batch, n, 1).double()], dim=-1)
-    problem = _LogisticProblems(features, targets, n_classes, alpha)
-    params = features.new_zeros(batch, n, n_classes, d + 1)
+    problem: _NewtonProblems
+    if n_classes == 2:
+        problem = _BinaryLogisticProblems(features, targets, alpha)
+    else:
+        problem = _LogisticProblems(features, targets, n_classes, alpha)
+    params = features.new_zeros(batch, n, problem.n_vectors, d + 1)
     value = problem.objective(params)
     for _ in range(_MAX_NEWTON_STEPS):
         gradient, hessian = problem.gradient_and_hessian(params)
@@ -166,11 +171,102 @@ def prefix_logistic_regression(
         params, value, improved = problem.line_search(params, value, step, decrement)
         if not improved:  # converged to rounding: no step size lowers any objective
             break
-    logits = torch.einsum("bncf,bnf->bnc", params, features)
-    return _log_probabilities(logits, problem.seen)
+    return _log_probabilities(problem.class_scores(params), problem.seen)
 
 
-class _LogisticProblems:
+class _NewtonProblems:
+    """(B, n) penalised convex problems solved together by damped Newton: problem (b, i) uses
+    the points ``j < i`` of prompt b; parameters (B, n, V, d + 1), V weight vectors of d weights
+    then an intercept."""
+
+    features: Tensor  # (B, n, F), F = d + 1
+    seen: Tensor  # (B, n, C): the classes among each problem's points
+    n_vectors: int  # V
+
+    def objective(self, params: Tensor) -> Tensor:
+        """(B, n) objective of every problem."""
+        raise NotImplementedError
+
+    def gradient_and_hessian(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Gradient (B, n, V, F) and Hessian (B, n, V·F, V·F), the Hessian in float32."""
+        raise NotImplementedError
+
+    def class_scores(self, params: Tensor) -> Tensor:
+        """(B, n, C) logits of each problem's query, x_i (softmaxed over the seen classes)."""
+        raise NotImplementedError
+
+    def line_search(
+        self, params: Tensor, value: Tensor, step: Tensor, decrement: Tensor
+    ) -> tuple[Tensor, Tensor, bool]:
+        """Backtracking along ``-step`` per problem: the first t in ``_STEP_SIZES`` with
+        sufficient decrease (Armijo, slope ``-decrement``). Returns the new parameters, their
+        objective values, and whether any problem moved (one that finds no such t stays)."""
+        moved = torch.zeros_like(value, dtype=torch.bool)
+        for size in _STEP_SIZES:
+            candidate = params - size * step
+            candidate_value = self.objective(candidate)
+            accept = ~moved & (candidate_value <= value - _ARMIJO * size * decrement)
+            params = torch.where(accept[..., None, None], candidate, params)
+            value = torch.where(accept, candidate_value, value)
+            moved |= accept
+            if moved.all():
+                break
+        return params, value, bool(moved.any())
+
+
+class _BinaryLogisticProblems(_NewtonProblems):
+    """The two-class case of ``_LogisticProblems`` in half the unknowns. The multinomial
+    optimum has w_1 = −w_0 = v/2 and b_1 = −b_0 = c/2 (the penalty and the intercepts' pin are
+    smallest so), so it is binary logistic regression on z = v·x + c with the penalty
+    (alpha / 4)‖v‖²: d + 1 unknowns instead of 2(d + 1), a Hessian a quarter the size, the same
+    predictions. Problems that have not seen both classes fit nothing (v = c = 0): their
+    prediction is fixed by the classes seen."""
+
+    n_vectors = 1
+
+    def __init__(self, features: Tensor, targets: Tensor, alpha: float) -> None:
+        n, n_features = features.shape[1:]
+        self.features = features  # (B, n, F)
+        self.signs = 2.0 * targets.double() - 1.0  # (B, n): class 1 is +1
+        self.seen = _seen_counts(targets, 2) > 0  # (B, n, 2)
+        fitted = self.seen.all(-1)  # (B, n): both classes seen
+        earlier = torch.ones(n, n, dtype=torch.bool, device=features.device).tril(-1)  # j < i
+        self.uses = (earlier & fitted[..., None]).double()  # (B, i, j)
+        penalty = torch.full((n_features,), alpha / 2, dtype=torch.float64, device=features.device)
+        penalty[-1] = 0.0  # the intercept is not penalised
+        self.penalty = penalty
+        # Problems fitting nothing get an identity Hessian (their gradient is 0 at v = c = 0).
+        self.regulariser = penalty + (~fitted[..., None]).double()  # (B, n, F)
+
+    def _margins(self, params: Tensor) -> Tensor:
+        """(B, i, j): s_j z_i(x_j), problem i's signed score of point j."""
+        return torch.einsum("bif,bjf->bij", params[:, :, 0], self.features) * self.signs[:, None]
+
+    def objective(self, params: Tensor) -> Tensor:
+        losses = (F.softplus(-self._margins(params)) * self.uses).sum(-1)
+        return losses + 0.5 * (params.pow(2) * self.penalty).sum((-2, -1))
+
+    def gradient_and_hessian(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        batch, n, _, n_features = params.shape
+        wrong = torch.sigmoid(-self._margins(params))  # (B, i, j): 1 − P(the label of x_j)
+        gradient = torch.einsum(
+            "bij,bjf->bif", -wrong * self.signs[:, None] * self.uses, self.features
+        )
+        gradient = (gradient + params[:, :, 0] * self.penalty)[:, :, None]
+        curvature = wrong * (1.0 - wrong) * self.uses  # (B, i, j): p (1 − p)
+        outer = self.features[..., :, None] * self.features[..., None, :]  # (B, j, F, F)
+        hessian = (curvature.float() @ outer.flatten(2).float()).view(
+            batch, n, n_features, n_features
+        )
+        hessian.diagonal(dim1=-2, dim2=-1).add_(self.regulariser.float())
+        return gradient, hessian
+
+    def class_scores(self, params: Tensor) -> Tensor:
+        half = 0.5 * (params[:, :, 0] * self.features).sum(-1)  # z / 2: (B, n)
+        return torch.stack((-half, half), dim=-1)
+
+
+class _LogisticProblems(_NewtonProblems):
     """The (B, n) penalised multinomial logistic problems of ``prefix_logistic_regression``.
 
     Parameters are (B, n, C, d + 1): per problem and class, d weights then the intercept.
@@ -188,7 +284,7 @@ class _LogisticProblems:
         self.penalty = penalty
         self.intercept = torch.zeros_like(penalty)
         self.intercept[-1] = 1.0
-        self.n_classes = n_classes
+        self.n_classes = self.n_vectors = n_classes
 
     def _logits(self, params: Tensor) -> Tensor:
         """(B, n_problems, n_points, C), unseen classes at ``_UNSEEN`` (not -inf, so that a
@@ -242,23 +338,8 @@ class _LogisticProblems:
         hessian[..., intercepts[:, None], intercepts[None, :]] += coupling
         return gradient, hessian
 
-    def line_search(
-        self, params: Tensor, value: Tensor, step: Tensor, decrement: Tensor
-    ) -> tuple[Tensor, Tensor, bool]:
-        """Backtracking along ``-step`` per problem: the first t in ``_STEP_SIZES`` with
-        sufficient decrease (Armijo, slope ``-decrement``). Returns the new parameters, their
-        objective values, and whether any problem moved (one that finds no such t stays)."""
-        moved = torch.zeros_like(value, dtype=torch.bool)
-        for size in _STEP_SIZES:
-            candidate = params - size * step
-            candidate_value = self.objective(candidate)
-            accept = ~moved & (candidate_value <= value - _ARMIJO * size * decrement)
-            params = torch.where(accept[..., None, None], candidate, params)
-            value = torch.where(accept, candidate_value, value)
-            moved |= accept
-            if moved.all():
-                break
-        return params, value, bool(moved.any())
+    def class_scores(self, params: Tensor) -> Tensor:
+        return torch.einsum("bncf,bnf->bnc", params, self.features)
 
 
 class ClassificationAlgorithm(Algorithm):
