@@ -81,13 +81,21 @@ SETTINGS: dict[Scale, CacheSetting] = {
     # 1e-3 (loss 0.005), not in 2000 at the preset's 3e-3 (accuracy 0.24); GLA at width 8
     # recalls 1 pair and falls to 0.15-0.17 at 4 (mqar-state). Attention at width 64 would make
     # the matched budget one entry, too few to hold even one pair. Regression: the quickstart
-    # recipe on d = 5 with noise σ = 0.5 and 41 examples (8d), curriculum to 41.
+    # recipe on d = 5 with noise σ = 0.5 and 41 examples (8d), curriculum to 41. Training seed 1:
+    # the recall rule was revised after seed 0's run (its drop is now the policies' envelope;
+    # docs/REPRODUCTIONS.md), so the verdict comes from a seed nobody had seen.
     "cpu": CacheSetting(
         recall=PresetChanges(
             "mqar",
             {
                 "task": {"vocab_size": 64},
-                "train": {"steps": 6000, "lr": 1.0e-3, "log_every": 100, "checkpoint_every": 2000},
+                "train": {
+                    "steps": 6000,
+                    "lr": 1.0e-3,
+                    "seed": 1,
+                    "log_every": 100,
+                    "checkpoint_every": 2000,
+                },
                 "eval": {"n_prompts": 512, "algorithms": ["mqar_lookup"]},
             },
         ),
@@ -104,6 +112,7 @@ SETTINGS: dict[Scale, CacheSetting] = {
                     "curriculum": {
                         "points": {"start": 6, "end": 41, "increment": 5, "interval": 50}
                     },
+                    "seed": 1,
                     "log_every": 100,
                     "checkpoint_every": 500,
                 },
@@ -216,6 +225,9 @@ class CacheVersusState(Reproduction):
         regression, regression_budget, k = self.regression(setting, configs, runs, out)
         fewest, most = min(setting.pairs), max(setting.pairs)
         policies = [f"model[{name}(budget={recall_budget})]" for name in POLICIES]
+        # Eviction's envelope: the best any policy recalls at the fewest pairs and at the most
+        # (not one policy's drop: the one best at the most pairs may never have held a pair)
+        best_fewest = max(policies, key=lambda name: recall[name, fewest][0])
         best = max(policies, key=lambda name: recall[name, most][0])
         at_k = {name: points[k].mean for name, points in regression.items()}
         evicting = [f"model[{name}(budget={regression_budget})]" for name in POLICIES]
@@ -230,11 +242,14 @@ class CacheVersusState(Reproduction):
             "recall_budget": float(recall_budget),
             "regression_budget": float(regression_budget),
             "recall_full_min": min(recall["model", p][0] for p in setting.pairs),
-            "recall_evict_drop": recall[best, fewest][0] - recall[best, most][0],
+            "recall_evict_best_fewest": recall[best_fewest, fewest][0],
+            "recall_evict_best_most": recall[best, most][0],
+            "recall_evict_drop": recall[best_fewest, fewest][0] - recall[best, most][0],
             "recall_state_drop": recall[STATE, fewest][0] - recall[STATE, most][0],
             "regression_full_gap": at_k["model"] - at_k["least_squares"],
             "regression_state_gap": at_k[STATE] - at_k["least_squares"],
             "regression_evict_gap": at_k[best_evicting] - at_k["least_squares"],
+            "recall_best_evicting_at_fewest_is_" + best_fewest: 1.0,
             "recall_best_evicting_is_" + best: 1.0,
             "regression_best_evicting_is_" + best_evicting: 1.0,
         }
@@ -242,15 +257,16 @@ class CacheVersusState(Reproduction):
             numbers,
             scale,
             quantity=f"recall: query accuracy over every query at {fewest} and {most} pairs of "
-            "the full cache, the eviction policy most accurate at the most pairs (budget: the "
-            f"entries whose floats match {STATE}'s state per layer) and {STATE}; regression: "
+            "the full cache, the eviction policies (the best of them at each pair count; budget: "
+            f"the entries whose floats match {STATE}'s state per layer) and {STATE}; regression: "
             f"error / E[y²] after k = {k} examples of the full cache, {STATE}, the best "
             "evicting cache of the same memory, and least squares",
             threshold=f"inconclusive unless the full cache recalls ≥ {SOLVES} at every pair "
             f"count and its regression error is within {LEARNS} of least squares; reproduced "
-            f"when both the best policy's and {STATE}'s recall drop by ≥ {FALLS_OFF}, {STATE}'s "
+            f"when both the policies' best recall and {STATE}'s drop by ≥ {FALLS_OFF} from "
+            f"{fewest} to {most} pairs, {STATE}'s "
             f"regression error is within {MATCHES} of least squares and the best evicting "
-            f"cache's is ≥ {FAILS} above it; not reproduced when the best policy's recall drops "
+            f"cache's is ≥ {FAILS} above it; not reproduced when the policies' best recall drops "
             f"by < {HOLDS_UP}, or the best evicting cache is within {HOLDS_UP} of least squares, "
             f"or {STATE} is > {FAILS} above it",
         )
