@@ -255,3 +255,21 @@ def test_run_json_keeps_when_training_first_started_across_a_resume(tmp_path):
     assert RunDir(tmp_path / "run").read_info()["created"] == created
     [entry] = catalog.list_runs(tmp_path)
     assert entry.created == datetime.fromisoformat(created) and entry.steps == 20
+
+
+def test_adamw_is_fused_where_torch_has_the_kernel_and_foreach_elsewhere(monkeypatch):
+    import torch
+
+    groups = [{"params": [torch.nn.Parameter(torch.ones(3))]}]
+    assert trainer_module.adamw(groups, lr=1e-3).defaults["fused"]  # CPU, torch >= 2.4
+    real = torch.optim.AdamW
+
+    def without_fused_kernel(params, fused=None, **options):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point")
+        return real(params, fused=fused, **options)
+
+    monkeypatch.setattr(torch.optim, "AdamW", without_fused_kernel)
+    optimizer = trainer_module.adamw(groups, lr=1e-3)
+    assert optimizer.defaults["foreach"] and not optimizer.param_groups[0]["fused"]
+    assert "fused" not in groups[0]  # the caller's groups are left as they were

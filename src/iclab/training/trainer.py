@@ -110,13 +110,8 @@ class Trainer:
             config.model, self.task.io(), config.task.n_points, name=config.name
         ).to(self.device)
         train = config.train
-        fused = self.device.type in ("cpu", "cuda")  # one kernel for all parameters
-        self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, train.weight_decay),
-            lr=train.lr,
-            betas=train.betas,
-            fused=fused,  # the same update and state as the per-parameter loop, 3x faster on CPU
-            foreach=not fused,
+        self.optimizer = adamw(
+            parameter_groups(self.model, train.weight_decay), lr=train.lr, betas=train.betas
         )
         self.network = self._trainable(self.model)
         self.step = 0
@@ -232,6 +227,16 @@ class Trainer:
                 if hooks is not None:
                     hooks.checkpoint(self.step)
                 self.processes.barrier()
+
+
+def adamw(groups: list[dict[str, Any]], **options: Any) -> torch.optim.AdamW:
+    """AdamW fused into one kernel over every parameter where this torch has the kernel for the
+    parameters' device (CUDA; CPU from torch 2.4 on: 3× faster than the per-parameter loop
+    there), else one op per kind for all parameters (foreach). The same update and state."""
+    try:  # copies: the optimizer writes its defaults into the groups it is given
+        return torch.optim.AdamW([dict(g) for g in groups], fused=True, **options)
+    except RuntimeError:  # "`fused=True` requires all the params to be ... of supported devices"
+        return torch.optim.AdamW([dict(g) for g in groups], foreach=True, **options)
 
 
 def with_precision(config: RunConfig, device: torch.device) -> RunConfig:
