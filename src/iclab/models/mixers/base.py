@@ -50,7 +50,7 @@ class Mixer(nn.Module):
     paper: ClassVar[str] = ""
     # What ``train.lr: auto`` uses: of 1e-3, 2e-3 and 5e-3, the smallest Adam rate within 10% of
     # the best error on the quickstart task after 1000 steps (configs/sweeps/mixer_lr.yaml,
-    # benchmarks/RESULTS.md). 1e-3 for a mixer the sweep has not reached (mamba).
+    # benchmarks/RESULTS.md). 1e-3 for a mixer the sweep has not reached (none of the zoo now).
     learning_rate: ClassVar[float] = 1e-3
     # Whether the streaming state is a KV cache a cache policy can manage (iclab.models.caches).
     has_kv_cache: ClassVar[bool] = False

@@ -124,6 +124,7 @@ class Mamba(Mixer):
     forms = ("parallel", "chunked", "recurrent")
     state_formula = "expand·E·(d_state + d_conv − 1)"
     paper = "Gu & Dao 2023, arXiv 2312.00752"
+    learning_rate = 5e-3
 
     def __init__(
         self,
