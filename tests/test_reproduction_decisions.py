@@ -58,9 +58,11 @@ GARG = [
 def gd_numbers(
     cosine: float, difference: float, distance: float, seeds: tuple[int, ...] = (0,)
 ) -> dict[str, float]:
-    """The same numbers for every seed in ``seeds``."""
+    """The same numbers for every seed in ``seeds``, with the untrained layer's cosine beside
+    them as the run records it (its key ends like the trained one's)."""
     per_seed = {
         "sensitivity_cosine": cosine,
+        "untrained_sensitivity_cosine": 0.01,
         "prediction_difference": difference,
         "distance_from_identity": distance,
     }

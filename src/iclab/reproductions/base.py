@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -184,9 +185,11 @@ def reproduce(
 
 
 def seeds_in(numbers: dict[str, float], key: str) -> list[str]:
-    """The seeds (``"seed0"``, …) of numbers recorded per training seed as ``{seed}_{key}``:
-    an error when there are none (a decision needs at least one run)."""
-    seeds = [name.removesuffix(f"_{key}") for name in numbers if name.endswith(f"_{key}")]
+    """The seeds (``"seed0"``, …) of numbers recorded per training seed as ``{seed}_{key}``,
+    only those (``seed0_untrained_{key}`` is not seed 0's ``{key}``): an error when there are
+    none (a decision needs at least one run)."""
+    pattern = re.compile(rf"(seed\d+)_{re.escape(key)}")
+    seeds = [match[1] for name in numbers if (match := pattern.fullmatch(name))]
     if not seeds:
         raise ValueError(f"no seed's {key!r} among the numbers to decide on")
     return seeds

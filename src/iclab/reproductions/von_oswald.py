@@ -108,7 +108,7 @@ class VonOswaldGD(Reproduction):
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
-        seeds = seeds_in(numbers, "distance_from_identity")
+        seeds = seeds_in(numbers, "sensitivity_cosine")
         return agreed(seed_outcome(numbers, seed) for seed in seeds)
 
     @staticmethod
