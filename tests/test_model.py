@@ -97,6 +97,23 @@ def test_parameter_count_matches_gpt2_formula():
     assert model.n_params() == expected
 
 
+@pytest.mark.parametrize("init_std", [0.02, 0.002])
+def test_init_std_sets_the_spread_of_linear_maps_and_residual_projections(init_std):
+    torch.manual_seed(0)
+    layers, width = 2, 32
+    config = ModelConfig(n_layers=layers, d_model=width, n_heads=4, init_std=init_std)
+    model = model_for(config, TaskConfig(n_dims=3, n_points=8))
+    block = model.backbone.blocks[0]
+    for weights, std in [
+        (block.mixer.qkv.weight, init_std),
+        (block.mixer.proj.weight, init_std / (2 * layers) ** 0.5),
+    ]:
+        # the sample std of n normal draws is within 4 standard errors (std / sqrt(2n)) of std
+        tolerance = 4 * std / (2 * weights.numel()) ** 0.5
+        assert abs(weights.std().item() - std) < tolerance
+    assert torch.all(block.mixer.qkv.bias == 0)
+
+
 STACKS = [[name] * 4 for name, _ in MIXERS] + [["mamba", "mamba", "softmax", "mamba"]]
 
 

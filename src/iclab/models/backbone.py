@@ -81,6 +81,7 @@ class Backbone(nn.Module):
         mlp_ratio: int = 4,
         norm: str = "layernorm",
         dropout: float = 0.0,
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         mixers = [cls(d_model, n_heads, options) for cls, options in layers]
@@ -95,11 +96,12 @@ class Backbone(nn.Module):
             Block(mixer, d_model, mlp_ratio, norm, dropout) for mixer in mixers
         )
         self.ln_final = norm_layer(norm, d_model)
-        self._init_weights(len(layers))
+        self._init_weights(len(layers), init_std)
 
-    def _init_weights(self, n_layers: int) -> None:
-        """GPT-2 initialisation of linear maps and embeddings: N(0, 0.02), zero biases, residual
-        projections scaled by 1/sqrt(2·layers); then each mixer's own special parameters."""
+    def _init_weights(self, n_layers: int, std: float) -> None:
+        """GPT-2 initialisation of linear maps and embeddings: N(0, std²) (GPT-2: std = 0.02),
+        zero biases, residual projections scaled by 1/sqrt(2·layers); then each mixer's own
+        special parameters."""
         generic = {
             id(parameter)
             for module in self.modules()
@@ -110,9 +112,9 @@ class Backbone(nn.Module):
             if id(parameter) not in generic:
                 continue
             if name.endswith(".proj.weight"):
-                nn.init.normal_(parameter, std=0.02 / math.sqrt(2 * n_layers))
+                nn.init.normal_(parameter, std=std / math.sqrt(2 * n_layers))
             elif parameter.dim() >= 2:
-                nn.init.normal_(parameter, std=0.02)
+                nn.init.normal_(parameter, std=std)
             else:
                 nn.init.zeros_(parameter)
         for block in self.blocks:

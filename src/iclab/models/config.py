@@ -53,6 +53,14 @@ class ModelConfig(BaseModel):
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="dropout on the embeddings and every residual branch"
     )
+    init_std: float = Field(
+        0.02,
+        gt=0.0,
+        le=1.0,
+        description="standard deviation of the normal initialisation of the blocks' linear maps "
+        "and embeddings (GPT-2's 0.02; residual projections get it / √(2 · layers)); von Oswald "
+        "et al. start their linear self-attention layer at 0.002",
+    )
     tokens: Literal["interleaved", "paired", "lagged", "set"] = Field(
         "interleaved",
         description="interleaved x and y tokens (Garg et al.); paired: a query token (x, 0) "

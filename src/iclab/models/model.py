@@ -176,6 +176,7 @@ def build_model(
         mlp_ratio=config.mlp_ratio,
         norm=config.norm,
         dropout=config.dropout,
+        init_std=config.init_std,
     )
     return InContextModel(codec, backbone, name=name)
 
