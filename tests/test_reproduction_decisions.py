@@ -509,17 +509,26 @@ def cache_numbers(
     full: tuple[float, float] = (0.98, 0.02),
     recall_drops: tuple[float, float] = (0.5, 0.4),
     regression_gaps: tuple[float, float] = (0.05, 0.4),
+    seed: str = "seed0",
 ) -> dict[str, float]:
-    """(full-cache recall minimum, full-cache regression gap), (eviction, state) recall drops,
-    (state, best evicting) regression gaps to least squares."""
+    """(full-cache recall minimum, full-cache regression gap), (eviction, state) recall drops
+    of one recall seed, (state, best evicting) regression gaps to least squares."""
     return {
-        "recall_full_min": full[0],
+        f"{seed}_recall_full_min": full[0],
+        f"{seed}_recall_evict_drop": recall_drops[0],
+        f"{seed}_recall_state_drop": recall_drops[1],
         "regression_full_gap": full[1],
-        "recall_evict_drop": recall_drops[0],
-        "recall_state_drop": recall_drops[1],
         "regression_state_gap": regression_gaps[0],
         "regression_evict_gap": regression_gaps[1],
     }
+
+
+def cache_seeds(*recall: dict[str, float]) -> dict[str, float]:
+    """Recall seeds 0, 1, … (``cache_numbers`` keyword arguments each) with one regression."""
+    numbers: dict[str, float] = {}
+    for index, changes in enumerate(recall):
+        numbers |= cache_numbers(**changes, seed=f"seed{index}")
+    return numbers
 
 
 CACHE = [
@@ -542,6 +551,22 @@ CACHE = [
     (cache_numbers(recall_drops=(0.1, 0.4)), INCONCLUSIVE, "eviction drops, but too little"),
     (cache_numbers(regression_gaps=(0.15, 0.4)), INCONCLUSIVE, "the state is near, not within"),
     (cache_numbers(recall_drops=(0.5, 0.1)), INCONCLUSIVE, "the state holds up on recall"),
+    (cache_seeds({}, {}, {}), REPRODUCED, "three recall seeds agree"),
+    (
+        cache_seeds({}, {"full": (cache.SOLVES - UP, 0.02)}, {}),
+        INCONCLUSIVE,
+        "one seed's full cache did not recall",
+    ),
+    (
+        cache_seeds({}, {"recall_drops": (0.0, 0.4)}, {}),
+        INCONCLUSIVE,
+        "one seed's eviction holds up: the seeds disagree",
+    ),
+    (
+        cache_seeds({"recall_drops": (0.0, 0.4)}, {"recall_drops": (0.01, 0.4)}),
+        NOT_REPRODUCED,
+        "every seed's eviction holds up",
+    ),
 ]
 
 
