@@ -62,7 +62,7 @@ def inputs(length: int, seed: int = 1, batch: int = 2) -> torch.Tensor:
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("decayed", [False, True])
-@pytest.mark.parametrize("length", [1, 8, 37])
+@pytest.mark.parametrize("length", [1, 8, 17, 37])
 def test_every_form_matches_the_per_step_equations(form, decayed, length):
     q, k, v, log_decay = random_heads(length)
     log_decay = log_decay if decayed else None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from iclab.models.mixers import MIXERS, resolve_mixer
-from iclab.models.mixers.base import state_numel
+from iclab.models.mixers.base import balanced_chunks, state_numel
 
 WIDTH, HEADS, BATCH = 32, 4, 2
 
@@ -151,3 +151,21 @@ def test_readme_table_lists_every_mixer_with_its_state_formula():
         assert row is not None, f"README has no row for {name}"
         assert ", ".join(cls.forms) in row.split("|")[2], name
         assert cls.state_formula.split(" (")[0] in row.split("|")[3], name
+
+
+@pytest.mark.parametrize(
+    ("length", "chunk_size", "expected"),
+    [(82, 64, (2, 41)), (42, 64, (1, 42)), (64, 64, (1, 64)), (65, 64, (2, 33)), (17, 8, (3, 6))],
+)
+def test_balanced_chunks_are_as_few_as_the_chunk_size_allows_and_equal(
+    length, chunk_size, expected
+):
+    assert balanced_chunks(length, chunk_size) == expected
+
+
+def test_balanced_chunks_cover_the_sequence_with_less_than_one_step_of_padding_per_chunk():
+    for length in range(1, 200):
+        for chunk_size in (1, 7, 16, 64):
+            n_chunks, size = balanced_chunks(length, chunk_size)
+            assert size <= chunk_size and n_chunks == -(-length // chunk_size)
+            assert 0 <= n_chunks * size - length < n_chunks

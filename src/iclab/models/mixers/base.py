@@ -106,6 +106,14 @@ class Mixer(nn.Module):
         return 0.0
 
 
+def balanced_chunks(length: int, chunk_size: int) -> tuple[int, int]:
+    """(number of chunks, steps per chunk) of a chunked form: as few chunks as ``chunk_size``
+    allows, of equal size, so that 82 steps are two chunks of 41 rather than two of 64 with
+    the second one half padding."""
+    n_chunks = -(-length // chunk_size)
+    return n_chunks, -(-length // n_chunks)
+
+
 def state_numel(state: Any) -> int:
     """Floats in a (nested) state, per the whole batch; ints such as positions are not state."""
     if isinstance(state, Tensor):

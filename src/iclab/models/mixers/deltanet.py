@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from iclab.models.mixers.base import Mixer, MixerOptions, MixerState, register_mixer
+from iclab.models.mixers.base import (
+    Mixer,
+    MixerOptions,
+    MixerState,
+    balanced_chunks,
+    register_mixer,
+)
 from iclab.models.mixers.kernels import delta_rule_kernel, kernel_applies
 
 
@@ -76,7 +82,7 @@ def delta_rule_chunked(
     """
     batch, heads, length, key_dim = k.shape
     value_dim = v.shape[-1]
-    n_chunks = -(-length // chunk_size)
+    n_chunks, chunk_size = balanced_chunks(length, chunk_size)
     padding = n_chunks * chunk_size - length  # zero keys and β leave the state unchanged
     if padding:
         q, k, v = (F.pad(tensor, (0, 0, 0, padding)) for tensor in (q, k, v))

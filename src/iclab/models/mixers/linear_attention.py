@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from iclab.models.mixers.base import Mixer, MixerOptions, MixerState, register_mixer
+from iclab.models.mixers.base import (
+    Mixer,
+    MixerOptions,
+    MixerState,
+    balanced_chunks,
+    register_mixer,
+)
 from iclab.models.mixers.conv import ShortConv
 from iclab.models.mixers.kernels import kernel_applies, linear_attention_kernel
 
@@ -97,12 +103,11 @@ def chunked_form(
     """
     batch, heads, length, key_dim = q.shape
     value_dim = v.shape[-1]
-    size = min(chunk_size, length)
-    padding = -length % size  # zero keys and values at the end change nothing before them
+    n_chunks, size = balanced_chunks(length, chunk_size)
+    padding = n_chunks * size - length  # zero keys and values at the end change nothing before
     if padding:
         q, k, v = (F.pad(x, (0, 0, 0, padding)) for x in (q, k, v))
         log_decay = None if log_decay is None else F.pad(log_decay, (0, padding))
-    n_chunks = (length + padding) // size
     q = q.reshape(batch, heads, n_chunks, size, key_dim)
     k = k.reshape(batch, heads, n_chunks, size, key_dim)
     v = v.reshape(batch, heads, n_chunks, size, value_dim)
