@@ -382,15 +382,30 @@ MQAR = [
 # --- icll-architectures: transformer − each other architecture, paired 95% interval ------------
 
 
-def language_numbers(unigram: float = 0.45, **intervals: tuple[float, float]) -> dict[str, float]:
-    numbers = {"transformer_late_accuracy": 0.8, f"{arch.UNIGRAM}_late_accuracy": unigram}
+def language_numbers(
+    unigram: float = 0.45, seed: str = "seed0", **intervals: tuple[float, float]
+) -> dict[str, float]:
+    """One training seed's numbers: the unigram baseline and, per architecture, the 95%
+    interval of transformer − it (the transformer at 0.8)."""
+    numbers = {
+        f"{seed}_transformer_late_accuracy": 0.8,
+        f"{seed}_{arch.UNIGRAM}_late_accuracy": unigram,
+    }
     for name, (low, high) in intervals.items():
-        numbers[f"{name}_late_accuracy"] = 0.8 - (low + high) / 2
+        numbers[f"{seed}_{name}_late_accuracy"] = 0.8 - (low + high) / 2
         numbers |= {
-            f"transformer_minus_{name}": (low + high) / 2,
-            f"transformer_minus_{name}_ci_low": low,
-            f"transformer_minus_{name}_ci_high": high,
+            f"{seed}_transformer_minus_{name}": (low + high) / 2,
+            f"{seed}_transformer_minus_{name}_ci_low": low,
+            f"{seed}_transformer_minus_{name}_ci_high": high,
         }
+    return numbers
+
+
+def language_seeds(*seeds: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Seeds 0, 1, … each with its intervals (``language_numbers`` keyword arguments)."""
+    numbers: dict[str, float] = {}
+    for index, intervals in enumerate(seeds):
+        numbers |= language_numbers(seed=f"seed{index}", **intervals)
     return numbers
 
 
@@ -440,6 +455,25 @@ ICLL = [
         language_numbers(lstm=(0.05, 0.1), mamba=(-0.1, arch.BEATEN)),
         INCONCLUSIVE,
         "a high exactly at 0",
+    ),
+    (
+        language_seeds(*[{"lstm": (0.05, 0.1), "linear_attention": (0.01, 0.02)}] * 3),
+        REPRODUCED,
+        "three seeds, every interval above 0 in each",
+    ),
+    (
+        language_seeds(
+            {"lstm": (0.05, 0.1), "linear_attention": (0.01, 0.02)},
+            {"lstm": (0.05, 0.1), "linear_attention": (-0.005, 0.01)},
+            {"lstm": (0.05, 0.1), "linear_attention": (0.01, 0.02)},
+        ),
+        INCONCLUSIVE,
+        "one seed's linear attention interval straddles 0: the seeds disagree",
+    ),
+    (
+        language_seeds(*[{"lstm": (0.05, 0.1), "linear_attention": (-0.03, -0.01)}] * 3),
+        NOT_REPRODUCED,
+        "linear attention beats the transformer in every seed",
     ),
 ]
 

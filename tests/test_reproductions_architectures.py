@@ -48,11 +48,15 @@ def test_the_recall_comparison_trains_every_mixer_at_every_pair_count_for_every_
 def test_language_comparison_evaluates_every_architecture_on_the_same_prompts(smoke):
     numbers = recorded_verdict(smoke, "icll-architectures", "smoke")["numbers"]
     root = smoke / "icll-architectures"
-    learners = {row.split(",")[0] for row in (root / "curves.csv").read_text().splitlines()[1:]}
-    assert learners == {"transformer", "lstm", "ngram(n=1)", "ngram(n=2)"}
-    low = numbers["transformer_minus_lstm_ci_low"]
-    high = numbers["transformer_minus_lstm_ci_high"]
-    assert low <= numbers["transformer_minus_lstm"] <= high
+    for seed in module.LANGUAGE["smoke"].seeds:
+        table = (root / f"seed{seed}" / "curves.csv").read_text().splitlines()[1:]
+        learners = {row.split(",")[0] for row in table}
+        assert learners == {"transformer", "lstm", "ngram(n=1)", "ngram(n=2)"}
+        low = numbers[f"seed{seed}_transformer_minus_lstm_ci_low"]
+        high = numbers[f"seed{seed}_transformer_minus_lstm_ci_high"]
+        assert low <= numbers[f"seed{seed}_transformer_minus_lstm"] <= high
+        run = RunDir(root / f"seed{seed}" / "lstm")
+        assert run.load_config().train.seed == seed
     params = [numbers["transformer_params"], numbers["lstm_params"]]
     assert max(params) / min(params) < 1.1  # equal sizes, within target_params' 5% each
 

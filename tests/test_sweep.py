@@ -21,6 +21,7 @@ from iclab.config import ConfigError
 from iclab.run import RunDir, catalog, train_run
 from iclab.sweeps import TrialJob, expand_trials, load_sweep, run_sweep, run_trial
 from iclab.sweeps.spec import parameter_values
+from iclab.sweeps.summary import TrialRow
 
 runner = CliRunner()
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -410,3 +411,19 @@ def test_every_shipped_sweep_file_loads_and_each_trial_is_a_valid_config(path):
     trials = expand_trials(spec)
     assert len(trials) == len(list(parameter_values(spec))) > 1
     assert all(trial.problem is None for trial in trials), [t.problem for t in trials]
+
+
+def test_a_sweep_stopped_before_every_trial_ran_says_how_to_go_on(tmp_path, monkeypatch):
+    """Tune's fit() returns early on Ctrl-C with only the trials it finished: a clear message,
+    not a KeyError from the summary."""
+    path = write_sweep(tmp_path, parameters={"train.lr": [1.0e-3, 2.0e-3, 3.0e-3]})
+
+    def first_only(spec, jobs, values, directory, address, reporter):
+        job = jobs[0]
+        return {job.name: TrialRow(job.name, values[job.name], "completed", metric=0.5)}
+
+    monkeypatch.setattr("iclab.sweeps.runner.run_on_ray", first_only)
+    outcome = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert outcome.exit_code == 2, outcome.output
+    assert "stopped with 1 of 3 trials done" in outcome.output
+    assert "run the same command again" in outcome.output

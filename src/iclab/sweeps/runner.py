@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from iclab.config import RunConfig
-from iclab.errors import ConfigError
+from iclab.errors import ConfigError, UserError
 from iclab.progress import duration
 from iclab.run import RunDir, evaluate_run, train_run
 from iclab.run.catalog import headline_of, last_logged_step
@@ -117,8 +117,20 @@ def run_sweep(
         values = {trial.name: trial.values for trial in trials}
         reporter = TrialEvents(jobs, values, len(trials) - len(jobs), on_trial, on_progress)
         outcomes |= run_on_ray(spec, jobs, values, directory, address, reporter)
+    missing = [trial.name for trial in trials if trial.name not in outcomes]
+    if missing:  # Tune returns early, without the trials it had not finished, on Ctrl-C
+        raise SweepInterrupted(
+            f"{path}: the sweep stopped with {len(trials) - len(missing)} of {len(trials)} "
+            f"trials done ({missing[0]} and {len(missing) - 1} more not); run the same command "
+            "again to go on: done trials are read back, an interrupted one resumes from its "
+            "last checkpoint"
+        )
     rows = [outcomes[trial.name] for trial in trials]
     return write_summary(spec, directory, measure, label, mode, rows)
+
+
+class SweepInterrupted(UserError):
+    """A sweep that stopped (Ctrl-C) before every trial had an outcome."""
 
 
 def check_reachable(address: str) -> None:
