@@ -19,7 +19,8 @@ from conftest import latest_evaluation, tiny_config
 from iclab.cli import app
 from iclab.config import ConfigError
 from iclab.run import RunDir, catalog, train_run
-from iclab.sweeps import TrialJob, expand_trials, load_sweep, run_sweep, run_trial
+from iclab.sweeps import TrialJob, expand_trials, load_sweep, read_metric, run_sweep, run_trial
+from iclab.sweeps.runner import known_outcome
 from iclab.sweeps.spec import parameter_values
 from iclab.sweeps.summary import TrialRow
 
@@ -427,3 +428,20 @@ def test_a_sweep_stopped_before_every_trial_ran_says_how_to_go_on(tmp_path, monk
     assert outcome.exit_code == 2, outcome.output
     assert "stopped with 1 of 3 trials done" in outcome.output
     assert "run the same command again" in outcome.output
+
+
+def test_a_completed_trial_at_precision_auto_is_read_back(tmp_path):
+    """The trainer writes ``precision: auto`` as what the device ran (bfloat16 or float32): a
+    rerun of the sweep still recognises the trial's run as its own."""
+    path = write_sweep(
+        tmp_path, parameters={"train.lr": [1.0e-3, 2.0e-3]}, set=["train.precision=auto"]
+    )
+    spec = load_sweep(path)
+    trial = expand_trials(spec)[0]
+    directory = tmp_path / "out" / spec.name
+    run_dir = directory / trial.name
+    run_trial(TrialJob(trial.name, trial.config.to_dict(), str(run_dir), spec.metric, cpus=1))
+    assert RunDir(run_dir).load_config().train.precision in ("float32", "bfloat16")
+    row = known_outcome(trial, directory, spec.metric)
+    assert row is not None and row.status == "completed"
+    assert row.metric == read_metric(RunDir(run_dir), spec.metric)

@@ -155,6 +155,9 @@ def known_outcome(trial: Trial, directory: Path, metric: str) -> TrialRow | None
         return None
     existing = run.load_config()
     expected = with_batch_shards(trial.config, 1)  # as the trainer resolves it: one process
+    if expected.train.precision == "auto":  # the trainer fixed it for the device it ran on
+        train = expected.train.model_copy(update={"precision": existing.train.precision})
+        expected = expected.model_copy(update={"train": train})
     if existing.digest() != expected.digest():
         raise ConfigError(
             f"{run.path} holds a run of another config (hash {existing.digest()}, this sweep's "
