@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -20,7 +21,7 @@ from iclab.cli import app
 from iclab.config import ConfigError
 from iclab.run import RunDir, catalog, train_run
 from iclab.sweeps import TrialJob, expand_trials, load_sweep, read_metric, run_sweep, run_trial
-from iclab.sweeps.runner import known_outcome
+from iclab.sweeps.runner import finished_rows, known_outcome
 from iclab.sweeps.spec import parameter_values
 from iclab.sweeps.summary import TrialRow
 
@@ -445,3 +446,20 @@ def test_a_completed_trial_at_precision_auto_is_read_back(tmp_path):
     row = known_outcome(trial, directory, spec.metric)
     assert row is not None and row.status == "completed"
     assert row.metric == read_metric(RunDir(run_dir), spec.metric)
+
+
+def test_trials_tune_was_still_running_when_stopped_are_left_out_not_failed():
+    """On Ctrl-C Tune returns every trial it started; those that never finished carry no
+    metric and must be run again, not reported as failed."""
+    config = tiny_config().to_dict()
+    jobs = [TrialJob(f"trial-{i}", config, f"runs/trial-{i}", "loss", cpus=1) for i in range(3)]
+    values = {job.name: {"train.lr": 0.001 * (i + 1)} for i, job in enumerate(jobs)}
+    results = [
+        SimpleNamespace(config={"trial": 0}, metrics={"value": 0.5}, error=None),
+        SimpleNamespace(config={"trial": 1}, metrics={}, error=None),  # still running
+        SimpleNamespace(config={"trial": 2}, metrics={}, error=RuntimeError("boom")),
+    ]
+    rows = finished_rows(results, jobs, values, finished={"trial-0", "trial-2"})
+    assert set(rows) == {"trial-0", "trial-2"}
+    assert rows["trial-0"].status == "completed" and rows["trial-0"].metric == 0.5
+    assert rows["trial-2"].status == "failed"

@@ -10,7 +10,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -226,10 +226,23 @@ def run_on_ray(
     finally:
         if started:
             ray.shutdown()
+    return finished_rows(results, jobs, values, reporter.finished)
+
+
+def finished_rows(
+    results: Iterable[Any],
+    jobs: Sequence[TrialJob],
+    values: dict[str, dict[str, Any]],
+    finished: set[str],
+) -> dict[str, TrialRow]:
+    """The rows of Tune's ``results`` for the trials that ``finished`` (completed or failed).
+    Stopped by Ctrl-C, Tune also returns the trials it was running, metric-less: those are
+    left out, to be run again, not reported as failed."""
     rows = {}
     for result in results:
         job = jobs[result.config["trial"]]
-        rows[job.name] = outcome_row(job.name, values[job.name], result.metrics, result.error)
+        if job.name in finished:
+            rows[job.name] = outcome_row(job.name, values[job.name], result.metrics, result.error)
     return rows
 
 
@@ -295,7 +308,7 @@ class TrialEvents:
         self.on_trial, self.on_progress = on_trial, on_progress
         self.total = settled + len(self.jobs)
         self.running: set[int] = set()
-        self.done = 0
+        self.finished: set[str] = set()  # names of the trials Tune has completed or failed
         self.started = self.last_heartbeat = time.perf_counter()
 
     def started_trial(self, index: int) -> None:
@@ -304,7 +317,7 @@ class TrialEvents:
 
     def finished_trial(self, index: int, row: TrialRow) -> None:
         self.running.discard(index)
-        self.done += 1
+        self.finished.add(self.jobs[index].name)
         if self.on_trial is not None:
             self.on_trial(row)
 
@@ -324,7 +337,7 @@ class TrialEvents:
 
     def status(self) -> str:
         elapsed = duration(time.perf_counter() - self.started)
-        done = self.settled + self.done
+        done = self.settled + len(self.finished)
         return f"{done}/{self.total} done, {len(self.running)} running, {elapsed}"
 
     def say(self, line: str) -> None:
