@@ -195,6 +195,10 @@ def test_lr_auto_is_each_mixers_tuned_rate_and_the_config_records_the_number():
     assert hybrid.train.lr == min(rates["mamba"], rates["softmax"])
     with pytest.raises(ConfigError, match=r"train\.lr: a number or auto, got 'fast'"):
         build_config({"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError) as invalid_model:
+        build_config({"model": {"mixer": "nosuch"}, "train": {"lr": "auto"}})
+    assert "model.mixer: unknown mixer 'nosuch'" in str(invalid_model.value)
+    assert "train.lr" not in str(invalid_model.value)  # no second error about what follows
 
 
 @pytest.mark.parametrize(

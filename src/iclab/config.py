@@ -201,11 +201,9 @@ class TrainConfig(Strict):
     @field_validator("lr", mode="before")
     @classmethod
     def _number_or_auto(cls, lr: Any) -> Any:
-        """What is left of ``auto`` here found no mixer to ask (``RunConfig`` resolves it)."""
+        """``auto`` left here found no mixer to ask (``RunConfig`` resolves it)."""
         if lr == "auto":
-            raise ValueError(
-                "auto takes the rate of the model's mixer; the model section is invalid"
-            )
+            raise ValueError("auto takes the rate of the model's mixer: it needs a run config")
         if isinstance(lr, str) and not is_number(lr):
             raise ValueError(f"a number or auto, got {lr!r}")
         return lr
@@ -325,15 +323,15 @@ class RunConfig(Strict):
     @classmethod
     def _tuned_learning_rate(cls, data: Any) -> Any:
         """``train.lr: auto`` becomes the number the mixers' sweep chose, so that the run's
-        config.yaml (and its digest) says what was trained with. (A model section with errors
-        leaves it unresolved; its own errors say why.)"""
+        config.yaml (and its digest) says what was trained with. A model section with errors
+        has no rate to give: ``lr`` is left out so that only the model's own errors are shown."""
         train = data.get("train") if isinstance(data, dict) else None
         if isinstance(train, dict) and train.get("lr") == "auto":
             try:
-                model = ModelConfig.model_validate(data.get("model") or {})
+                lr = ModelConfig.model_validate(data.get("model") or {}).tuned_learning_rate()
             except ValidationError:
-                return data
-            data = {**data, "train": {**train, "lr": model.tuned_learning_rate()}}
+                return {**data, "train": {k: v for k, v in train.items() if k != "lr"}}
+            data = {**data, "train": {**train, "lr": lr}}
         return data
 
     @model_validator(mode="after")
