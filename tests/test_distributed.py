@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_config
 from iclab.config import ConfigError
 from iclab.run import RunDir, train_run
-from iclab.training.trainer import sample_batch, with_batch_shards
+from iclab.training.trainer import as_started_like, sample_batch, with_batch_shards
 from saved_state import SavedState, assert_close, final_state
 
 STEPS = 6
@@ -146,6 +146,16 @@ def test_the_batch_must_divide_among_the_processes():
         with_batch_shards(sharded_config(), 3)
     assert with_batch_shards(tiny_config(), 2).train.batch_shards == 2  # default: processes
     assert with_batch_shards(sharded_config(), 4).train.batch_shards == 2  # kept on resume
+
+
+def test_a_run_started_on_two_processes_at_precision_auto_is_the_same_configs_run():
+    """What training fixes when it starts (shards left to the process count, precision auto)
+    is read from the started run; what the config itself sets must still match it."""
+    started = tiny_config(train={"batch_shards": 2, "precision": "bfloat16"})
+    wanted = tiny_config(train={"precision": "auto"})
+    assert as_started_like(wanted, started).digest() == started.digest()
+    for pinned in ({"batch_shards": 1, "precision": "auto"}, {"precision": "float32"}):
+        assert as_started_like(tiny_config(train=pinned), started).digest() != started.digest()
 
 
 @pytest.mark.parametrize(("shards", "world"), [(1, 2), (2, 4), (4, 2), (8, 8)])

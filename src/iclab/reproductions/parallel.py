@@ -21,6 +21,7 @@ from iclab.errors import ConfigError
 from iclab.progress import progress
 from iclab.run import RunDir, train_run
 from iclab.run.tracking import flatten_config
+from iclab.training.trainer import as_started_like
 
 POLL_SECONDS = 2.0
 
@@ -43,14 +44,12 @@ def complete(config: RunConfig, run_dir: Path) -> bool:
 
 
 def changed_fields(existing: RunConfig, wanted: RunConfig) -> list[str]:
-    """The dotted fields in which a run's saved config differs from ``wanted``, leaving out what
-    may differ in the same run: its name, tracking, its length (a shorter run is continued) and
-    what training fixes when it starts (``batch_shards``, ``precision: auto``)."""
-    ignored = {"name", "logging", "train.steps", "train.batch_shards"}
-    if wanted.train.precision == "auto":
-        ignored.add("train.precision")
+    """The dotted fields in which a run's saved config differs from ``wanted`` as the trainer
+    would have started it (``as_started_like``), leaving out what may differ in the same run:
+    its name, tracking and length (a shorter run is continued)."""
+    ignored = ("name", "logging", "train.steps")
     old = flatten_config(existing.model_dump(mode="json"))
-    new = flatten_config(wanted.model_dump(mode="json"))
+    new = flatten_config(as_started_like(wanted, existing).model_dump(mode="json"))
     return sorted(
         key
         for key in old.keys() | new.keys()

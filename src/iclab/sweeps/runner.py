@@ -24,7 +24,7 @@ from iclab.run import RunDir, evaluate_run, train_run
 from iclab.run.catalog import headline_of, last_logged_step
 from iclab.sweeps.spec import SweepSpec, Trial, expand_trials, load_sweep, metric_sense
 from iclab.sweeps.summary import SweepResult, TrialRow, write_summary
-from iclab.training.trainer import with_batch_shards
+from iclab.training.trainer import as_started_like
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,7 @@ def known_outcome(trial: Trial, directory: Path, metric: str) -> TrialRow | None
     if not run.exists():
         return None
     existing = run.load_config()
-    expected = with_batch_shards(trial.config, 1)  # as the trainer resolves it: one process
-    if expected.train.precision == "auto":  # the trainer fixed it for the device it ran on
-        train = expected.train.model_copy(update={"precision": existing.train.precision})
-        expected = expected.model_copy(update={"train": train})
+    expected = as_started_like(trial.config, existing)
     if existing.digest() != expected.digest():
         raise ConfigError(
             f"{run.path} holds a run of another config (hash {existing.digest()}, this sweep's "

@@ -258,3 +258,15 @@ def with_batch_shards(config: RunConfig, world_size: int) -> RunConfig:
         )
     shards = train.batch_shards or world_size
     return config.model_copy(update={"train": train.model_copy(update={"batch_shards": shards})})
+
+
+def as_started_like(config: RunConfig, started: RunConfig) -> RunConfig:
+    """``config`` with what training fixes when it starts (``train.batch_shards`` left to the
+    process count, ``train.precision: auto``) taken from the saved config of a run that
+    ``started``, so that the two compare field by field: whether that run is ``config``'s."""
+    train, fixed = config.train, started.train
+    update = {
+        "batch_shards": train.batch_shards or fixed.batch_shards,
+        "precision": fixed.precision if train.precision == "auto" else train.precision,
+    }
+    return config.model_copy(update={"train": train.model_copy(update=update)})
