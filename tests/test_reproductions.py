@@ -94,6 +94,9 @@ def test_the_von_oswald_construction_is_one_gd_step_and_a_multiple_of_the_identi
     assert distance_from_identity(key_query_matrix(model)) < 1e-6
     summary = alignment(model, config, "test")
     assert summary["sensitivity_cosine"] > 0.999 and summary["prediction_difference"] < 1e-6
+    two_heads = config.model_copy(update={"model": config.model.model_copy(update={"n_heads": 2})})
+    with pytest.raises(ValueError, match="one-head layer; this one has 2"):
+        key_query_matrix(untrained_model(two_heads))
 
 
 @pytest.mark.slow

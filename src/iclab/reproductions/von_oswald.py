@@ -75,8 +75,11 @@ def run_config(scale: Scale, seed: int = 0) -> RunConfig:
 def key_query_matrix(model: InContextModel) -> torch.Tensor:
     """The d × d matrix B with which the trained layer weighs x_j · B x_query in the term of its
     prediction that carries y_j: B = R_xᵀ W_Kᵀ W_Q R_x, R_x the read-in of the x coordinates.
-    von Oswald et al.'s construction has B ∝ I (then the term is a GD step)."""
+    von Oswald et al.'s construction has B ∝ I (then the term is a GD step). One head: with
+    several, each weighs its own B by its value map, and no single matrix is the layer's."""
     mixer = model.backbone.blocks[0].mixer
+    if mixer.n_heads != 1:
+        raise ValueError(f"key_query_matrix reads a one-head layer; this one has {mixer.n_heads}")
     width = model.backbone.d_model
     w_q, w_k, _ = mixer.qkv.weight.detach().split(width)
     read_x = model.codec.read_in.weight.detach()[:, :-1]  # (E, d): the x columns
