@@ -21,7 +21,7 @@ from iclab.cli import app
 from iclab.config import ConfigError
 from iclab.run import RunDir, catalog, train_run
 from iclab.sweeps import TrialJob, expand_trials, load_sweep, read_metric, run_sweep, run_trial
-from iclab.sweeps.runner import finished_rows, known_outcome
+from iclab.sweeps.runner import TUNE_LOGGER, finished_rows, known_outcome, without_restore_hint
 from iclab.sweeps.spec import parameter_values
 from iclab.sweeps.summary import TrialRow
 
@@ -463,3 +463,14 @@ def test_trials_tune_was_still_running_when_stopped_are_left_out_not_failed():
     assert set(rows) == {"trial-0", "trial-2"}
     assert rows["trial-0"].status == "completed" and rows["trial-0"].metric == 0.5
     assert rows["trial-2"].status == "failed"
+
+
+def test_tunes_hint_to_resume_with_tuner_restore_is_dropped_and_other_warnings_kept(caplog):
+    """On Ctrl-C Tune logs "Resume experiment with: Tuner.restore(...)"; iclab says to run the
+    same command again, and only that instruction should reach the user."""
+    logger = logging.getLogger(TUNE_LOGGER)
+    with caplog.at_level(logging.WARNING), without_restore_hint():
+        logger.warning("Experiment has been interrupted.\nResume experiment with: Tuner.restore(x)")
+        logger.warning("a trial is slow")
+    assert [record.getMessage() for record in caplog.records] == ["a trial is slow"]
+    assert not logger.filters  # the filter does not outlive the sweep

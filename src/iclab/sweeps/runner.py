@@ -26,6 +26,8 @@ from iclab.sweeps.spec import SweepSpec, Trial, expand_trials, load_sweep, metri
 from iclab.sweeps.summary import SweepResult, TrialRow, write_summary
 from iclab.training.trainer import as_started_like
 
+TUNE_LOGGER = "ray.tune.tune"  # the logger of Tune's fit loop (ray/tune/tune.py)
+
 
 @dataclass(frozen=True)
 class TrialJob:
@@ -218,7 +220,10 @@ def run_on_ray(
         )
         # the legacy reporter honours verbose=0; trials keep the working directory, so
         # relative paths in a config mean what they mean to the user
-        with environment(RAY_AIR_NEW_OUTPUT="0", RAY_CHDIR_TO_TRIAL_DIR="0"):
+        with (
+            environment(RAY_AIR_NEW_OUTPUT="0", RAY_CHDIR_TO_TRIAL_DIR="0"),
+            without_restore_hint(),
+        ):
             results = tuner.fit()
     finally:
         if started:
@@ -379,6 +384,25 @@ def tune_callback(events: TrialEvents) -> Any:
                 self.events.finished_trial(index, row)
 
     return Reporter(events)
+
+
+class RestoreHintFilter(logging.Filter):
+    """Drops Tune's Ctrl-C hint to resume with ``Tuner.restore``: iclab's own message says how
+    a stopped sweep goes on (the same command again), and two instructions would disagree."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def without_restore_hint() -> Iterator[None]:
+    """``RestoreHintFilter`` on Tune's logger for the duration of the block."""
+    logger, hint = logging.getLogger(TUNE_LOGGER), RestoreHintFilter()
+    logger.addFilter(hint)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hint)
 
 
 @contextlib.contextmanager
