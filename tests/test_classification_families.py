@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression as SklearnLogisticRegression
 
 from conftest import train_preset_and_evaluate
 from iclab.algorithms import build_algorithm
+from iclab.algorithms.classification import _LogisticProblems
 from iclab.algorithms.regression import NearestNeighbours
 from iclab.episode import Episode
 from iclab.metrics import score
@@ -401,6 +402,25 @@ def test_logistic_regression_is_uniform_without_examples_and_sure_of_a_lone_clas
     assert_close(scores[0].exp(), torch.full((3,), 1 / 3))
     assert_close(scores[1:, 1], torch.zeros(2))  # only class 1 seen: log 1
     assert (scores[1:, [0, 2]] < -1e30).all()  # unseen classes: the lowest score
+
+
+def test_the_line_search_moves_only_the_problems_not_yet_converged():
+    """Near its optimum a problem's objective can drop by an ulp at any step size: when
+    converged problems could move, the Newton loop ran to its cap (100 steps instead of 8 on
+    tabular tables, on one thread)."""
+    episode = gaussian_episode(n_classes=3, batch=2, n_points=10)
+    features = torch.cat([episode.inputs, torch.ones(2, 10, 1)], dim=-1).double()
+    problems = _LogisticProblems(features, episode.targets, 3, 1.0)
+    params = features.new_zeros(2, 10, 3, 3)
+    value = problems.objective(params)
+    gradient, _ = problems.gradient_and_hessian(params)
+    slope = gradient.pow(2).sum((-2, -1))
+    active = torch.tensor([True, False])[:, None].expand(2, 10)
+    moved, moved_value, improved = problems.line_search(params, value, gradient, slope, active)
+    assert improved and (moved_value[0] < value[0]).any()
+    assert torch.equal(moved[1], params[1]) and torch.equal(moved_value[1], value[1])
+    _, _, improved = problems.line_search(params, value, gradient, slope, torch.zeros_like(active))
+    assert not improved
 
 
 def test_copy_exemplar_is_perfect_without_within_class_noise_when_the_query_is_in_context():

@@ -166,9 +166,10 @@ def prefix_logistic_regression(
         step = torch.cholesky_solve(gradient.flatten(2)[..., None].float(), chol)
         step = step.double().view_as(params)
         decrement = (gradient * step).sum((-2, -1))  # gᵀH⁻¹g, (B, n)
-        if decrement.amax() < _NEWTON_DECREMENT_TOL:
+        unconverged = decrement >= _NEWTON_DECREMENT_TOL
+        if not unconverged.any():
             break
-        params, value, improved = problem.line_search(params, value, step, decrement)
+        params, value, improved = problem.line_search(params, value, step, decrement, unconverged)
         if not improved:  # converged to rounding: no step size lowers any objective
             break
     return _log_probabilities(problem.class_scores(params), problem.seen)
@@ -196,12 +197,15 @@ class _NewtonProblems:
         raise NotImplementedError
 
     def line_search(
-        self, params: Tensor, value: Tensor, step: Tensor, decrement: Tensor
+        self, params: Tensor, value: Tensor, step: Tensor, decrement: Tensor, active: Tensor
     ) -> tuple[Tensor, Tensor, bool]:
-        """Backtracking along ``-step`` per problem: the first t in ``_STEP_SIZES`` with
-        sufficient decrease (Armijo, slope ``-decrement``). Returns the new parameters, their
-        objective values, and whether any problem moved (one that finds no such t stays)."""
-        moved = torch.zeros_like(value, dtype=torch.bool)
+        """Backtracking along ``-step`` for the ``active`` problems: the first t in
+        ``_STEP_SIZES`` with sufficient decrease (Armijo, slope ``-decrement``). Returns the new
+        parameters, their objective values, and whether any problem moved (one that finds no
+        such t stays). Converged problems stay put: near rounding, their objective can "drop"
+        by an ulp at any step, which would keep the loop going to its cap (measured: 100 steps
+        instead of 8 on one thread, where a problem sat at a decrement of 4e-14)."""
+        moved = ~active
         for size in _STEP_SIZES:
             candidate = params - size * step
             candidate_value = self.objective(candidate)
@@ -211,7 +215,7 @@ class _NewtonProblems:
             moved |= accept
             if moved.all():
                 break
-        return params, value, bool(moved.any())
+        return params, value, bool((moved & active).any())
 
 
 class _BinaryLogisticProblems(_NewtonProblems):
