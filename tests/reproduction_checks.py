@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+from iclab import __version__
 from iclab.reproductions import REPRODUCTIONS
 from iclab.reproductions.base import OUTCOMES
 
@@ -20,7 +21,8 @@ def recorded_verdict(out: Path, name: str, scale: str) -> dict:
     directory = Path(out) / name
     record = json.loads((directory / "verdict.json").read_text())
     reproduction = REPRODUCTIONS.get(name)
-    assert FIELDS | {"minutes", "iclab"} <= set(record)
+    assert FIELDS | {"minutes", "environment"} <= set(record)
+    assert record["environment"]["iclab"] == __version__
     assert (record["reproduction"], record["claim"]) == (name, reproduction.claim)
     assert record["scale"] == scale
     numbers = record["numbers"]

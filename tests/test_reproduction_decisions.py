@@ -325,6 +325,29 @@ TASK_DIVERSITY = [
         NOT_REPRODUCED,
         "ridge from the start in both seeds",
     ),
+    (
+        diversity_numbers(M1="dmmse", M16="unclear", M256="ridge")
+        | diversity_numbers(seed=1, M256="ridge"),
+        REPRODUCED,
+        "the small pools trained with the first seed only, the seeds agree on the largest",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M256="ridge") | diversity_numbers(seed=1, M256="dmmse"),
+        INCONCLUSIVE,
+        "the seeds put the largest M on different sides: unclear",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M256="ridge")
+        | diversity_numbers(seed=1, M1="ridge", M256="ridge"),
+        INCONCLUSIVE,
+        "the seeds put the smallest M on different sides: unclear",
+    ),
+    (
+        diversity_numbers(M1="dmmse", M16="dmmse", M256="dmmse")
+        | diversity_numbers(seed=1, M256="dmmse"),
+        NOT_REPRODUCED,
+        "never ridge in any seed",
+    ),
 ]
 
 

@@ -25,14 +25,19 @@ def check_boolean_yardsticks(numbers: dict[str, float]) -> None:
     assert numbers["conjunction_elimination"] > 0.9 and numbers["parity_gf2_elimination"] > 0.95
 
 
-def check_task_diversity_yardsticks(numbers: dict[str, float]) -> None:
+def check_task_diversity_yardsticks(numbers: dict[str, float], scale: str) -> None:
     """On unseen tasks dMMSE of a single-task pool predicts with the one pool vector: far worse
-    than ridge; the infinite pool's dMMSE is the Gaussian posterior mean, i.e. ridge itself."""
-    for seed in diversity.SETTINGS["smoke"].seeds:  # the same pool and prompts in every seed
-        assert numbers[f"seed{seed}_M1_unseen_dmmse"] > numbers["unseen_ridge"] + 0.5
-        assert numbers[f"seed{seed}_Minf_unseen_dmmse"] == pytest.approx(
-            numbers["unseen_ridge"], abs=1e-3
-        )
+    than ridge; the infinite pool's dMMSE is the Gaussian posterior mean, i.e. ridge itself.
+    Every run of the setting is there, and no other."""
+    runs = diversity.SETTINGS[scale].runs_to_train()
+    recorded = {key.removesuffix("_unseen_dmmse") for key in numbers if key.endswith("_dmmse")}
+    assert recorded == {f"seed{seed}_M{diversity.pool_label(m)}" for seed, m in runs}
+    for seed, pool_size in runs:  # the same pool and prompts in every seed
+        dmmse = numbers[f"seed{seed}_M{diversity.pool_label(pool_size)}_unseen_dmmse"]
+        if pool_size == 1:
+            assert dmmse > numbers["unseen_ridge"] + 0.5
+        elif pool_size is None:
+            assert dmmse == pytest.approx(numbers["unseen_ridge"], abs=1e-3)
 
 
 def test_boolean_evaluates_both_families_against_their_yardsticks(smoke):
@@ -46,17 +51,16 @@ def test_boolean_evaluates_both_families_against_their_yardsticks(smoke):
 
 def test_task_diversity_evaluates_each_pool_on_unseen_tasks(smoke):
     numbers = recorded_verdict(smoke, "task-diversity", "smoke")["numbers"]
-    check_task_diversity_yardsticks(numbers)
-    for seed in diversity.SETTINGS["smoke"].seeds:
-        for pool_size in diversity.SETTINGS["smoke"].pool_sizes:
-            where = f"seed{seed}/M{diversity.pool_label(pool_size)}-unseen"
-            learners = {
-                line.split(",")[0]
-                for line in (smoke / "task-diversity" / where / "curves.csv")
-                .read_text()
-                .splitlines()[1:]
-            }
-            assert {"model", "dmmse", diversity.RIDGE} <= learners
+    check_task_diversity_yardsticks(numbers, "smoke")
+    for seed, pool_size in diversity.SETTINGS["smoke"].runs_to_train():
+        where = f"seed{seed}/M{diversity.pool_label(pool_size)}-unseen"
+        learners = {
+            line.split(",")[0]
+            for line in (smoke / "task-diversity" / where / "curves.csv")
+            .read_text()
+            .splitlines()[1:]
+        }
+        assert {"model", "dmmse", diversity.RIDGE} <= learners
 
 
 @pytest.mark.slow
@@ -74,4 +78,5 @@ def test_task_diversity_at_cpu_scale(tmp_path):
     seeds): M = 1 follows dMMSE, M = 16 is unclear or ridge, M = 256 is on ridge's side, and the
     M = ∞ models are 0.029-0.036 above ridge; docs/REPRODUCTIONS.md."""
     reproduce("task-diversity", tmp_path, "cpu", show_progress=False, jobs=2, threads=1)
-    check_task_diversity_yardsticks(recorded_verdict(tmp_path, "task-diversity", "cpu")["numbers"])
+    numbers = recorded_verdict(tmp_path, "task-diversity", "cpu")["numbers"]
+    check_task_diversity_yardsticks(numbers, "cpu")

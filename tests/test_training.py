@@ -257,6 +257,27 @@ def test_run_json_keeps_when_training_first_started_across_a_resume(tmp_path):
     assert entry.created == datetime.fromisoformat(created) and entry.steps == 20
 
 
+def test_run_json_names_the_source_commit_and_the_cpu(tmp_path):
+    """Numbers move between commits of one version and timings between machines: run.json
+    says which (the tests run from a git checkout, as an editable install does)."""
+    from pathlib import Path
+
+    from iclab import __version__
+
+    train_run(tiny_config(train={"steps": 2}), tmp_path / "run", show_progress=False)
+    recorded = RunDir(tmp_path / "run").read_info()["environment"]
+    root = Path(__file__).parents[1]
+    head = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert recorded["iclab"] == __version__ and recorded["source"].startswith(head)
+    if Path("/proc/cpuinfo").exists():
+        assert recorded["cpu"].endswith(f"({len(os.sched_getaffinity(0))} cores)")
+
+
 def test_adamw_is_fused_where_torch_has_the_kernel_and_foreach_elsewhere(monkeypatch):
     import torch
 

@@ -29,7 +29,6 @@ from typing import Any, ClassVar, Literal, get_args
 
 import torch
 
-from iclab import __version__
 from iclab.config import RunConfig, load_config, merged
 from iclab.errors import ConfigError
 from iclab.evaluation.curves import (
@@ -45,7 +44,14 @@ from iclab.learner import InContextLearner
 from iclab.models import InContextModel
 from iclab.registry import Registry
 from iclab.reproductions.parallel import complete, train_in_parallel
-from iclab.run import RunDir, evaluate_config, evaluate_run, load_trained_model, train_run
+from iclab.run import (
+    RunDir,
+    environment,
+    evaluate_config,
+    evaluate_run,
+    load_trained_model,
+    train_run,
+)
 
 Scale = Literal["smoke", "cpu", "paper"]
 SCALES: tuple[Scale, ...] = get_args(Scale)
@@ -178,7 +184,7 @@ def reproduce(
     record = {
         **asdict(verdict),
         "minutes": round((time.perf_counter() - started) / 60, 2),
-        "iclab": __version__,
+        "environment": environment(),
     }
     atomic_write_text(directory / "verdict.json", json.dumps(record, indent=2) + "\n")
     return verdict

@@ -3,7 +3,8 @@
 ```
 runs/<name>/
   config.yaml     the training config, fully resolved: the only input needed to rerun
-  run.json        status, config hash, versions, parameter count, timings
+  run.json        status, config hash, versions (with the source's git commit and the CPU),
+                  parameter count, timings
   metrics.jsonl   one JSON object per logged training step
   checkpoints/    step-000500/{model.safetensors, optimizer.safetensors, meta.json}
   eval/001/, ...  one directory per evaluation, all kept: settings.yaml (what it used: the eval
@@ -33,11 +34,13 @@ import os
 import platform
 import shutil
 import socket
+import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,14 +72,53 @@ def metrics_line(row: dict[str, Any]) -> str:
     return json.dumps(finite, allow_nan=False) + "\n"
 
 
+@cache
 def environment() -> dict[str, str]:
-    """Versions that matter for reproducing a run."""
-    return {
+    """Versions that matter for reproducing a run, the commit of iclab's source when it runs
+    from a git checkout (numbers move between commits of one version), and the CPU (timings
+    move between machines)."""
+    found = {
         "iclab": __version__,
+        "source": source_commit(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_name(),
     }
+    return {name: value for name, value in found.items() if value}
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout iclab runs from (an editable install), with "+changes"
+    when tracked files differ from it; None for an installed package or without git."""
+    root = Path(__file__).resolve().parents[3]  # src/iclab/run/directory.py
+    if not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        )
+        if done.returncode:
+            raise OSError(done.stderr)
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if changed else "")
+
+
+def cpu_name() -> str | None:
+    """The CPU's model name (Linux), with the cores this process may use."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"{names[0]} ({len(os.sched_getaffinity(0))} cores)" if names else None
 
 
 @dataclass(frozen=True)
