@@ -74,9 +74,9 @@ def test_boolean_at_cpu_scale(tmp_path):
 
 @pytest.mark.slow
 def test_task_diversity_at_cpu_scale(tmp_path):
-    """The documented CPU-scale run (35.0 minutes, two runs at a time; reproduced in three
-    seeds): M = 1 follows dMMSE, M = 16 is unclear or ridge, M = 256 is on ridge's side, and the
-    M = ∞ models are 0.029-0.036 above ridge; docs/REPRODUCTIONS.md."""
+    """The documented CPU-scale run (26 minutes on the idle AMD machine, two runs at a time):
+    M = 1 follows dMMSE, M = 16 is unclear or ridge, M = 256 ridge or unclear by the seed, the
+    M = ∞ models 0.02-0.04 above ridge; docs/REPRODUCTIONS.md."""
     reproduce("task-diversity", tmp_path, "cpu", show_progress=False, jobs=2, threads=1)
     numbers = recorded_verdict(tmp_path, "task-diversity", "cpu")["numbers"]
     check_task_diversity_yardsticks(numbers, "cpu")
