@@ -39,6 +39,10 @@ def cli_tour() -> list[list[str]]:
 def at_smoke_size(command: list[str]) -> list[str]:
     if command[0] == "torchrun":
         return [*command, *SMOKE["train"]]
+    if command[1] == "probe":  # each probe on fewer prompts (the tour's specs name no options)
+        at = command.index("--probe") + 1
+        specs = ",".join(f"{name}(n_prompts=128)" for name in command[at].split(","))
+        command = [*command[:at], specs, *command[at + 1 :], "--no-progress"]
     return [*command, *SMOKE.get(command[1], [])]
 
 
