@@ -21,6 +21,7 @@ NOT_RUN = {"tensorboard"}  # a server: it would never exit
 SMOKE = {  # what each command gets appended so that it runs in seconds
     "train": ["--set", "train.steps=2", "--no-progress"],
     "eval": ["--n-prompts", "8", "--no-progress"],
+    "probe": ["--no-progress"],  # and each probe on fewer prompts: at_smoke_size
     "longctx": ["--n-prompts", "8", "--no-progress"],
     "quickstart": ["--set", "train.steps=2", "--set", "eval.n_prompts=8", "--no-progress"],
     "reproduce": ["--scale", "smoke", "--no-progress"],
@@ -42,7 +43,7 @@ def at_smoke_size(command: list[str]) -> list[str]:
     if command[1] == "probe":  # each probe on fewer prompts (the tour's specs name no options)
         at = command.index("--probe") + 1
         specs = ",".join(f"{name}(n_prompts=128)" for name in command[at].split(","))
-        command = [*command[:at], specs, *command[at + 1 :], "--no-progress"]
+        command = [*command[:at], specs, *command[at + 1 :]]
     return [*command, *SMOKE.get(command[1], [])]
 
 

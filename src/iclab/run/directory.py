@@ -72,7 +72,6 @@ def metrics_line(row: dict[str, Any]) -> str:
     return json.dumps(finite, allow_nan=False) + "\n"
 
 
-@cache
 def environment() -> dict[str, str]:
     """Versions that matter for reproducing a run, the commit of iclab's source when it runs
     from a git checkout (numbers move between commits of one version), and the CPU (timings
@@ -88,6 +87,7 @@ def environment() -> dict[str, str]:
     return {name: value for name, value in found.items() if value}
 
 
+@cache  # git runs once per process, not at every checkpoint
 def source_commit() -> str | None:
     """The git commit of the checkout iclab runs from (an editable install), with "+changes"
     when tracked files differ from it; None for an installed package or without git."""
@@ -111,6 +111,7 @@ def source_commit() -> str | None:
     return commit + ("+changes" if changed else "")
 
 
+@cache
 def cpu_name() -> str | None:
     """The CPU's model name (Linux), with the cores this process may use."""
     try:
