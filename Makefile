@@ -12,13 +12,18 @@ $(BIN)/python:
 
 # Torch is pinned and installed first: an unpinned resolve would download GBs of CUDA wheels.
 # The demo needs the package alone; tests add the dev extras (Ray, MLflow, Selenium, pytest).
+# --no-compile: pip would byte-compile all 11,000 modules one by one (47 s of an 83 s install);
+# Python compiles the few hundred a run imports when it imports them (benchmarks/RESULTS.md).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-compile torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet --no-compile -e .
 	touch $@
 
+# The suite starts hundreds of Python processes: byte-compile everything once, on every core
+# (-qq: a few of torch's test helpers use newer syntax and do not compile, as under pip).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || true
 	touch $@
 
 install: $(VENV)/.installed-dev

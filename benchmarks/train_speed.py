@@ -79,7 +79,7 @@ def main() -> None:
     config = load_config(args.config, overrides + args.overrides)
     rss_before = peak_rss_mb()
     trainer = Trainer(config)
-    device = trainer.device
+    config, device = trainer.config, trainer.device  # precision: auto resolved
     sampler = TimedSampler(trainer.task.sample, device)
     trainer.task.sample = sampler
     if device.type == "cuda":

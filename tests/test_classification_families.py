@@ -16,8 +16,8 @@ import torch
 from sklearn.linear_model import LogisticRegression as SklearnLogisticRegression
 
 from conftest import train_preset_and_evaluate
-from iclab.algorithms import build_algorithm
-from iclab.algorithms.classification import _LogisticProblems
+from iclab.algorithms import build_algorithm, classification
+from iclab.algorithms.classification import _LogisticProblems, prefix_logistic_regression
 from iclab.algorithms.regression import NearestNeighbours
 from iclab.episode import Episode
 from iclab.metrics import score
@@ -404,23 +404,57 @@ def test_logistic_regression_is_uniform_without_examples_and_sure_of_a_lone_clas
     assert (scores[1:, [0, 2]] < -1e30).all()  # unseen classes: the lowest score
 
 
-def test_the_line_search_moves_only_the_problems_not_yet_converged():
-    """Near its optimum a problem's objective can drop by an ulp at any step size: when
-    converged problems could move, the Newton loop ran to its cap (100 steps instead of 8 on
-    tabular tables, on one thread)."""
-    episode = gaussian_episode(n_classes=3, batch=2, n_points=10)
-    features = torch.cat([episode.inputs, torch.ones(2, 10, 1)], dim=-1).double()
-    problems = _LogisticProblems(features, episode.targets, 3, 1.0)
-    params = features.new_zeros(2, 10, 3, 3)
+def logistic_problems(episode: Episode) -> _LogisticProblems:
+    """Every prefix of a 3-class ``episode`` as one problem each, padded to all points."""
+    batch, n = episode.targets.shape
+    features = torch.cat([episode.inputs, torch.ones(batch, n, 1)], dim=-1).double()
+    prompt = torch.arange(batch).repeat_interleave(n)
+    uses = torch.arange(n) < torch.arange(n).repeat(batch)[:, None]  # prefix i uses j < i
+    seen = classification._seen_counts(episode.targets, 3).flatten(0, 1) > 0
+    return _LogisticProblems(features[prompt], episode.targets[prompt], uses, seen, 1.0)
+
+
+def test_the_line_search_moves_a_problem_only_along_a_descent_step():
+    problems = logistic_problems(gaussian_episode(n_classes=3, batch=2, n_points=10))
+    params = torch.zeros(len(problems), 3, 3, dtype=torch.float64)
     value = problems.objective(params)
     gradient, _ = problems.gradient_and_hessian(params)
     slope = gradient.pow(2).sum((-2, -1))
-    active = torch.tensor([True, False])[:, None].expand(2, 10)
-    moved, moved_value, improved = problems.line_search(params, value, gradient, slope, active)
-    assert improved and (moved_value[0] < value[0]).any()
-    assert torch.equal(moved[1], params[1]) and torch.equal(moved_value[1], value[1])
-    _, _, improved = problems.line_search(params, value, gradient, slope, torch.zeros_like(active))
-    assert not improved
+    fitted = slope > 0  # problems with a gradient (two classes seen)
+    step = torch.where(torch.arange(len(problems))[:, None, None] % 2 == 0, gradient, -gradient)
+    moved_params, moved_value, moved = problems.line_search(params, value, step, slope)
+    descends = fitted & (torch.arange(len(problems)) % 2 == 0)
+    assert torch.equal(moved[fitted], descends[fitted]) and fitted.sum() > 10
+    assert (moved_value[descends] < value[descends]).all()
+    assert torch.equal(moved_params[~descends], params[~descends])
+    assert torch.equal(moved_value[~descends], value[~descends])
+
+
+def test_problems_leave_the_newton_loop_once_converged(monkeypatch):
+    """A converged problem kept in the loop can "improve" by an ulp at some step size: the
+    loop then ran to its cap (100 steps instead of 8 on tabular tables, on one thread)."""
+    batch_sizes = []
+    solve = _LogisticProblems.gradient_and_hessian
+
+    def recording(problems, params):
+        batch_sizes.append(len(params))
+        return solve(problems, params)
+
+    monkeypatch.setattr(_LogisticProblems, "gradient_and_hessian", recording)
+    episode = gaussian_episode(n_classes=3, batch=8, n_points=32, n_dims=4)
+    prefix_logistic_regression(episode.inputs, episode.targets, 3, 1.0)
+    assert batch_sizes[0] == 8 * 32 and len(batch_sizes) < 20
+    assert batch_sizes == sorted(batch_sizes, reverse=True) and batch_sizes[-1] < 8 * 32 / 4
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_logistic_regression_does_not_depend_on_how_problems_are_grouped(monkeypatch, n_classes):
+    episode = gaussian_episode(n_classes=n_classes, batch=3, n_points=20, n_dims=3)
+    together = prefix_logistic_regression(episode.inputs, episode.targets, n_classes, 1.0)
+    monkeypatch.setattr(classification, "_CHUNK_NUMBERS", 1)  # one problem at a time
+    alone = prefix_logistic_regression(episode.inputs, episode.targets, n_classes, 1.0)
+    assert torch.equal(together < -1e30, alone < -1e30)
+    assert_close(together.clamp_min(-1e30), alone.clamp_min(-1e30), atol=1e-5)
 
 
 def test_copy_exemplar_is_perfect_without_within_class_noise_when_the_query_is_in_context():

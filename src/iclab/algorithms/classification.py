@@ -35,6 +35,8 @@ _STEP_SIZES = tuple(0.5**j for j in range(12))
 _NEWTON_DECREMENT_TOL = 1e-14
 _ARMIJO = 1e-4
 _MAX_NEWTON_STEPS = 100
+# Problems solved together hold about this many numbers in their largest intermediate.
+_CHUNK_NUMBERS = 2**24
 
 
 def check_classification_episode(inputs: Tensor, targets: Tensor, n_classes: int) -> None:
@@ -141,81 +143,142 @@ def prefix_logistic_regression(
     shift, which changes no prediction, is pinned by adding ½ (sum_c b_c)².
 
     Every (prompt, prefix) pair is one problem of C(d + 1) unknowns, with unseen classes'
-    unknowns held at 0; all of them take damped Newton steps together: a batched Hessian, a
-    batched solve, and a backtracking line search, until the Newton decrement gᵀH⁻¹g is below
-    1e-14 in every problem (or no step lowers any objective); typically 8-10 steps. Cost per
-    step: B·n Hessians of size C(d+1), from a (B, n·C², n) × (B, n, (d+1)²) product (in
-    float32) and their Cholesky factors; about 9 steps. Two classes are fitted as one binary
-    problem of d + 1 unknowns with the same optimum (``_BinaryLogisticProblems``): 0.69 s per 256
-    prompts of 41 points with d = 20 on one thread, against 3.6 s for the two-class multinomial
-    form (benchmarks/RESULTS.md).
+    unknowns held at 0, solved by damped Newton (``_newton``): batched Hessians, Cholesky
+    solves and a backtracking line search, about 9 steps, each problem leaving the batch once
+    its Newton decrement gᵀH⁻¹g is below 1e-14. Problems go prefix by prefix (all prompts' first
+    prefix, then their second, ...) in runs of ``_CHUNK_NUMBERS`` / (n·C(d+1) + (C(d+1))²)
+    problems: a run needs only the points before its longest prefix (half the work of
+    padding every problem to n points) and bounds memory whatever the batch size. Two
+    classes are fitted as one binary problem of d + 1 unknowns with the same optimum
+    (``_BinaryLogisticProblems``). Measured in benchmarks/RESULTS.md ("Logistic regression").
     """
     check_classification_episode(inputs, targets, n_classes)
     batch, n, d = inputs.shape
     features = torch.cat([inputs.double(), inputs.new_ones(batch, n, 1).double()], dim=-1)
-    problem: _NewtonProblems
-    if n_classes == 2:
-        problem = _BinaryLogisticProblems(features, targets, alpha)
-    else:
-        problem = _LogisticProblems(features, targets, n_classes, alpha)
-    params = features.new_zeros(batch, n, problem.n_vectors, d + 1)
-    value = problem.objective(params)
+    seen = _seen_counts(targets, n_classes) > 0  # (B, n, C)
+    kind = _BinaryLogisticProblems if n_classes == 2 else _LogisticProblems
+    unknowns = kind.unknowns(n_classes, d + 1)
+    run = max(1, _CHUNK_NUMBERS // (n * unknowns + unknowns**2))
+    # Problem p = i·B + b is prefix i of prompt b.
+    prompt = torch.arange(batch, device=inputs.device).repeat(n)
+    length = torch.arange(n, device=inputs.device).repeat_interleave(batch)
+    problem_seen = seen.transpose(0, 1).flatten(0, 1)  # (P, C)
+    scores = []
+    for start in range(0, batch * n, run):
+        index = slice(start, start + run)
+        points = max(1, int(length[index][-1]))  # the run's longest prefix
+        uses = torch.arange(points, device=inputs.device) < length[index, None]
+        prompts = prompt[index]
+        problems = kind(
+            features[:, :points].index_select(0, prompts),
+            targets[:, :points].index_select(0, prompts),
+            uses,
+            problem_seen[index],
+            alpha,
+        )
+        scores.append(problems.class_scores(_newton(problems), features[prompts, length[index]]))
+    scores = torch.cat(scores).view(n, batch, -1).transpose(0, 1)
+    return _log_probabilities(scores, seen)
+
+
+def _newton(problems: _NewtonProblems) -> Tensor:
+    """The minimisers (P, V, F) of the problems, by damped Newton steps. A problem leaves the
+    batch once its Newton decrement is below the tolerance or no step size lowers its
+    objective (converged to rounding): later steps factor only the few that remain, and a
+    converged problem cannot keep the loop going by "improving" an ulp at some step size."""
+    params = problems.features.new_zeros(len(problems), problems.n_vectors, problems.n_features)
+    value = problems.objective(params)
+    active = torch.arange(len(problems), device=params.device)
     for _ in range(_MAX_NEWTON_STEPS):
-        gradient, hessian = problem.gradient_and_hessian(params)
+        gradient, hessian = problems.gradient_and_hessian(params[active])
         chol, _ = torch.linalg.cholesky_ex(hessian)  # float32, positive definite by construction
-        step = torch.cholesky_solve(gradient.flatten(2)[..., None].float(), chol)
-        step = step.double().view_as(params)
-        decrement = (gradient * step).sum((-2, -1))  # gᵀH⁻¹g, (B, n)
-        unconverged = decrement >= _NEWTON_DECREMENT_TOL
-        if not unconverged.any():
+        step = torch.cholesky_solve(gradient.flatten(1)[..., None].float(), chol)
+        step = step.double().view_as(gradient)
+        decrement = (gradient * step).sum((-2, -1))  # gᵀH⁻¹g
+        keep = (decrement >= _NEWTON_DECREMENT_TOL).nonzero().squeeze(1)
+        if len(keep) == 0:
             break
-        params, value, improved = problem.line_search(params, value, step, decrement, unconverged)
-        if not improved:  # converged to rounding: no step size lowers any objective
+        active, problems = active[keep], problems.subset(keep)
+        moved_params, moved_value, moved = problems.line_search(
+            params[active], value[active], step[keep], decrement[keep]
+        )
+        params[active], value[active] = moved_params, moved_value
+        keep = moved.nonzero().squeeze(1)
+        if len(keep) == 0:
             break
-    return _log_probabilities(problem.class_scores(params), problem.seen)
+        active, problems = active[keep], problems.subset(keep)
+    return params
 
 
 class _NewtonProblems:
-    """(B, n) penalised convex problems solved together by damped Newton: problem (b, i) uses
-    the points ``j < i`` of prompt b; parameters (B, n, V, d + 1), V weight vectors of d weights
-    then an intercept."""
+    """Penalised convex problems solved together by ``_newton``: problem p fits the points j of
+    ``features[p]`` (P, m, F) with ``uses[p, j]`` (a prefix of them), F = d + 1 features (the
+    inputs, then 1 for the intercept); its parameters are (V, F), V weight vectors."""
 
-    features: Tensor  # (B, n, F), F = d + 1
-    seen: Tensor  # (B, n, C): the classes among each problem's points
     n_vectors: int  # V
 
+    def __init__(
+        self, features: Tensor, targets: Tensor, uses: Tensor, seen: Tensor, alpha: float
+    ) -> None:
+        self.features = features  # (P, m, F) float64
+        self.features32 = features.float()  # for the Hessian's products
+        self.targets = targets  # (P, m)
+        self.uses = uses  # (P, m) bool
+        self.seen = seen  # (P, C): the classes among each problem's points
+        self.alpha = alpha
+        self.n_features = features.shape[-1]
+
+    @staticmethod
+    def unknowns(n_classes: int, n_features: int) -> int:
+        """V·F, the unknowns of one problem."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def subset(self, keep: Tensor) -> _NewtonProblems:
+        """The problems at ``keep``, with only the points the longest of them uses."""
+        uses = self.uses.index_select(0, keep)
+        points = max(1, int(uses.sum(-1).max()))
+        return type(self)(
+            self.features[:, :points].index_select(0, keep),
+            self.targets[:, :points].index_select(0, keep),
+            uses[:, :points],
+            self.seen.index_select(0, keep),
+            self.alpha,
+        )
+
     def objective(self, params: Tensor) -> Tensor:
-        """(B, n) objective of every problem."""
+        """(P,) objective of every problem."""
         raise NotImplementedError
 
     def gradient_and_hessian(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Gradient (B, n, V, F) and Hessian (B, n, V·F, V·F), the Hessian in float32."""
+        """Gradient (P, V, F) and Hessian (P, V·F, V·F), the Hessian in float32: it only shapes
+        the steps (the gradient, float64, fixes the optimum), and its products and
+        factorisation are the cost."""
         raise NotImplementedError
 
-    def class_scores(self, params: Tensor) -> Tensor:
-        """(B, n, C) logits of each problem's query, x_i (softmaxed over the seen classes)."""
+    def class_scores(self, params: Tensor, queries: Tensor) -> Tensor:
+        """(P, C) logits of each problem's query (P, F), softmaxed over the seen classes."""
         raise NotImplementedError
 
     def line_search(
-        self, params: Tensor, value: Tensor, step: Tensor, decrement: Tensor, active: Tensor
-    ) -> tuple[Tensor, Tensor, bool]:
-        """Backtracking along ``-step`` for the ``active`` problems: the first t in
-        ``_STEP_SIZES`` with sufficient decrease (Armijo, slope ``-decrement``). Returns the new
-        parameters, their objective values, and whether any problem moved (one that finds no
-        such t stays). Converged problems stay put: near rounding, their objective can "drop"
-        by an ulp at any step, which would keep the loop going to its cap (measured: 100 steps
-        instead of 8 on one thread, where a problem sat at a decrement of 4e-14)."""
-        moved = ~active
+        self, params: Tensor, value: Tensor, step: Tensor, decrement: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Backtracking along ``-step``: the first t in ``_STEP_SIZES`` with sufficient decrease
+        (Armijo, slope ``-decrement``). Returns the new parameters, their objective values,
+        and which problems moved (one that finds no such t stays)."""
+        moved = torch.zeros_like(value, dtype=torch.bool)
         for size in _STEP_SIZES:
             candidate = params - size * step
             candidate_value = self.objective(candidate)
             accept = ~moved & (candidate_value <= value - _ARMIJO * size * decrement)
-            params = torch.where(accept[..., None, None], candidate, params)
+            params = torch.where(accept[:, None, None], candidate, params)
             value = torch.where(accept, candidate_value, value)
             moved |= accept
             if moved.all():
                 break
-        return params, value, bool((moved & active).any())
+        return params, value, moved
 
 
 class _BinaryLogisticProblems(_NewtonProblems):
@@ -228,122 +291,107 @@ class _BinaryLogisticProblems(_NewtonProblems):
 
     n_vectors = 1
 
-    def __init__(self, features: Tensor, targets: Tensor, alpha: float) -> None:
-        n, n_features = features.shape[1:]
-        self.features = features  # (B, n, F)
-        self.signs = 2.0 * targets.double() - 1.0  # (B, n): class 1 is +1
-        self.seen = _seen_counts(targets, 2) > 0  # (B, n, 2)
-        fitted = self.seen.all(-1)  # (B, n): both classes seen
-        earlier = torch.ones(n, n, dtype=torch.bool, device=features.device).tril(-1)  # j < i
-        self.uses = (earlier & fitted[..., None]).double()  # (B, i, j)
-        penalty = torch.full((n_features,), alpha / 2, dtype=torch.float64, device=features.device)
+    def __init__(
+        self, features: Tensor, targets: Tensor, uses: Tensor, seen: Tensor, alpha: float
+    ) -> None:
+        super().__init__(features, targets, uses, seen, alpha)
+        fitted = seen.all(-1)  # (P,): both classes seen
+        self.weights = (uses & fitted[:, None]).double()  # (P, m)
+        self.signs = 2.0 * targets.double() - 1.0  # (P, m): class 1 is +1
+        penalty = features.new_full((self.n_features,), alpha / 2)
         penalty[-1] = 0.0  # the intercept is not penalised
         self.penalty = penalty
         # Problems fitting nothing get an identity Hessian (their gradient is 0 at v = c = 0).
-        self.regulariser = penalty + (~fitted[..., None]).double()  # (B, n, F)
+        self.regulariser = penalty + (~fitted[:, None]).double()  # (P, F)
+
+    @staticmethod
+    def unknowns(n_classes: int, n_features: int) -> int:
+        return n_features
 
     def _margins(self, params: Tensor) -> Tensor:
-        """(B, i, j): s_j z_i(x_j), problem i's signed score of point j."""
-        return torch.einsum("bif,bjf->bij", params[:, :, 0], self.features) * self.signs[:, None]
+        """(P, m): s_j z(x_j), each problem's signed score of its points."""
+        return (self.features @ params[:, 0, :, None]).squeeze(-1) * self.signs
 
     def objective(self, params: Tensor) -> Tensor:
-        losses = (F.softplus(-self._margins(params)) * self.uses).sum(-1)
+        losses = (F.softplus(-self._margins(params)) * self.weights).sum(-1)
         return losses + 0.5 * (params.pow(2) * self.penalty).sum((-2, -1))
 
     def gradient_and_hessian(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        batch, n, _, n_features = params.shape
-        wrong = torch.sigmoid(-self._margins(params))  # (B, i, j): 1 − P(the label of x_j)
-        gradient = torch.einsum(
-            "bij,bjf->bif", -wrong * self.signs[:, None] * self.uses, self.features
-        )
-        gradient = (gradient + params[:, :, 0] * self.penalty)[:, :, None]
-        curvature = wrong * (1.0 - wrong) * self.uses  # (B, i, j): p (1 − p)
-        outer = self.features[..., :, None] * self.features[..., None, :]  # (B, j, F, F)
-        hessian = (curvature.float() @ outer.flatten(2).float()).view(
-            batch, n, n_features, n_features
-        )
+        wrong = torch.sigmoid(-self._margins(params))  # (P, m): 1 − P(the label of x_j)
+        gradient = (-wrong * self.signs * self.weights)[:, None, :] @ self.features
+        gradient = gradient + params * self.penalty
+        curvature = (wrong * (1.0 - wrong) * self.weights).float()  # p (1 − p)
+        features = self.features32
+        hessian = (features * curvature[..., None]).transpose(1, 2) @ features  # (P, F, F)
         hessian.diagonal(dim1=-2, dim2=-1).add_(self.regulariser.float())
         return gradient, hessian
 
-    def class_scores(self, params: Tensor) -> Tensor:
-        half = 0.5 * (params[:, :, 0] * self.features).sum(-1)  # z / 2: (B, n)
+    def class_scores(self, params: Tensor, queries: Tensor) -> Tensor:
+        half = 0.5 * (params[:, 0] * queries).sum(-1)  # z / 2: (P,)
         return torch.stack((-half, half), dim=-1)
 
 
 class _LogisticProblems(_NewtonProblems):
-    """The (B, n) penalised multinomial logistic problems of ``prefix_logistic_regression``.
+    """The penalised multinomial logistic problems of ``prefix_logistic_regression``:
+    parameters (P, C, F), per class d weights then the intercept; unseen classes' stay 0."""
 
-    Parameters are (B, n, C, d + 1): per problem and class, d weights then the intercept.
-    Problem (b, i) uses the points ``j < i`` of prompt b.
-    """
-
-    def __init__(self, features: Tensor, targets: Tensor, n_classes: int, alpha: float) -> None:
-        n, n_features = features.shape[1:]
-        self.features = features  # (B, n, F), F = d + 1
-        self.one_hot = F.one_hot(targets, n_classes).double()  # (B, n, C)
-        self.uses = torch.ones(n, n, dtype=torch.bool, device=features.device).tril(-1)  # j < i
-        self.seen = _seen_counts(targets, n_classes) > 0  # (B, n, C)
-        penalty = torch.full((n_features,), alpha, dtype=torch.float64, device=features.device)
+    def __init__(
+        self, features: Tensor, targets: Tensor, uses: Tensor, seen: Tensor, alpha: float
+    ) -> None:
+        super().__init__(features, targets, uses, seen, alpha)
+        self.n_classes = self.n_vectors = seen.shape[-1]
+        self.weights = uses.double()[..., None]  # (P, m, 1)
+        self.labels = F.one_hot(targets, self.n_classes).double() * self.weights  # (P, m, C)
+        penalty = features.new_full((self.n_features,), alpha)
         penalty[-1] = 0.0  # intercepts are not penalised
         self.penalty = penalty
-        self.intercept = torch.zeros_like(penalty)
-        self.intercept[-1] = 1.0
-        self.n_classes = self.n_vectors = n_classes
+
+    @staticmethod
+    def unknowns(n_classes: int, n_features: int) -> int:
+        return n_classes * n_features
 
     def _logits(self, params: Tensor) -> Tensor:
-        """(B, n_problems, n_points, C), unseen classes at ``_UNSEEN`` (not -inf, so that a
-        problem with no class seen yet gets a finite, unused softmax)."""
-        logits = torch.einsum("bicf,bjf->bijc", params, self.features)
-        return logits.masked_fill(~self.seen[:, :, None, :], _UNSEEN)
+        """(P, m, C), unseen classes at ``_UNSEEN`` (not -inf, so that a problem with no class
+        seen yet gets a finite, unused softmax)."""
+        logits = self.features @ params.transpose(1, 2)
+        return logits.masked_fill(~self.seen[:, None, :], _UNSEEN)
 
     def objective(self, params: Tensor) -> Tensor:
-        """(B, n) penalised negative log-likelihood of every problem."""
         logits = self._logits(params)
-        label_logit = (logits * self.one_hot[:, None]).sum(-1)
-        losses = torch.logsumexp(logits, dim=-1) - label_logit  # (B, n_problems, n_points)
-        losses = (losses * self.uses).sum(-1)
+        losses = torch.logsumexp(logits, dim=-1) * self.weights[..., 0]
+        losses = losses.sum(-1) - (logits * self.labels).sum((-2, -1))
         penalty = 0.5 * (params.pow(2) * self.penalty).sum((-2, -1))
-        shift = 0.5 * (params * self.intercept).sum((-2, -1)).pow(2)
+        shift = 0.5 * params[..., -1].sum(-1).pow(2)
         return losses + penalty + shift
 
     def gradient_and_hessian(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        """Gradient (B, n, C, F) and Hessian (B, n, C·F, C·F) of ``objective``."""
-        batch, n, n_classes, n_features = params.shape
-        probabilities = (
-            torch.softmax(self._logits(params), -1) * self.uses[..., None]
-        )  # (B, i, j, C)
-        residuals = probabilities - self.one_hot[:, None] * self.uses[..., None]
-        sums = (params * self.intercept).sum((-2, -1), keepdim=True)
-        gradient = torch.einsum("bijc,bjf->bicf", residuals, self.features)
-        gradient = gradient + params * self.penalty + sums * self.intercept
+        n_problems, n_classes, n_features = params.shape
+        probabilities = torch.softmax(self._logits(params), -1) * self.weights  # (P, m, C)
+        gradient = (probabilities - self.labels).transpose(1, 2) @ self.features  # (P, C, F)
+        gradient = gradient + params * self.penalty
+        gradient[..., -1] += params[..., -1].sum(-1, keepdim=True)  # the pin ½(Σ b_c)²
         gradient = gradient * self.seen[..., None]
-        # Per point, the softmax curvature diag(p) - p pᵀ (C × C) times x xᵀ (F × F).
-        curvature = (
-            torch.diag_embed(probabilities)
-            - probabilities[..., :, None] * probabilities[..., None, :]
-        )  # (B, i, j, C, C)
-        outer = self.features[..., :, None] * self.features[..., None, :]  # (B, j, F, F)
-        # Sum over the points j as one (B, i·C², j) @ (B, j, F²) product per prompt, in float32:
-        # the Hessian only shapes the steps (the gradient, float64, fixes the optimum), and this
-        # product and the factorisation dominate the cost.
-        curvature = curvature.flatten(3).transpose(2, 3).reshape(batch, -1, n)
-        hessian = curvature.float() @ outer.flatten(2).float()
-        hessian = hessian.view(batch, n, n_classes, n_classes, n_features, n_features)
-        hessian = hessian.permute(0, 1, 2, 4, 3, 5).reshape(
-            batch, n, n_classes * n_features, n_classes * n_features
-        )
-        seen = self.seen[..., None].expand(-1, -1, -1, n_features).flatten(2)  # (B, n, C·F)
+        # Per point, the softmax curvature diag(p) − p pᵀ times x xᵀ: with z_j = p_j ⊗ x_j,
+        # H = blockdiag_c(Σ_j p_jc x_j x_jᵀ) − Σ_j z_j z_jᵀ, two batched products.
+        features = self.features32
+        z = (probabilities.float()[..., None] * features[:, :, None, :]).flatten(2)  # (P, m, CF)
+        hessian = (z.transpose(1, 2) @ z).neg_()
+        blocks = (z.transpose(1, 2) @ features).view(n_problems, n_classes, n_features, -1)
+        hessian.view(n_problems, n_classes, n_features, n_classes, n_features).diagonal(
+            dim1=1, dim2=3
+        ).add_(blocks.permute(0, 2, 3, 1))
+        seen = self.seen[..., None].expand(-1, -1, n_features).flatten(1)  # (P, C·F)
         regulariser = self.penalty.repeat(n_classes) * seen + ~seen  # unseen: identity
         hessian.diagonal(dim1=-2, dim2=-1).add_(regulariser.float())
-        # The shift term ½(Σ b_c)² couples the intercepts of the seen classes.
+        # The pin ½(Σ b_c)² couples the intercepts of the seen classes.
         intercepts = torch.arange(n_classes, device=params.device) * n_features + n_features - 1
         seen_classes = self.seen.float()
-        coupling = seen_classes[..., :, None] * seen_classes[..., None, :]  # (B, n, C, C)
-        hessian[..., intercepts[:, None], intercepts[None, :]] += coupling
+        coupling = seen_classes[:, :, None] * seen_classes[:, None, :]  # (P, C, C)
+        hessian[:, intercepts[:, None], intercepts[None, :]] += coupling
         return gradient, hessian
 
-    def class_scores(self, params: Tensor) -> Tensor:
-        return torch.einsum("bncf,bnf->bnc", params, self.features)
+    def class_scores(self, params: Tensor, queries: Tensor) -> Tensor:
+        return (params @ queries[..., None]).squeeze(-1)
 
 
 class ClassificationAlgorithm(Algorithm):
