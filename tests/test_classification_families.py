@@ -405,13 +405,14 @@ def test_logistic_regression_is_uniform_without_examples_and_sure_of_a_lone_clas
 
 
 def logistic_problems(episode: Episode) -> _LogisticProblems:
-    """Every prefix of a 3-class ``episode`` as one problem each, padded to all points."""
+    """Every prefix of a 3-class ``episode`` as one problem each."""
     batch, n = episode.targets.shape
     features = torch.cat([episode.inputs, torch.ones(batch, n, 1)], dim=-1).double()
+    prompts = classification._Prompts(features, episode.targets)
     prompt = torch.arange(batch).repeat_interleave(n)
-    uses = torch.arange(n) < torch.arange(n).repeat(batch)[:, None]  # prefix i uses j < i
+    length = torch.arange(n).repeat(batch)  # problem (b, i) uses the points j < i
     seen = classification._seen_counts(episode.targets, 3).flatten(0, 1) > 0
-    return _LogisticProblems(features[prompt], episode.targets[prompt], uses, seen, 1.0)
+    return _LogisticProblems(prompts, prompt, length, seen, 1.0)
 
 
 def test_the_line_search_moves_a_problem_only_along_a_descent_step():

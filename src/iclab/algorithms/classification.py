@@ -13,6 +13,7 @@ regression``) dispatches to it on classification episodes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -167,16 +168,10 @@ def prefix_logistic_regression(
     for start in range(0, batch * n, run):
         index = slice(start, start + run)
         points = max(1, int(length[index][-1]))  # the run's longest prefix
-        uses = torch.arange(points, device=inputs.device) < length[index, None]
-        prompts = prompt[index]
-        problems = kind(
-            features[:, :points].index_select(0, prompts),
-            targets[:, :points].index_select(0, prompts),
-            uses,
-            problem_seen[index],
-            alpha,
-        )
-        scores.append(problems.class_scores(_newton(problems), features[prompts, length[index]]))
+        prompts = _Prompts(features[:, :points], targets[:, :points])
+        problems = kind(prompts, prompt[index], length[index], problem_seen[index], alpha)
+        queries = features[prompt[index], length[index]]
+        scores.append(problems.class_scores(_newton(problems), queries))
     scores = torch.cat(scores).view(n, batch, -1).transpose(0, 1)
     return _log_probabilities(scores, seen)
 
@@ -186,7 +181,9 @@ def _newton(problems: _NewtonProblems) -> Tensor:
     batch once its Newton decrement is below the tolerance or no step size lowers its
     objective (converged to rounding): later steps factor only the few that remain, and a
     converged problem cannot keep the loop going by "improving" an ulp at some step size."""
-    params = problems.features.new_zeros(len(problems), problems.n_vectors, problems.n_features)
+    params = problems.prompts.features.new_zeros(
+        len(problems), problems.n_vectors, problems.n_features
+    )
     value = problems.objective(params)
     active = torch.arange(len(problems), device=params.device)
     for _ in range(_MAX_NEWTON_STEPS):
@@ -210,23 +207,42 @@ def _newton(problems: _NewtonProblems) -> Tensor:
     return params
 
 
+class _Prompts:
+    """The points of the prompts a run of problems draws on, shared by its subsets: features
+    (B, m, F), F = d + 1 (the inputs, then 1 for the intercept), and targets (B, m)."""
+
+    def __init__(self, features: Tensor, targets: Tensor) -> None:
+        self.features = features  # float64
+        self.targets = targets
+
+    @functools.cached_property
+    def features32(self) -> Tensor:
+        """The features in float32, for the Hessians' products."""
+        return self.features.float()
+
+    @functools.cached_property
+    def outer32(self) -> Tensor:
+        """(B, m, F²) float32: x xᵀ of every point."""
+        return (self.features32[..., :, None] * self.features32[..., None, :]).flatten(2)
+
+
 class _NewtonProblems:
-    """Penalised convex problems solved together by ``_newton``: problem p fits the points j of
-    ``features[p]`` (P, m, F) with ``uses[p, j]`` (a prefix of them), F = d + 1 features (the
-    inputs, then 1 for the intercept); its parameters are (V, F), V weight vectors."""
+    """Penalised convex problems solved together by ``_newton``: problem p fits the points
+    j < ``length[p]`` of prompt ``prompt[p]``; its parameters are (V, F), V weight vectors."""
 
     n_vectors: int  # V
 
     def __init__(
-        self, features: Tensor, targets: Tensor, uses: Tensor, seen: Tensor, alpha: float
+        self, prompts: _Prompts, prompt: Tensor, length: Tensor, seen: Tensor, alpha: float
     ) -> None:
-        self.features = features  # (P, m, F) float64
-        self.features32 = features.float()  # for the Hessian's products
-        self.targets = targets  # (P, m)
-        self.uses = uses  # (P, m) bool
+        self.prompts = prompts
+        self.prompt = prompt  # (P,)
+        self.length = length  # (P,)
         self.seen = seen  # (P, C): the classes among each problem's points
         self.alpha = alpha
-        self.n_features = features.shape[-1]
+        self.n_features = prompts.features.shape[-1]
+        self.points = max(1, int(length.max()))  # the points the longest problem uses
+        self.uses = torch.arange(self.points, device=length.device) < length[:, None]  # (P, m)
 
     @staticmethod
     def unknowns(n_classes: int, n_features: int) -> int:
@@ -234,18 +250,12 @@ class _NewtonProblems:
         raise NotImplementedError
 
     def __len__(self) -> int:
-        return self.features.shape[0]
+        return len(self.prompt)
 
     def subset(self, keep: Tensor) -> _NewtonProblems:
-        """The problems at ``keep``, with only the points the longest of them uses."""
-        uses = self.uses.index_select(0, keep)
-        points = max(1, int(uses.sum(-1).max()))
+        """The problems at ``keep``."""
         return type(self)(
-            self.features[:, :points].index_select(0, keep),
-            self.targets[:, :points].index_select(0, keep),
-            uses[:, :points],
-            self.seen.index_select(0, keep),
-            self.alpha,
+            self.prompts, self.prompt[keep], self.length[keep], self.seen[keep], self.alpha
         )
 
     def objective(self, params: Tensor) -> Tensor:
@@ -287,18 +297,26 @@ class _BinaryLogisticProblems(_NewtonProblems):
     smallest so), so it is binary logistic regression on z = v·x + c with the penalty
     (alpha / 4)‖v‖²: d + 1 unknowns instead of 2(d + 1), a Hessian a quarter the size, the same
     predictions. Problems that have not seen both classes fit nothing (v = c = 0): their
-    prediction is fixed by the classes seen."""
+    prediction is fixed by the classes seen.
+
+    With so few unknowns, copying each prompt's points once per problem would cost more than
+    the algebra: margins, gradients and Hessians are products per prompt on a (prompt,
+    prefix) grid, from which each problem's row is gathered."""
 
     n_vectors = 1
 
     def __init__(
-        self, features: Tensor, targets: Tensor, uses: Tensor, seen: Tensor, alpha: float
+        self, prompts: _Prompts, prompt: Tensor, length: Tensor, seen: Tensor, alpha: float
     ) -> None:
-        super().__init__(features, targets, uses, seen, alpha)
+        super().__init__(prompts, prompt, length, seen, alpha)
+        first = int(length.min())
+        self.grid = (len(prompts.features), int(length.max()) - first + 1)  # (B, S)
+        self.cell = prompt * self.grid[1] + length - first  # (P,): the problem's grid row
         fitted = seen.all(-1)  # (P,): both classes seen
-        self.weights = (uses & fitted[:, None]).double()  # (P, m)
+        self.weights = (self.uses & fitted[:, None]).double()  # (P, m)
+        targets = prompts.targets[:, : self.points].index_select(0, prompt)
         self.signs = 2.0 * targets.double() - 1.0  # (P, m): class 1 is +1
-        penalty = features.new_full((self.n_features,), alpha / 2)
+        penalty = prompts.features.new_full((self.n_features,), alpha / 2)
         penalty[-1] = 0.0  # the intercept is not penalised
         self.penalty = penalty
         # Problems fitting nothing get an identity Hessian (their gradient is 0 at v = c = 0).
@@ -308,9 +326,20 @@ class _BinaryLogisticProblems(_NewtonProblems):
     def unknowns(n_classes: int, n_features: int) -> int:
         return n_features
 
+    def _on_grid(self, rows: Tensor) -> Tensor:
+        """(B, S, k): each problem's row of ``rows`` (P, k) in its grid cell, zeros elsewhere."""
+        grid = rows.new_zeros(self.grid[0] * self.grid[1], rows.shape[-1])
+        return grid.index_copy_(0, self.cell, rows).view(*self.grid, -1)
+
+    def _of_problems(self, grid: Tensor) -> Tensor:
+        """(P, k): each problem's row of a (B, S, k) grid."""
+        return grid.flatten(0, 1).index_select(0, self.cell)
+
     def _margins(self, params: Tensor) -> Tensor:
         """(P, m): s_j z(x_j), each problem's signed score of its points."""
-        return (self.features @ params[:, 0, :, None]).squeeze(-1) * self.signs
+        features = self.prompts.features[:, : self.points]
+        scores = self._on_grid(params[:, 0]) @ features.transpose(1, 2)  # (B, S, m)
+        return self._of_problems(scores) * self.signs
 
     def objective(self, params: Tensor) -> Tensor:
         losses = (F.softplus(-self._margins(params)) * self.weights).sum(-1)
@@ -318,11 +347,12 @@ class _BinaryLogisticProblems(_NewtonProblems):
 
     def gradient_and_hessian(self, params: Tensor) -> tuple[Tensor, Tensor]:
         wrong = torch.sigmoid(-self._margins(params))  # (P, m): 1 − P(the label of x_j)
-        gradient = (-wrong * self.signs * self.weights)[:, None, :] @ self.features
-        gradient = gradient + params * self.penalty
-        curvature = (wrong * (1.0 - wrong) * self.weights).float()  # p (1 − p)
-        features = self.features32
-        hessian = (features * curvature[..., None]).transpose(1, 2) @ features  # (P, F, F)
+        residuals = self._on_grid(-wrong * self.signs * self.weights)
+        gradient = self._of_problems(residuals @ self.prompts.features[:, : self.points])
+        gradient = gradient[:, None] + params * self.penalty
+        curvature = self._on_grid((wrong * (1.0 - wrong) * self.weights).float())  # p (1 − p)
+        hessian = self._of_problems(curvature @ self.prompts.outer32[:, : self.points])
+        hessian = hessian.view(-1, self.n_features, self.n_features)
         hessian.diagonal(dim1=-2, dim2=-1).add_(self.regulariser.float())
         return gradient, hessian
 
@@ -336,13 +366,17 @@ class _LogisticProblems(_NewtonProblems):
     parameters (P, C, F), per class d weights then the intercept; unseen classes' stay 0."""
 
     def __init__(
-        self, features: Tensor, targets: Tensor, uses: Tensor, seen: Tensor, alpha: float
+        self, prompts: _Prompts, prompt: Tensor, length: Tensor, seen: Tensor, alpha: float
     ) -> None:
-        super().__init__(features, targets, uses, seen, alpha)
+        super().__init__(prompts, prompt, length, seen, alpha)
         self.n_classes = self.n_vectors = seen.shape[-1]
-        self.weights = uses.double()[..., None]  # (P, m, 1)
+        # Each problem's own copy of its points: the Hessian's products are per problem.
+        self.features = prompts.features[:, : self.points].index_select(0, prompt)  # (P, m, F)
+        self.features32 = prompts.features32[:, : self.points].index_select(0, prompt)
+        targets = prompts.targets[:, : self.points].index_select(0, prompt)
+        self.weights = self.uses.double()[..., None]  # (P, m, 1)
         self.labels = F.one_hot(targets, self.n_classes).double() * self.weights  # (P, m, C)
-        penalty = features.new_full((self.n_features,), alpha)
+        penalty = prompts.features.new_full((self.n_features,), alpha)
         penalty[-1] = 0.0  # intercepts are not penalised
         self.penalty = penalty
 
