@@ -495,6 +495,15 @@ def test_learners_are_causal(spec):
 
 
 @pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("shape", [(0, 5), (2, 0)])
+def test_learners_score_an_empty_batch_or_prompt_with_an_empty_result(spec, shape):
+    episode = Episode(
+        torch.randn(*shape, 2), torch.zeros(shape, dtype=torch.long), "classification"
+    )
+    assert learner(spec, 3).predict(episode).shape == (*shape, 3)
+
+
+@pytest.mark.parametrize("spec", SPECS)
 def test_generic_learners_work_on_boolean_episodes(spec):
     episode = boolean_episode()
     scores = learner(spec, 2).predict(episode)

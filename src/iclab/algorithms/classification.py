@@ -172,8 +172,8 @@ def prefix_logistic_regression(
         problems = kind(prompts, prompt[index], length[index], problem_seen[index], alpha)
         queries = features[prompt[index], length[index]]
         scores.append(problems.class_scores(_newton(problems), queries))
-    scores = torch.cat(scores).view(n, batch, -1).transpose(0, 1)
-    return _log_probabilities(scores, seen)
+    scores = torch.cat(scores) if scores else features.new_zeros(0, n_classes)  # no prompt
+    return _log_probabilities(scores.view(n, batch, n_classes).transpose(0, 1), seen)
 
 
 def _newton(problems: _NewtonProblems) -> Tensor:
