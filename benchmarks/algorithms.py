@@ -10,6 +10,7 @@ prompts, and when the full run would exceed ``--budget`` seconds its time is ext
 linearly (prompts are independent) and marked ``~``.
 
     PYTHONPATH=src python benchmarks/algorithms.py [--n-prompts 1280] [--only gd,lasso]
+    python benchmarks/algorithms.py --only logistic_regression --family tabular_classification
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated algorithm names")
     parser.add_argument("--probe", type=int, default=32, help="prompts of the first timing")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per algorithm")
+    parser.add_argument(
+        "--family",
+        choices=TASKS.names(),
+        help="time on this family instead of each algorithm's own (those not applying skipped)",
+    )
     args = parser.parse_args()
     names = [n for n in ALGORITHMS.names() if not args.only or n in args.only.split(",")]
     print(
@@ -96,10 +102,12 @@ def main() -> None:
     cache: dict[str, tuple] = {}
     total = 0.0
     for name in names:
-        family_name = home_family(name)
+        family_name = args.family or home_family(name)
         if family_name not in cache:
             cache[family_name] = sample_batches(family_name, args.n_prompts)
         task, batches, sampling = cache[family_name]
+        if not ALGORITHMS.get(name).applies(task):
+            continue
         start = time.perf_counter()
         algorithm = build_algorithm(name, task)
         setup = time.perf_counter() - start
