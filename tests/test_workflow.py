@@ -3,13 +3,16 @@ schedules that do not surprise, kept evaluations in the report, helpful errors."
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 from typer.testing import CliRunner
 
 from conftest import latest_evaluation, tiny_config
@@ -17,6 +20,7 @@ from iclab import progress as progress_module
 from iclab.cli import app
 from iclab.config import TrainConfig, load_config
 from iclab.errors import ConfigError
+from iclab.progress import progress
 from iclab.report.plots import curriculum_stages
 from iclab.run import RunDir, evaluate_run, train_run, write_report
 from iclab.training.schedule import curriculum_shortfall, learning_rate, schedule_jump
@@ -53,10 +57,37 @@ def test_evaluation_and_probes_say_what_they_are_doing_in_a_log(tmp_path, every_
     config, run = write_config(tmp_path, train={"steps": 2}), tmp_path / "run"
     runner.invoke(app, ["train", str(config), "--out", str(run), "--no-progress"])
     shifted = runner.invoke(app, ["eval", str(run), "--shift", "all", "--n-prompts", "16"])
-    assert "evaluating, skewed_covariance:" in shifted.output
-    assert "evaluating, half_subspace:" in shifted.output
+    for learner in ("model", "least_squares", "averaging"):  # a line per learner and shift
+        for under in ("", " under skewed_covariance", " under half_subspace"):
+            assert f"evaluating {learner}{under}: " in shifted.output
     probed = runner.invoke(app, ["probe", str(run), "--probe", "gd_alignment(n_prompts=16)"])
     assert "probe gd_alignment(n_prompts=16): 1/1 (100%)" in probed.output
+
+
+def test_a_log_gets_a_line_every_few_seconds_while_one_unit_of_work_runs_long():
+    log = io.StringIO()
+    with progress("fitting", 3, console=Console(file=log), every=0.05) as tracker:
+        tracker.advance()
+        time.sleep(0.5)  # one slow unit: about ten heartbeats are due
+    lines = log.getvalue().splitlines()
+    assert 4 <= len(lines) <= 12, lines  # a line per 0.05 s, none twice over
+    assert all(line.startswith("fitting: 1/3 (33%), ") for line in lines)
+    assert "about " in lines[-1]  # the time left, from the pace so far
+
+
+def test_the_heartbeat_keeps_quiet_while_nested_work_prints_its_own_lines():
+    log = io.StringIO()
+    console = Console(file=log)
+    with (
+        progress("outer", 1, console=console, every=0.2, transient=True),
+        progress("inner", 40, console=console, every=0.02, transient=True) as inner,
+    ):
+        for _ in range(40):
+            time.sleep(0.01)
+            inner.advance()
+    lines = log.getvalue().splitlines()
+    assert sum(line.startswith("inner: ") for line in lines) >= 5
+    assert not any(line.startswith("outer: ") for line in lines), lines
 
 
 def test_resuming_a_finished_run_says_so_and_writes_nothing(tmp_path):

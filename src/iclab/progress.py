@@ -3,11 +3,14 @@
 In a terminal it is a rich progress bar. Elsewhere (output piped to a file, CI, a job
 scheduler's log) rich's live bar shows nothing, so a plain line is printed every ``every``
 seconds and once at the end instead: what is being done, how far it is, the fields the caller
-reports (a loss, a rate) and the time left.
+reports (a loss, a rate) and the time left. The line comes on time even while one unit of work
+runs for minutes (a slow yardstick on a batch): a heartbeat thread prints it when no tracker
+has printed one for ``every`` seconds.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +42,9 @@ def duration(seconds: float) -> str:
 class Tracker:
     """What the work reports to: ``advance`` (by steps), ``update`` (absolute position, a new
     description, field values)."""
+
+    last_any_line = 0.0  # when any tracker last printed a plain line (nested work counts)
+    lock = threading.Lock()  # the heartbeat thread and the work both print
 
     def __init__(
         self,
@@ -89,8 +95,23 @@ class Tracker:
         elif time.perf_counter() - self.last_line >= self.every:
             self.print_line()
 
+    def beat(self) -> float:
+        """Print the plain line if no tracker has printed one for ``every`` seconds; return the
+        seconds until the next line is due."""
+        with Tracker.lock:
+            quiet = time.perf_counter() - max(self.last_line, Tracker.last_any_line)
+            if quiet < self.every:
+                return self.every - quiet
+            self.write_line()
+            return self.every
+
     def print_line(self) -> None:
         """The plain line: ``train: 120/500 (24%), loss 0.31, 40s elapsed, about 2m07s left``."""
+        with Tracker.lock:
+            self.write_line()
+
+    def write_line(self) -> None:
+        """``print_line`` for a caller that holds ``Tracker.lock``."""
         now = time.perf_counter()
         elapsed, done = now - self.started, self.completed - self.start
         parts = [f"{self.description}: {self.completed}/{self.total}"]
@@ -102,6 +123,7 @@ class Tracker:
             parts.append(f"about {duration(elapsed / done * (self.total - self.completed))} left")
         self.console.print(", ".join(parts), highlight=False, markup=False, soft_wrap=True)
         self.last_line, self.last_printed = now, self.completed
+        Tracker.last_any_line = now
 
 
 @contextmanager
@@ -128,7 +150,8 @@ def progress(
         tracker = Tracker(
             description, total, console, fields, every, progress=None, completed=completed
         )
-        yield tracker
+        with heartbeat(tracker):
+            yield tracker
         if not transient and tracker.last_printed != tracker.completed:
             tracker.print_line()
         return
@@ -142,3 +165,26 @@ def progress(
     ]
     with Progress(*columns, console=console, transient=transient) as bar:
         yield Tracker(description, total, console, fields, every, progress=bar, completed=completed)
+
+
+@contextmanager
+def heartbeat(tracker: Tracker) -> Iterator[None]:
+    """Print ``tracker``'s plain line whenever ``every`` seconds pass without one, from a daemon
+    thread, until the work ends. ``every = 0`` (a line at every update) needs no heartbeat."""
+    if not 0 < tracker.every < float("inf"):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        wait = tracker.every
+        while not stop.wait(wait):
+            wait = tracker.beat()
+
+    thread = threading.Thread(target=beat, name="progress-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -154,22 +154,23 @@ def evaluate(
         metrics |= {spec: metric.name for spec, metric in ONLINE_METRICS.items()}
     scores = {(spec, name): [] for spec in metrics for name in names}
     n_batches = math.ceil(n_prompts / batch_size)
-    total = n_batches * (len(conditions) + online)
+    total = n_batches * (len(conditions) * len(learners) + online)  # a unit per learner
     with progress("evaluating", total, enabled=show_progress, transient=True) as tracker:
         for batch in range(n_batches):
             size = min(batch_size, n_prompts - batch * batch_size)
             episode = task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
             for spec, shift, scale in conditions:
-                tracker.update(description=f"evaluating, {spec}" if shift else "evaluating")
                 views = [episode]
                 if shift is not None:
                     generator = generator_for(seed, "shift", spec, batch, device=device)
                     views = shift.views(episode, task, generator)
                 for learner in learners:
+                    under = f" under {spec}" if shift else ""
+                    tracker.update(description=f"evaluating {learner.name}{under}")
                     scores[spec, learner.name].append(score_views(learner, views, task, scale))
-                tracker.advance()
+                    tracker.advance()
             if online:
-                tracker.update(description="evaluating, online")
+                tracker.update(description="evaluating online rollouts")
                 rollouts = online_regrets(learners, task, n_points, size, seed, batch, device)
                 for name, per_condition in rollouts.items():
                     for spec, values in zip(ONLINE_METRICS, per_condition, strict=True):
