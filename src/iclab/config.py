@@ -135,6 +135,21 @@ class CurriculumConfig(Strict):
     points: Ramp | None = None
 
 
+class StopConfig(Strict):
+    """Stop training once the model has learned in context: at each checkpoint after the
+    curriculum has reached the task's full size, the model is scored after ``k`` in-context
+    examples on ``n_prompts`` fresh prompts (a stream of their own, disjoint from training and
+    evaluation), and training stops when the mean reaches ``target`` (at most it for an error
+    or regret, at least it for an accuracy)."""
+
+    k: int = Field(ge=0, description="in-context examples before the scored query")
+    target: float = Field(
+        description="the metric to reach: error / E[y²] (regression), accuracy (classification, "
+        "tokens) or regret (decisions)"
+    )
+    n_prompts: int = Field(1280, ge=2, description="prompts each check scores")
+
+
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
@@ -187,6 +202,11 @@ class TrainConfig(Strict):
         description="the batch of step s is this many shards, shard i drawn from (seed, s, i), "
         "so any number of processes dividing the batch trains on the same batches (default: "
         "the number of processes the run starts with, each then draws only its own shards)",
+    )
+    stop_at: StopConfig | None = Field(
+        None,
+        description="stop before train.steps once the model reaches a target at a checkpoint, "
+        "e.g. {k: 10, target: 0.04} (the schedule still spans train.steps)",
     )
     log_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(500, ge=1)
@@ -345,6 +365,17 @@ class RunConfig(Strict):
                 raise ValueError(
                     f"train.curriculum.{field}.end ({ramp.end}) exceeds task.n_{field} ({limit})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _stop_fits_task(self) -> RunConfig:
+        stop = self.train.stop_at
+        if stop is not None and stop.k >= self.task.n_points:
+            raise ValueError(
+                f"train.stop_at.k ({stop.k}) must be below task.n_points "
+                f"({self.task.n_points}): a prompt scores its queries after 0 to "
+                f"{self.task.n_points - 1} examples"
+            )
         return self
 
     @model_validator(mode="after")

@@ -41,6 +41,17 @@ def condition_title(condition: str) -> str:
     return f"shift: {condition}"
 
 
+def target_reached(stopped: dict) -> str:
+    """A ``train.stop_at`` target met, as run.json records it: ``error 0.038 ≤ 0.05 after 10
+    examples``."""
+    metric = next(metric for metric in METRICS.values() if metric.name == stopped["metric"])
+    relation = "≥" if metric.higher_is_better else "≤"
+    return (
+        f"{metric.name} {stopped['score']:.4g} {relation} {stopped['target']:g} after "
+        f"{stopped['k']} examples"
+    )
+
+
 def training_loss(prediction: Tensor, episode: Episode, last_only: bool = False) -> Tensor:
     """The scalar loss a model is meta-trained on (averaged over the masked positions; with
     ``last_only``, over the last position's, ``train.loss_on=last``)."""

@@ -191,6 +191,27 @@ def evaluate(
     return Evaluation(curves, differences, scores=kept)
 
 
+def mean_score_at(
+    learner: InContextLearner,
+    task: Task,
+    n_points: int,
+    n_prompts: int,
+    batch_size: int,
+    seed: int,
+    k: int,
+    device: torch.device | str = "cpu",
+) -> float:
+    """The learner's mean score after ``k`` examples on ``n_prompts`` prompts of the
+    ``(seed, "eval", batch)`` stream: one point of ``evaluate``'s unshifted curve, for a quick
+    check during training (``train.stop_at``); NaN when no prompt scores position ``k``."""
+    values = []
+    for batch in range(math.ceil(n_prompts / batch_size)):
+        size = min(batch_size, n_prompts - batch * batch_size)
+        episode = task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
+        values.append(score_views(learner, [episode], task, task.target_scale)[:, k])
+    return float(torch.cat(values).nanmean())
+
+
 def score_views(
     learner: InContextLearner, views: Sequence[Episode], task: Task, target_scale: float
 ) -> Tensor:

@@ -25,7 +25,7 @@ from iclab.config import RunConfig
 from iclab.evaluation.curves import CurvePoint, PairedDifference, reported_ks
 from iclab.kinds import Kind, Metric, kind_of
 from iclab.kinds.decisions import ONLINE_METRICS
-from iclab.metrics import condition_metric, condition_title
+from iclab.metrics import condition_metric, condition_title, target_reached
 from iclab.report.pivot import TRAINING_SHIFT, by_shift, excludes_zero, pivot
 from iclab.report.plots import checkpoints_figure, curves_figure, png_bytes, training_figure
 from iclab.report.summary import result_sentence
@@ -181,13 +181,15 @@ def render_report(report: RunReport) -> str:
 def header_section(report: RunReport, kind: Kind) -> str:
     config, info = report.config, report.info
     task, status = config.task, info.get("status", "not trained")
+    stopped = info.get("stopped")  # train.stop_at's target, reached before train.steps
     n_params = info.get("n_params")
     d_model = info.get("d_model", config.model.d_model)
     facts = {
         "task": f"{task.name} ({kind.describe_sizes(task.n_dims, task.n_points)})",
         "model": f"{config.model.describe()}, d_model={d_model}",
         "parameters": "–" if n_params is None else f"{n_params:,}",
-        "steps": f"{info.get('steps', 0):,} of {config.train.steps:,}",
+        "steps": f"{info.get('steps', 0):,} of {config.train.steps:,}"
+        + (f", stopped at its target: {target_reached(stopped)}" if stopped else ""),
         "metric": kind.metric.label,
         "created": timestamp(report.created),
         "updated": timestamp(report.updated),

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from iclab.kinds import kind_of
+from iclab.metrics import target_reached
 from iclab.progress import progress
 from iclab.run.directory import RunDir, environment, metrics_line
 from iclab.run.tracking import open_tracker
@@ -161,6 +162,22 @@ class TrainingLog:
     def checkpoint(self, step: int) -> None:
         self.trainer.save(self.run.checkpoints, {"environment": environment()})
 
+    def checked(self, step: int, score: float, reached: bool) -> None:
+        """A ``train.stop_at`` check: a TensorBoard scalar, and a line while the target is not
+        reached (the one that reaches it ends the run: ``__exit__`` says so)."""
+        stop = self.trainer.config.train.stop_at
+        metric = kind_of(self.trainer.task.kind).metric.name
+        self.writer.add_scalar(f"stop_at/{metric}_at_k{stop.k}", score, step)
+        if not reached:
+            last = step == self.trainer.config.train.steps
+            self.console.print(
+                f"step {step}: {metric} {score:.4g} after {stop.k} examples, not yet "
+                f"{stop.target:g} (train.stop_at)"
+                + (": the last step, short of the target" if last else ": training on"),
+                highlight=False,
+                soft_wrap=True,
+            )
+
     # ---------------------------------------------------------------------------------------
 
     def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
@@ -178,6 +195,7 @@ class TrainingLog:
         self.run.update_info(
             status="completed",
             steps=trainer.step,
+            stopped=trainer.stopped,
             flops_per_step=self.step_flops(trainer.config.task.n_points),
             **timing,
         )
@@ -185,6 +203,15 @@ class TrainingLog:
             self.console.print(
                 f"{trainer.config.name}: trained to step {trainer.step}, loss "
                 f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if trainer.stopped is not None:
+            early = trainer.config.train.steps - trainer.step
+            self.console.print(
+                f"{trainer.config.name} reached its target at step {trainer.step}: "
+                f"{target_reached(trainer.stopped)} (train.stop_at)"
+                + (f": stopped {early} steps early" if early else ""),
                 highlight=False,
                 soft_wrap=True,
             )

@@ -14,6 +14,7 @@ from rich.markup import escape
 from iclab.config import RunConfig, TrainConfig
 from iclab.devices import set_threads
 from iclab.errors import DiskFullError, DivergedError, RunExistsError
+from iclab.metrics import target_reached
 from iclab.run.directory import RunDir
 from iclab.run.log import StepCallback, TrainingLog
 from iclab.training.checkpoint import latest_valid_checkpoint
@@ -91,6 +92,14 @@ def _train_locked(
                 f"{where} has trained {trainer.step} of {config.train.steps} steps: nothing "
                 "to train (raise train.steps to continue, e.g. --set "
                 f"train.steps={2 * config.train.steps})",
+                soft_wrap=True,
+            )
+            return trainer
+        if trainer.stopped is not None:
+            console.print(
+                f"{where} reached its target at step {trainer.step}: "
+                f"{target_reached(trainer.stopped)}: nothing to train (train on with --set "
+                "train.stop_at=null)",
                 soft_wrap=True,
             )
             return trainer

@@ -14,6 +14,8 @@ from iclab.config import RunConfig, TrainConfig
 from iclab.devices import resolve_device, resolve_precision
 from iclab.episode import Episode, concatenate
 from iclab.errors import ConfigError, DivergedError
+from iclab.evaluation.curves import mean_score_at
+from iclab.kinds import kind_of
 from iclab.metrics import training_loss
 from iclab.models import build_model
 from iclab.seeding import derive_seed, generator_for
@@ -86,6 +88,10 @@ class TrainingHooks(Protocol):
     def checkpoint(self, step: int) -> None:
         """Every ``train.checkpoint_every`` steps and the last: save the state now."""
 
+    def checked(self, step: int, score: float, reached: bool) -> None:
+        """At a checkpoint with ``train.stop_at``, once the curriculum is complete: the model's
+        score and whether it reached the target (training then stops)."""
+
 
 class Trainer:
     """Meta-trains the model a ``RunConfig`` describes; writes nothing itself (the run layer
@@ -116,6 +122,7 @@ class Trainer:
         self.network = self._trainable(self.model)
         self.step = 0
         self.bad_steps = 0  # non-finite steps in a row, skipped so far
+        self.stopped: dict[str, Any] | None = None  # train.stop_at's target reached: where, how
 
     def _trainable(self, model: torch.nn.Module) -> torch.nn.Module:
         """What the loop calls: the model, wrapped for data parallelism and compiled as asked.
@@ -144,6 +151,9 @@ class Trainer:
         meta = load_checkpoint(checkpoint, self.model, self.optimizer, self.device)
         restore_rng_state(meta["rng"])
         self.step = meta["step"]
+        stopped, stop = meta.get("stopped"), self.config.train.stop_at
+        if stopped and stop and stopped["k"] == stop.k and self.reaches_target(stopped["score"]):
+            self.stopped = stopped  # and stays stopped, unless the target moved out of reach
         return meta
 
     def save(self, directory: Path, meta: dict[str, Any]) -> Checkpoint:
@@ -154,9 +164,56 @@ class Trainer:
             self.step,
             self.model,
             self.optimizer,
-            {"config": self.config.to_dict(), **meta},
+            {"config": self.config.to_dict(), **meta}
+            | ({"stopped": self.stopped} if self.stopped else {}),
             keep=self.config.train.keep_checkpoints,
         )
+
+    # --- stopping at a target ------------------------------------------------------------------
+
+    def reaches_target(self, score: float) -> bool:
+        """Whether ``score`` meets ``train.stop_at``'s target (False without one)."""
+        stop = self.config.train.stop_at
+        if stop is None:
+            return False
+        if kind_of(self.task.kind).metric.higher_is_better:
+            return score >= stop.target
+        return score <= stop.target
+
+    def check_target(self, hooks: TrainingHooks | None) -> bool:
+        """At a checkpoint: score the model for ``train.stop_at`` once the curriculum has
+        reached the task's full size, and record where the target was reached. The prompts
+        come from a stream of their own and the global random state is untouched, so checking
+        changes nothing of the training itself."""
+        stop, config = self.config.train.stop_at, self.config
+        full = CurriculumState(config.task.n_dims, config.task.n_points)
+        if stop is None or curriculum_at(config, self.step - 1) != full:
+            return False
+        seed = derive_seed(config.train.seed, "stop_at")
+        score = mean_score_at(
+            self.model,
+            self.task,
+            config.task.n_points,
+            stop.n_prompts,
+            config.eval.batch_size,
+            seed,
+            stop.k,
+            self.device,
+        )
+        if math.isnan(score):
+            raise ConfigError(
+                f"train.stop_at.k ({stop.k}): the task scores no prediction after {stop.k} "
+                "examples; choose a scored position"
+            )
+        score = self.processes.mean(torch.tensor(score, device=self.device)).item()
+        reached = self.reaches_target(score)
+        if reached:
+            metric = kind_of(self.task.kind).metric.name
+            self.stopped = dict(step=self.step, k=stop.k, metric=metric, score=score)
+            self.stopped["target"] = stop.target
+        if hooks is not None:
+            hooks.checked(self.step, score, reached)
+        return reached
 
     # --- loop ---------------------------------------------------------------------------------
 
@@ -203,11 +260,12 @@ class Trainer:
         return all(parameter.isfinite().all() for parameter in self.model.parameters())
 
     def fit(self, hooks: TrainingHooks | None = None) -> None:
-        """Train until ``train.steps``, telling ``hooks`` (if any) what happens; every process
-        runs the loop, and the processes meet at each checkpoint. Only finite weights are
-        checkpointed: a ``DivergedError`` stops the loop first."""
+        """Train until ``train.steps``, or until ``train.stop_at``'s target is reached at a
+        checkpoint, telling ``hooks`` (if any) what happens; every process runs the loop, and
+        the processes meet at each checkpoint. Only finite weights are checkpointed: a
+        ``DivergedError`` stops the loop first."""
         train = self.config.train
-        while self.step < train.steps:
+        while self.step < train.steps and self.stopped is None:
             loss, used = self.train_step(self.step)
             self.step += 1
             last = self.step == train.steps
@@ -224,6 +282,7 @@ class Trainer:
                         f"(train.lr {train.lr:g}); nothing was saved of them",
                         self.step,
                     )
+                self.check_target(hooks)
                 if hooks is not None:
                     hooks.checkpoint(self.step)
                 self.processes.barrier()
