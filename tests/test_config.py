@@ -92,6 +92,14 @@ def test_malformed_override_says_expected_shape():
     assert "section.field=value" in error_of({}, ["train.steps"])
 
 
+def test_dotted_overrides_fill_an_optional_section_left_null():
+    config = build_config(
+        {"train": {"stop_at": None}}, ["train.stop_at.k=10", "train.stop_at.target=0.05"]
+    )
+    assert (config.train.stop_at.k, config.train.stop_at.target) == (10, 0.05)
+    assert "train.stop_at.target: Field required" in error_of({}, ["train.stop_at.k=10"])
+
+
 def test_override_into_a_value_is_rejected():
     with pytest.raises(ConfigError, match=r"train\.steps is a value, not a section"):
         apply_overrides({"train": {"steps": 3}}, ["train.steps.x=1"])

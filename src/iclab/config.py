@@ -466,13 +466,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (a copy); unknown keys are caught by validation."""
+    """Set dotted keys in a nested dict (a copy); unknown keys are caught by validation. A
+    dotted key into a null field makes it a section: ``train.stop_at.k=10`` fills a preset's
+    ``stop_at: null``."""
     data = json.loads(json.dumps(data))
     for text in overrides:
         path, value = parse_override(text)
         node = data
         for depth, key in enumerate(path[:-1]):
-            child = node.setdefault(key, {})
+            if node.get(key) is None:  # absent, or an optional section left null (stop_at)
+                node[key] = {}
+            child = node[key]
             if not isinstance(child, dict):
                 where = ".".join(path[: depth + 1])
                 raise ConfigError(f"override {text!r}: {where} is a value, not a section")
