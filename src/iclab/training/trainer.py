@@ -208,9 +208,13 @@ class Trainer:
         score = self.processes.mean(torch.tensor(score, device=self.device)).item()
         reached = self.reaches_target(score)
         if reached:
-            metric = kind_of(self.task.kind).metric.name
-            self.stopped = dict(step=self.step, k=stop.k, metric=metric, score=score)
-            self.stopped["target"] = stop.target
+            self.stopped = {
+                "step": self.step,
+                "k": stop.k,
+                "metric": kind_of(self.task.kind).metric.name,
+                "score": score,
+                "target": stop.target,
+            }
         if hooks is not None:
             hooks.checked(self.step, score, reached)
         return reached
