@@ -9,7 +9,8 @@ from rich.console import Console
 from conftest import tiny_config
 from iclab.config import build_config
 from iclab.errors import ConfigError
-from iclab.run import RunDir, train_run, write_report
+from iclab.report.console import steps_of
+from iclab.run import RunDir, catalog, train_run, write_report
 from iclab.training.checkpoint import list_checkpoints
 from saved_state import assert_bitwise_equal, final_state
 
@@ -48,6 +49,10 @@ def test_training_stops_at_the_first_checkpoint_after_the_curriculum_that_reache
     assert "stopped 10 steps early" in output
     header = write_report(tmp_path / "run").read_text().split("</header>")[0]
     assert "20 of 30, stopped at its target: error " in header
+    entry = catalog.get_run(tmp_path, "run")
+    assert entry.steps == 20 and entry.stopped.startswith("error ")
+    assert entry.stopped.endswith(" ≤ 10 after 6 examples")
+    assert steps_of(entry) == "20 target"
 
 
 def test_checking_a_target_changes_nothing_of_the_training(tmp_path):

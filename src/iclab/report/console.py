@@ -261,7 +261,8 @@ def runs_table(entries: Iterable[Any], root: Path) -> Table:
     """One row per indexed run; the task's size on a second line, so 80 columns hold it."""
     table = Table(
         title=f"runs in {escape(str(root))}",
-        caption="steps: trained (of the run's total when unfinished); headline: the model's error "
+        caption="steps: trained (of the run's total when unfinished; target: stopped at its "
+        "train.stop_at target); headline: the model's error "
         "(err) or accuracy (acc) at the largest k of its newest evaluation",
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -294,9 +295,12 @@ def runs_table(entries: Iterable[Any], root: Path) -> Table:
 
 
 def steps_of(entry: Any) -> str:
-    """``2500`` for a run trained to its end, ``1200/2500`` for one on its way."""
+    """``2500`` for a run trained to its end, ``1250 target`` for one stopped at its target
+    (``train.stop_at``), ``1200/2500`` for one on its way."""
     if entry.total_steps is None or entry.steps == entry.total_steps:
         return str(entry.steps)
+    if entry.stopped is not None:
+        return f"{entry.steps} target"
     return f"{entry.steps}/{entry.total_steps}"
 
 

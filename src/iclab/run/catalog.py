@@ -31,6 +31,7 @@ from iclab.config import build_config
 from iclab.errors import ConfigError, RunNotFoundError
 from iclab.evaluation.curves import read_curves_csv
 from iclab.io import read_yaml
+from iclab.metrics import target_reached
 from iclab.registry import UnknownNameError
 from iclab.run.directory import RunDir
 from iclab.tasks import TASKS
@@ -38,7 +39,7 @@ from iclab.tasks import TASKS
 __all__ = ["INDEX_NAME", "RunEntry", "get_run", "list_runs", "rebuild", "sync"]
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 1  # PRAGMA user_version; bump it when the table changes (old indexes are rebuilt)
+SCHEMA_VERSION = 2  # PRAGMA user_version; bump it when the table changes (old indexes are rebuilt)
 # What an entry reads; a new evaluation renames its directory into eval/, which changes eval's
 # own time, and so does a legacy eval/curves.csv rewritten in place.
 SOURCES = ("config.yaml", "run.json", "metrics.jsonl", "eval")
@@ -68,6 +69,7 @@ class RunEntry:
     n_params: int | None = None
     steps: int = 0
     total_steps: int | None = None
+    stopped: str | None = None  # train.stop_at's target, reached at ``steps``
     headline: float | None = None
     headline_metric: str | None = None
     config_hash: str | None = None
@@ -96,6 +98,7 @@ CREATE TABLE runs (
     n_params INTEGER,
     steps INTEGER NOT NULL,
     total_steps INTEGER,
+    stopped TEXT,
     headline REAL,
     headline_metric TEXT,
     config_hash TEXT,
@@ -294,10 +297,20 @@ def _read_run(run: RunDir) -> dict[str, Any]:
         "n_params": info.get("n_params"),
         "steps": steps,
         "total_steps": config.train.steps,
+        "stopped": _stopped(info.get("stopped")),
         "headline": headline,
         "headline_metric": metric,
         "config_hash": info.get("config_hash") or config.digest(),
     }
+
+
+def _stopped(stopped: Any) -> str | None:
+    """run.json's record of a target reached, in words; None without one (or a garbled one:
+    the index shows what it can)."""
+    try:
+        return target_reached(stopped)
+    except (KeyError, TypeError, ValueError, StopIteration):
+        return None
 
 
 def _process_gone(info: dict[str, Any]) -> bool:
