@@ -74,6 +74,7 @@ def test_a_stopped_run_stays_stopped_on_resume(tmp_path):
     again, output = train(stopping(REACHABLE), run_dir, resume=True)
     assert again.step == 20
     assert "reached its target at step 20" in output and "nothing to train" in output
+    assert f"iclab train --resume {run_dir} --set train.stop_at=null" in output
 
 
 @pytest.mark.parametrize("stop_at", [UNREACHABLE, None], ids=["stricter-target", "no-target"])

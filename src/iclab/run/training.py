@@ -98,8 +98,8 @@ def _train_locked(
         if trainer.stopped is not None:
             console.print(
                 f"{where} reached its target at step {trainer.step}: "
-                f"{target_reached(trainer.stopped)}: nothing to train (train on with --set "
-                "train.stop_at=null)",
+                f"{target_reached(trainer.stopped)}: nothing to train (to train on: iclab "
+                f"train --resume {where} --set train.stop_at=null)",
                 soft_wrap=True,
             )
             return trainer
