@@ -7,10 +7,13 @@ import pytest
 from rich.console import Console
 
 from conftest import tiny_config
-from iclab.config import build_config
+from iclab.config import PRESETS_DIR, build_config, load_config
 from iclab.errors import ConfigError
+from iclab.kinds import kind_of
 from iclab.report.console import steps_of
 from iclab.run import RunDir, catalog, train_run, write_report
+from iclab.seeding import generator_for
+from iclab.tasks import TASKS
 from iclab.training.checkpoint import list_checkpoints
 from saved_state import assert_bitwise_equal, final_state
 
@@ -100,3 +103,40 @@ def test_a_target_after_the_last_example_is_a_config_error():
     data["train"]["stop_at"] = {"k": 8, "target": 0.1}
     with pytest.raises(ConfigError, match=r"train\.stop_at\.k \(8\) must be below task\.n_points"):
         build_config(data)
+
+
+def preset_of(family: str) -> str:
+    """A preset that trains ``family`` (every family has one: tests/test_task_contract.py)."""
+    presets = sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+    return next(preset for preset in presets if load_config(preset).task.name == family)
+
+
+def last_scored_position(config) -> int:
+    """The last position a prompt of the task is scored at (a token task scores only some)."""
+    task = config.task.build()
+    episode = task.sample(8, config.task.n_points, generator_for(0, "positions"))
+    if episode.loss_mask is None:
+        return config.task.n_points - 1
+    return int(episode.loss_mask.any(0).nonzero().max())
+
+
+@pytest.mark.parametrize("family", TASKS.names())
+def test_every_family_can_stop_at_a_target_of_its_own_metric(family, tmp_path):
+    """Each family, scored after its last scored example: a target every model reaches
+    (accuracy ≥ 0, error or regret ≤ 10⁹) stops it at the first check."""
+    config = load_config(preset_of(family))
+    higher = kind_of(TASKS.get(family).kind).metric.higher_is_better
+    stop_at = {"k": last_scored_position(config), "target": 0.0 if higher else 1e9}
+    config = config.updated(
+        model={"n_layers": 1, "d_model": 32},  # smoke size: the check is under test
+        train={
+            "steps": 4,
+            "checkpoint_every": 2,
+            "curriculum": {"dims": None, "points": None},
+            "stop_at": {**stop_at, "n_prompts": 8},
+            "device": "cpu",
+        },
+    )
+    trainer, _ = train(config, tmp_path / "run")
+    assert trainer.step == 2
+    assert RunDir(tmp_path / "run").read_info()["stopped"]["step"] == 2
