@@ -117,18 +117,27 @@ def test_an_unknown_sort_field_is_an_error_naming_the_allowed_ones(root):
         catalog.list_runs(root, sort="speed")
 
 
-@pytest.mark.parametrize("damage", ["garbage bytes", "foreign database", "newer schema"])
-def test_an_unusable_index_is_rebuilt_with_a_warning(root, damage):
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("garbage bytes", ""),
+        ("foreign database", ""),
+        ("newer schema", "written by a newer iclab"),
+        ("older schema", "written by an older iclab"),
+    ],
+)
+def test_an_unusable_index_is_rebuilt_with_a_warning(root, damage, said):
     index = root / catalog.INDEX_NAME
     if damage == "garbage bytes":
         index.write_bytes(b"\x00\xffnot sqlite at all" * 100)
     else:
         with sqlite3.connect(index) as connection:
             connection.execute("CREATE TABLE runs (name TEXT)")
-            if damage == "newer schema":
-                connection.execute(f"PRAGMA user_version = {catalog.SCHEMA_VERSION + 1}")
+            shift = {"newer schema": 1, "older schema": -1}.get(damage)
+            if shift is not None:
+                connection.execute(f"PRAGMA user_version = {catalog.SCHEMA_VERSION + shift}")
         connection.close()
-    with pytest.warns(UserWarning, match="index.sqlite .*rebuilding it"):
+    with pytest.warns(UserWarning, match=f"index.sqlite .*{said}.*rebuilding it"):
         entries = catalog.list_runs(root)
     assert {entry.name for entry in entries} == {"alpha", "sweep/beta"}
     with sqlite3.connect(index) as connection:

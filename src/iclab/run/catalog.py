@@ -443,8 +443,13 @@ def _prepare(connection: sqlite3.Connection) -> None:
     version = _user_version(connection)
     if version != SCHEMA_VERSION:
         raise _UnusableIndexError(
-            f"has schema version {version}, not {SCHEMA_VERSION} (written by another iclab, "
-            "or not an iclab index)"
+            f"has schema version {version}, not {SCHEMA_VERSION} ("
+            + (
+                "written by an older iclab"
+                if 0 < version < SCHEMA_VERSION
+                else "written by a newer iclab, or not an iclab index"
+            )
+            + ")"
         )
     columns = tuple(row[1] for row in connection.execute("PRAGMA table_info(runs)"))
     if columns != TABLE_COLUMNS:
