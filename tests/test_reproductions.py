@@ -51,6 +51,15 @@ def test_every_reproduction_runs_end_to_end_at_smoke_scale_from_the_cli(name, tm
         assert run.load_config().model_dump() == expected.model_dump(), key
 
 
+@pytest.mark.parametrize("name", REPRODUCTIONS.names())
+def test_every_reproduction_trains_its_stated_steps_at_every_scale(name):
+    """A claim is decided after the steps its scale states: no run stops early at a target
+    (the quickstart preset has one: garg-linear at CPU scale stopped at 0.05 before this)."""
+    for scale in SCALES:
+        for key, config in REPRODUCTIONS.get(name).trainings(scale).items():
+            assert config.train.stop_at is None, f"{scale}: {key}"
+
+
 def test_cli_lists_reproductions_and_rejects_unknown_ones_and_unknown_scales(tmp_path):
     runner = CliRunner()
     listing = runner.invoke(app, ["reproduce", "--list"])

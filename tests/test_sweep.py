@@ -413,6 +413,8 @@ def test_every_shipped_sweep_file_loads_and_each_trial_is_a_valid_config(path):
     trials = expand_trials(spec)
     assert len(trials) == len(list(parameter_values(spec))) > 1
     assert all(trial.problem is None for trial in trials), [t.problem for t in trials]
+    # a sweep compares its trials at one budget: none may stop early at a preset's target
+    assert all(trial.config.train.stop_at is None for trial in trials)
 
 
 def test_a_sweep_stopped_before_every_trial_ran_says_how_to_go_on(tmp_path, monkeypatch):

@@ -69,6 +69,7 @@ SMOKE_TRAIN = {
     "log_every": 2,
     "checkpoint_every": 4,
     "curriculum": {"dims": None, "points": None},
+    "stop_at": None,
 }
 SMOKE_EVAL = {"n_prompts": 32, "batch_size": 32}
 

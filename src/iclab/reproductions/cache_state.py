@@ -122,6 +122,7 @@ SETTINGS: dict[Scale, CacheSetting] = {
                     "seed": 2,
                     "log_every": 100,
                     "checkpoint_every": 500,
+                    "stop_at": None,
                 },
                 "eval": {"n_prompts": 512, "algorithms": ["least_squares", "ridge"]},
             },

@@ -41,7 +41,9 @@ SETTINGS: dict[Scale, PresetChanges] = {
     "smoke": PresetChanges(
         "quickstart", {"model": SMOKE_MODEL, "train": SMOKE_TRAIN, "eval": SMOKE_EVAL}
     ),
-    "cpu": PresetChanges("quickstart", {"train": {"steps": 3000, "log_every": 100}}),
+    "cpu": PresetChanges(
+        "quickstart", {"train": {"steps": 3000, "log_every": 100, "stop_at": None}}
+    ),
     "paper": PresetChanges("garg_linear_regression", {"eval": {"algorithms": ["least_squares"]}}),
 }
 PROBE_PROMPTS: dict[Scale, int] = {"smoke": 64, "cpu": 2048, "paper": 4096}
