@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -156,9 +156,8 @@ def evaluate(
     n_batches = math.ceil(n_prompts / batch_size)
     total = n_batches * (len(conditions) * len(learners) + online)  # a unit per learner
     with progress("evaluating", total, enabled=show_progress, transient=True) as tracker:
-        for batch in range(n_batches):
-            size = min(batch_size, n_prompts - batch * batch_size)
-            episode = task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
+        batches = eval_batches(task, n_points, n_prompts, batch_size, seed, device)
+        for batch, episode in batches:
             for spec, shift, scale in conditions:
                 views = [episode]
                 if shift is not None:
@@ -171,6 +170,7 @@ def evaluate(
                     tracker.advance()
             if online:
                 tracker.update(description="evaluating online rollouts")
+                size = episode.batch_size
                 rollouts = online_regrets(learners, task, n_points, size, seed, batch, device)
                 for name, per_condition in rollouts.items():
                     for spec, values in zip(ONLINE_METRICS, per_condition, strict=True):
@@ -204,12 +204,26 @@ def mean_score_at(
     """The learner's mean score after ``k`` examples on ``n_prompts`` prompts of the
     ``(seed, "eval", batch)`` stream: one point of ``evaluate``'s unshifted curve, for a quick
     check during training (``train.stop_at``); NaN when no prompt scores position ``k``."""
-    values = []
+    values = [
+        score_views(learner, [episode], task, task.target_scale)[:, k]
+        for _, episode in eval_batches(task, n_points, n_prompts, batch_size, seed, device)
+    ]
+    return float(torch.cat(values).nanmean())
+
+
+def eval_batches(
+    task: Task,
+    n_points: int,
+    n_prompts: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[int, Episode]]:
+    """The evaluation's prompts, batch by batch: ``(batch, episode)`` from the
+    ``(seed, "eval", batch)`` stream, ``n_prompts`` in all."""
     for batch in range(math.ceil(n_prompts / batch_size)):
         size = min(batch_size, n_prompts - batch * batch_size)
-        episode = task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
-        values.append(score_views(learner, [episode], task, task.target_scale)[:, k])
-    return float(torch.cat(values).nanmean())
+        yield batch, task.sample(size, n_points, generator_for(seed, "eval", batch, device=device))
 
 
 def score_views(

@@ -37,6 +37,13 @@ def curriculum_at(config: RunConfig, step: int) -> CurriculumState:
     )
 
 
+def curriculum_complete(config: RunConfig, step: int) -> bool:
+    """Whether step ``step`` (0-based) trains on the task's full size (every dimension active,
+    every point)."""
+    stage = curriculum_at(config, step)
+    return (stage.n_dims_active, stage.n_points) == (config.task.n_dims, config.task.n_points)
+
+
 def schedule_jump(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
     """What resuming at ``step`` with ``after`` instead of ``before`` does to the learning rate,
     when it changes it: e.g. more steps re-stretch a cosine schedule and the rate jumps up."""
@@ -59,10 +66,9 @@ def schedule_jump(before: TrainConfig, after: TrainConfig, step: int) -> str | N
 def curriculum_shortfall(config: RunConfig) -> str | None:
     """A warning when the curriculum does not reach the task's full size by the last step, so
     the model never trains on the prompts it is evaluated on."""
-    last = curriculum_at(config, config.train.steps - 1)
-    task = config.task
-    if (last.n_dims_active, last.n_points) == (task.n_dims, task.n_points):
+    if curriculum_complete(config, config.train.steps - 1):
         return None
+    last, task = curriculum_at(config, config.train.steps - 1), config.task
     needed = max(
         (ramp.interval * -(-(ramp.end - ramp.start) // ramp.increment))
         for ramp in (config.train.curriculum.dims, config.train.curriculum.points)

@@ -27,7 +27,12 @@ from iclab.training.checkpoint import (
     save_checkpoint,
 )
 from iclab.training.distributed import Processes
-from iclab.training.schedule import CurriculumState, curriculum_at, learning_rate
+from iclab.training.schedule import (
+    CurriculumState,
+    curriculum_at,
+    curriculum_complete,
+    learning_rate,
+)
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -180,15 +185,14 @@ class Trainer:
             return score >= stop.target
         return score <= stop.target
 
-    def check_target(self, hooks: TrainingHooks | None) -> bool:
+    def check_target(self, hooks: TrainingHooks | None) -> None:
         """At a checkpoint: score the model for ``train.stop_at`` once the curriculum has
         reached the task's full size, and record where the target was reached. The prompts
         come from a stream of their own and the global random state is untouched, so checking
         changes nothing of the training itself."""
         stop, config = self.config.train.stop_at, self.config
-        full = CurriculumState(config.task.n_dims, config.task.n_points)
-        if stop is None or curriculum_at(config, self.step - 1) != full:
-            return False
+        if stop is None or not curriculum_complete(config, self.step - 1):
+            return
         seed = derive_seed(config.train.seed, "stop_at")
         score = mean_score_at(
             self.model,
@@ -217,7 +221,6 @@ class Trainer:
             }
         if hooks is not None:
             hooks.checked(self.step, score, reached)
-        return reached
 
     # --- loop ---------------------------------------------------------------------------------
 
