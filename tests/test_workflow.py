@@ -158,6 +158,10 @@ def test_an_override_that_misspells_a_key_is_named_with_a_suggestion(tmp_path):
         load_config("quickstart", ["train.step=3"])
     with pytest.raises(ConfigError, match=r"did you mean softmax"):
         load_config("quickstart", ["model.mixer=softmx"])
+    with pytest.raises(
+        ConfigError, match=r"tagret: unknown key; did you mean train.stop_at.target\?"
+    ):
+        load_config("quickstart", ["train.stop_at.tagret=0.1"])  # a section that may be null
 
 
 def test_eval_settings_record_what_was_used_and_the_prompt_length_is_checked_first(tmp_path):

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -529,18 +529,22 @@ def suggestion(location: list[str], schema: type[BaseModel] | None) -> str:
     section = schema
     for key in location[:-1]:
         field = section.model_fields.get(key) if section is not None else None
-        annotation = getattr(field, "annotation", None)
-        section = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
+        section = section_model(getattr(field, "annotation", None))
     if section is None:
         return ""
     close = difflib.get_close_matches(location[-1], list(section.model_fields), n=2, cutoff=0.6)
     prefix = ".".join(location[:-1])
     names = [f"{prefix}.{name}" if prefix else name for name in close]
     return f"; did you mean {' or '.join(names)}?" if names else ""
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds: its model, also where the field may be null
+    (``stop_at: StopConfig | None``); None for a plain value."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def source_of(location: list[str], source: str, overrides: Sequence[str]) -> str:
