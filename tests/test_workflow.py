@@ -20,7 +20,7 @@ from iclab import progress as progress_module
 from iclab.cli import app
 from iclab.config import TrainConfig, load_config
 from iclab.errors import ConfigError
-from iclab.progress import progress
+from iclab.progress import Tracker, progress
 from iclab.report.plots import curriculum_stages
 from iclab.run import RunDir, evaluate_run, train_run, write_report
 from iclab.training.schedule import curriculum_shortfall, learning_rate, schedule_jump
@@ -73,6 +73,15 @@ def test_a_log_gets_a_line_every_few_seconds_while_one_unit_of_work_runs_long():
     assert 4 <= len(lines) <= 12, lines  # a line per 0.05 s, none twice over
     assert all(line.startswith("fitting: 1/3 (33%), ") for line in lines)
     assert "about " in lines[-1]  # the time left, from the pace so far
+
+
+def test_a_line_falling_due_is_printed_once_when_the_work_and_the_heartbeat_both_reach_it():
+    log = io.StringIO()
+    tracker = Tracker("fitting", 3, Console(file=log), (), every=10.0, progress=None)
+    tracker.last_line -= 10.0  # a line is due; the work sees it due, then the heartbeat prints
+    tracker.beat()
+    tracker.print_line(unless_printed_within=tracker.every)  # the work's print, a moment late
+    assert len(log.getvalue().splitlines()) == 1
 
 
 def test_the_heartbeat_keeps_quiet_while_nested_work_prints_its_own_lines():

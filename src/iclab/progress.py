@@ -93,7 +93,7 @@ class Tracker:
                 **self.values,
             )
         elif time.perf_counter() - self.last_line >= self.every:
-            self.print_line()
+            self.print_line(unless_printed_within=self.every)
 
     def beat(self) -> float:
         """Print the plain line if no tracker has printed one for ``every`` seconds; return the
@@ -105,10 +105,14 @@ class Tracker:
             self.write_line()
             return self.every
 
-    def print_line(self) -> None:
-        """The plain line: ``train: 120/500 (24%), loss 0.31, 40s elapsed, about 2m07s left``."""
+    def print_line(self, unless_printed_within: float = 0.0) -> None:
+        """The plain line: ``train: 120/500 (24%), loss 0.31, 40s elapsed, about 2m07s left``;
+        skipped if this tracker printed one in the last ``unless_printed_within`` seconds, a
+        check made under the lock so that the work and the heartbeat never both print a line
+        that falls due."""
         with Tracker.lock:
-            self.write_line()
+            if time.perf_counter() - self.last_line >= unless_printed_within:
+                self.write_line()
 
     def write_line(self) -> None:
         """``print_line`` for a caller that holds ``Tracker.lock``."""
