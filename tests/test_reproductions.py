@@ -11,7 +11,7 @@ from conftest import tiny_config
 from iclab.cli import app
 from iclab.errors import ConfigError, DivergedError
 from iclab.reproductions import REPRODUCTIONS, reproduce
-from iclab.reproductions.base import SCALES, trained, untrained_model
+from iclab.reproductions.base import SCALES, Verdict, trained, untrained_model
 from iclab.reproductions.parallel import complete, logged_step, train_in_parallel
 from iclab.run import RunDir
 from iclab.training.trainer import with_batch_shards, with_precision
@@ -68,6 +68,30 @@ def test_cli_lists_reproductions_and_rejects_unknown_ones_and_unknown_scales(tmp
     assert result.exit_code == 2 and "unknown reproduction 'nonsense'" in result.output
     result = runner.invoke(app, ["reproduce", "garg-linear", "--scale", "huge"])
     assert result.exit_code == 2 and all(scale in result.output for scale in SCALES)
+
+
+def test_reproduce_all_says_which_reproduction_runs_and_each_verdict_as_it_comes(
+    tmp_path, monkeypatch
+):
+    """``all`` runs for hours: a log names each reproduction as it starts (of how many, with
+    its expected minutes) and its verdict when it ends, then the table with the minutes."""
+    import iclab.reproductions
+
+    def judged_at_once(name, out, scale, **_):
+        outcome = "reproduced" if name == "boolean" else "inconclusive"
+        entry = REPRODUCTIONS.get(name)
+        return Verdict(name, entry.paper, entry.claim, "q", "t", outcome, {"x": 1.0}, scale)
+
+    monkeypatch.setattr(iclab.reproductions, "reproduce", judged_at_once)
+    result = CliRunner().invoke(app, ["reproduce", "all", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    names, text = REPRODUCTIONS.names(), " ".join(result.output.split())
+    boolean = REPRODUCTIONS.get("boolean")
+    assert f"reproduction 1 of {len(names)}, {names[0]}: about " in text
+    assert f"boolean: about {boolean.cpu_minutes:g} min on 2 cores" in text
+    assert "boolean: reproduced in 0.0 min" in text
+    assert f"{names[-1]}: inconclusive in 0.0 min" in text
+    assert "min" in result.output.split("verdicts (cpu scale)")[1]  # the table's column
 
 
 def test_the_von_oswald_construction_is_one_gd_step_and_a_multiple_of_the_identity():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -588,11 +589,20 @@ def reproduce(
     set_threads(threads)
     if scale == "paper":
         console.print(paper_scale_estimate(names))
-    verdicts = [
-        run_reproduction(entry, out, scale, show_progress=progress, jobs=jobs, threads=threads)
-        for entry in names
-    ]
-    console.print(verdict_table(verdicts, scale))
+    verdicts, minutes = [], []
+    for number, entry in enumerate(names, 1):
+        if len(names) > 1:  # `all` runs for hours: a log says where it is and what came out
+            expected = REPRODUCTIONS.get(entry).cpu_minutes
+            about = f": about {expected:g} min on 2 cores" if scale == "cpu" else ""
+            console.print(f"reproduction {number} of {len(names)}, {entry}{about}", highlight=False)
+        started = time.perf_counter()
+        verdicts.append(
+            run_reproduction(entry, out, scale, show_progress=progress, jobs=jobs, threads=threads)
+        )
+        minutes.append((time.perf_counter() - started) / 60)
+        if len(names) > 1:
+            console.print(f"{entry}: {verdicts[-1].verdict} in {minutes[-1]:.1f} min")
+    console.print(verdict_table(verdicts, scale, minutes))
     console.print(
         f"verdicts and figures: {escape(str(out))}/NAME/verdict.json, figure.png", soft_wrap=True
     )

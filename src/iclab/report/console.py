@@ -237,15 +237,16 @@ def probe_steps_table(spec: str, summaries: dict[int, dict[str, Any]]) -> Table:
     return table
 
 
-def verdict_table(verdicts: Sequence[Any], scale: str) -> Table:
-    """One row per reproduction: its verdict and numbers."""
+def verdict_table(verdicts: Sequence[Any], scale: str, minutes: Sequence[float]) -> Table:
+    """One row per reproduction: its verdict, the minutes it took and its numbers."""
     table = Table(title=f"verdicts ({scale} scale)")
-    for column in ("reproduction", "verdict", "numbers"):
-        table.add_column(column, overflow="fold")
-    for verdict in verdicts:
+    for column in ("reproduction", "verdict", "min", "numbers"):
+        table.add_column(column, overflow="fold", justify="right" if column == "min" else "left")
+    for verdict, took in zip(verdicts, minutes, strict=True):
         numbers = ", ".join(f"{key}={value:g}" for key, value in verdict.numbers.items())
         style = {"reproduced": "green", "not reproduced": "red"}.get(verdict.verdict, "yellow")
-        table.add_row(verdict.reproduction, f"[{style}]{verdict.verdict}[/]", escape(numbers))
+        outcome = f"[{style}]{verdict.verdict}[/]"
+        table.add_row(verdict.reproduction, outcome, f"{took:.1f}", escape(numbers))
     return table
 
 
