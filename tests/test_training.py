@@ -263,6 +263,7 @@ def test_run_json_names_the_source_commit_and_the_cpu(tmp_path):
     from pathlib import Path
 
     from iclab import __version__
+    from iclab.run.directory import VECTOR_UNITS
 
     train_run(tiny_config(train={"steps": 2}), tmp_path / "run", show_progress=False)
     recorded = RunDir(tmp_path / "run").read_info()["environment"]
@@ -275,7 +276,13 @@ def test_run_json_names_the_source_commit_and_the_cpu(tmp_path):
     ).stdout.strip()
     assert recorded["iclab"] == __version__ and recorded["source"].startswith(head)
     if Path("/proc/cpuinfo").exists():
-        assert recorded["cpu"].endswith(f"({len(os.sched_getaffinity(0))} cores)")
+        cores = f"({len(os.sched_getaffinity(0))} cores"
+        assert recorded["cpu"].endswith(")") and cores in recorded["cpu"]
+        flags = Path("/proc/cpuinfo").read_text().split()
+        for flag, unit in VECTOR_UNITS:  # the widest unit the CPU has, named once
+            if flag in flags:
+                assert recorded["cpu"].endswith(f"{cores}, {unit})")
+                break
 
 
 def test_adamw_is_fused_where_torch_has_the_kernel_and_foreach_elsewhere(monkeypatch):

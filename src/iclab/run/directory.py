@@ -111,15 +111,31 @@ def source_commit() -> str | None:
     return commit + ("+changes" if changed else "")
 
 
+# The widest vector instructions a CPU has, most capable first: CPUs of one model name differ
+# in them ("AMD EPYC" with AVX2 only or with AVX-512-BF16), and they set precision: auto's
+# choice and the speed of everything.
+VECTOR_UNITS = (
+    ("amx_bf16", "AMX"),
+    ("avx512_bf16", "AVX-512-BF16"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+)
+
+
 @cache
 def cpu_name() -> str | None:
-    """The CPU's model name (Linux), with the cores this process may use."""
+    """The CPU's model name (Linux), with the cores this process may use and its widest vector
+    instructions: ``AMD EPYC (2 cores, AVX-512-BF16)``."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return None
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return f"{names[0]} ({len(os.sched_getaffinity(0))} cores)" if names else None
+    if not names:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    units = [unit for flag, unit in VECTOR_UNITS if flag in flags][:1]
+    return f"{names[0]} ({', '.join([f'{len(os.sched_getaffinity(0))} cores', *units])})"
 
 
 @dataclass(frozen=True)
