@@ -155,7 +155,7 @@ class RecallState(Reproduction):
         "key-value pairs, while mixers with a small fixed recurrent state (linear attention, "
         "gated linear attention) lose accuracy as the pairs outgrow what their state holds."
     )
-    cpu_minutes = 19.6  # one thread, the machine shared with two other runs
+    cpu_minutes = 7.9
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
@@ -386,7 +386,7 @@ class LanguageArchitectures(Reproduction):
         "predicts valid next symbols in context more accurately than linear attention, a "
         "selective SSM (Mamba) and an LSTM."
     )
-    cpu_minutes = 16.7  # three seeds, --jobs 2 --threads 1, idle machine
+    cpu_minutes = 12.8
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -110,7 +110,9 @@ class Reproduction(ABC):
     name: ClassVar[str] = "unregistered"  # set by @register_reproduction
     paper: ClassVar[str]
     claim: ClassVar[str]
-    cpu_minutes: ClassVar[float]  # measured on the 2-core dev machine, for `iclab reproductions`
+    # minutes in `iclab reproduce all --scale cpu --jobs 2` on an idle 2-core machine (AMD EPYC
+    # with AVX-512-BF16, 2026-12-07: docs/REPRODUCTIONS.md), for `--list` and `all`'s progress
+    cpu_minutes: ClassVar[float]
 
     @staticmethod
     @abstractmethod

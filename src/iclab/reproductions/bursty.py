@@ -122,7 +122,7 @@ class BurstyICL(Reproduction):
         "trained on uniform i.i.d. sequences does not; in-weights learning (labelling a class "
         "absent from the context) goes the other way."
     )
-    cpu_minutes = 24.0  # --jobs 2 --threads 1 on the idle machine (44.6 one run at a time, shared)
+    cpu_minutes = 27.4
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -75,7 +75,7 @@ class DPTBandit(Reproduction):
         "then run online on unseen bandits (sampling its actions from its own predictions), "
         "has cumulative regret close to Thompson sampling with the true prior and below UCB's."
     )
-    cpu_minutes = 9.2
+    cpu_minutes = 10.3
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -197,7 +197,7 @@ class InductionHeads(Reproduction):
         "head (attention from a token to the token after its earlier copy): the jump in "
         "in-context accuracy and the rise of the best head's prefix-matching score coincide."
     )
-    cpu_minutes = 2.2  # one thread, the other core busy
+    cpu_minutes = 1.7
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

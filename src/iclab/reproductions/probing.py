@@ -133,7 +133,7 @@ class LinearProbes(Reproduction):
         "tokens so far) decodes it from the trained model, increasingly with depth, and not "
         "from the same model untrained."
     )
-    cpu_minutes = 7.8  # one thread, the other core busy
+    cpu_minutes = 5
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

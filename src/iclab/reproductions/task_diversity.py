@@ -223,7 +223,7 @@ class TaskDiversity(Reproduction):
         "behaves like dMMSE (the posterior over the pool) on unseen tasks; past a task-diversity "
         "threshold in M it behaves like ridge, the Bayes estimator for the Gaussian prior."
     )
-    cpu_minutes = 26.1  # --jobs 2 --threads 1, idle AMD EPYC (28.7 at 5500 steps); Intel ≈ 21
+    cpu_minutes = 19.5
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -191,7 +191,7 @@ class ICLTransience(Reproduction):
         "then, trained on, loses that ability as in-weights learning takes over: ICL is "
         "transient."
     )
-    cpu_minutes = 17.5  # --jobs 2 --threads 1 on the idle machine (32.1 one run at a time, shared)
+    cpu_minutes = 19.2
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:

@@ -111,7 +111,7 @@ class VonOswaldGD(Reproduction):
         "sensitivities match one GD step, and its key-query weights take the construction's "
         "form (a multiple of I)."
     )
-    cpu_minutes = 4.3  # one thread, beside two other runs
+    cpu_minutes = 2.4
 
     @staticmethod
     def decide(numbers: dict[str, float]) -> Outcome:
