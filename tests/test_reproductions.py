@@ -66,6 +66,8 @@ def test_cli_lists_reproductions_and_rejects_unknown_ones_and_unknown_scales(tmp
     assert listing.exit_code == 0 and all(name in listing.output for name in REPRODUCTIONS.names())
     result = runner.invoke(app, ["reproduce", "nonsense", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown reproduction 'nonsense'" in result.output
+    result = runner.invoke(app, ["reproduce", "al", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "did you mean all?" in result.output
     result = runner.invoke(app, ["reproduce", "garg-linear", "--scale", "huge"])
     assert result.exit_code == 2 and all(scale in result.output for scale in SCALES)
 
