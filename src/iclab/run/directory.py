@@ -134,8 +134,8 @@ def cpu_name() -> str | None:
     if not names:
         return None
     flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    units = [unit for flag, unit in VECTOR_UNITS if flag in flags][:1]
-    return f"{names[0]} ({', '.join([f'{len(os.sched_getaffinity(0))} cores', *units])})"
+    widest = next((f", {unit}" for flag, unit in VECTOR_UNITS if flag in flags), "")
+    return f"{names[0]} ({len(os.sched_getaffinity(0))} cores{widest})"
 
 
 @dataclass(frozen=True)
