@@ -158,6 +158,8 @@ def test_an_unknown_shift_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["eval", str(run), "--shift", "tilt"])
     assert result.exit_code == 2
     assert "unknown shift 'tilt'" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["eval", str(run), "--shift", "al"])  # the keyword, misspelt
+    assert result.exit_code == 2 and "did you mean all?" in " ".join(result.output.split())
 
 
 def test_probe_writes_its_files_and_the_report_shows_them(tmp_path):

@@ -583,8 +583,6 @@ def reproduce(
 
     if scale not in SCALES:
         raise ConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if name and name != "all" and name not in REPRODUCTIONS.names() and name in "all":  # al, ll
-        raise ConfigError(f"unknown reproduction {name!r}; did you mean all?")
     names = REPRODUCTIONS.names() if name == "all" else [REPRODUCTIONS.get(name).name]
     from iclab.devices import set_threads
 

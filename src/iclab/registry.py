@@ -7,7 +7,7 @@ validation always show exactly what exists.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from iclab.errors import UserError
@@ -26,8 +26,10 @@ class Registry(Generic[T]):
     """A dict of named classes with a registering decorator, which also sets each class's
     ``name`` attribute to the name it is registered under."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, keywords: Sequence[str] = ()) -> None:
+        """``keywords``: words its users accept beside the names (``all``), offered as
+        suggestions for a misspelt name too."""
+        self.kind, self.keywords = kind, tuple(keywords)
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -42,7 +44,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            close = difflib.get_close_matches(str(name), self.names(), n=2, cutoff=0.6)
+            known = [*self.names(), *self.keywords]
+            close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.6)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(self.names())})"

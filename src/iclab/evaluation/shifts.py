@@ -72,7 +72,7 @@ class Shift(ABC):
         """The shifted episodes of a batch, scored on disjoint positions (see the module doc)."""
 
 
-SHIFTS: Registry[type[Shift]] = Registry("shift")
+SHIFTS: Registry[type[Shift]] = Registry("shift", keywords=["all"])  # the standard set
 register_shift = SHIFTS.register
 
 

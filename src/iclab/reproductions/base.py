@@ -158,7 +158,7 @@ def recorded(numbers: dict[str, float]) -> dict[str, float]:
     }
 
 
-REPRODUCTIONS: Registry[type[Reproduction]] = Registry("reproduction")
+REPRODUCTIONS: Registry[type[Reproduction]] = Registry("reproduction", keywords=["all"])
 register_reproduction = REPRODUCTIONS.register
 
 
