@@ -4,12 +4,16 @@ portable between compiled and plain models."""
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from conftest import tiny_config
+from iclab.devices import keep_freed_memory
 from iclab.run import RunDir, load_trained_model, train_run
 from iclab.training.checkpoint import MODEL_FILE, latest_valid_checkpoint
 
@@ -65,3 +69,48 @@ def test_checkpoints_move_between_compiled_and_plain_training(tmp_path, eager_co
     mixed_model = load_trained_model(run)  # a plain model reads the compiled run's checkpoint
     plain_model = load_trained_model(tmp_path / "plain")
     assert torch.allclose(mixed_model.predict(prompts), plain_model.predict(prompts), atol=1e-5)
+
+
+PAGE_FAULTS_PER_STEP = """
+import resource, sys
+import torch
+import iclab.training.trainer as trainer_module
+from iclab.config import load_config
+
+torch.set_num_threads(1)
+if sys.argv[1] == "glibc-default":
+    trainer_module.keep_freed_memory = lambda: False
+config = load_config("quickstart", ["train.curriculum.dims=null", "train.curriculum.points=null"])
+trainer = trainer_module.Trainer(config)
+for step in range(6):
+    trainer.train_step(step)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for step in range(6, 11):
+    trainer.train_step(step)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+def page_faults_per_step(allocator: str) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", PAGE_FAULTS_PER_STEP, allocator],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+    )
+    return float(result.stdout)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc: Linux only")
+def test_training_on_cpu_keeps_freed_activations_mapped():
+    """A step's freed activations are reused by the next step, not unmapped and faulted in
+    again: the quickstart's full-size steps take a page fault per 4 KB glibc hands back."""
+    default, kept = page_faults_per_step("glibc-default"), page_faults_per_step("kept")
+    assert default > 1000  # the cost the setting removes is there to remove
+    assert kept < default / 10
+
+
+def test_settings_the_user_gave_glibc_are_left_alone(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert keep_freed_memory() is False

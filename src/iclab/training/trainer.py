@@ -11,7 +11,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from iclab.config import RunConfig, TrainConfig
-from iclab.devices import resolve_device, resolve_precision
+from iclab.devices import keep_freed_memory, resolve_device, resolve_precision
 from iclab.episode import Episode, concatenate
 from iclab.errors import ConfigError, DivergedError
 from iclab.evaluation.curves import mean_score_at
@@ -115,6 +115,8 @@ class Trainer:
         if self.device.type == "cuda":  # TF32 matmuls: float32 range, 10-bit mantissa
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        else:  # each step frees and allocates the same blocks again: keep them mapped
+            keep_freed_memory()
         self.task = config.task.build()
         torch.manual_seed(derive_seed(config.train.seed, "init"))
         self.model = build_model(
