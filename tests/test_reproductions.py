@@ -12,7 +12,7 @@ from iclab.cli import app
 from iclab.errors import ConfigError, DivergedError
 from iclab.reproductions import REPRODUCTIONS, reproduce
 from iclab.reproductions.base import SCALES, Verdict, trained, untrained_model
-from iclab.reproductions.parallel import complete, logged_step, train_in_parallel
+from iclab.reproductions.parallel import complete, step_seconds, train_in_parallel
 from iclab.run import RunDir
 from iclab.training.trainer import with_batch_shards, with_precision
 from reproduction_checks import recorded_verdict
@@ -181,17 +181,22 @@ def test_a_run_that_fails_in_its_process_fails_the_reproduction_with_its_own_err
         train_in_parallel(configs, tmp_path, jobs=2, threads=1, show_progress=False)
 
 
-def test_logged_step_skips_a_torn_last_line(tmp_path):
-    assert logged_step(tmp_path) == 0
-    (tmp_path / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 10, "lo')
-    assert logged_step(tmp_path) == 5
+def test_the_progress_of_runs_side_by_side_weights_each_step_by_its_cost():
+    """A reproduction's long runs and short runs share one bar: a step of a wider, deeper
+    model on longer prompts counts for more, so the time left is not read off a step count."""
+    small = tiny_config()
+    wider = tiny_config(model={"d_model": 64})
+    deeper = tiny_config(model={"n_layers": 4})
+    longer = tiny_config(task={"n_points": 16})
+    assert step_seconds(small) < min(step_seconds(wider), step_seconds(deeper))
+    assert step_seconds(small) < step_seconds(longer)
 
 
 def test_reproduce_with_jobs_trains_the_runs_side_by_side_and_shows_their_progress(tmp_path):
     args = ["reproduce", "bursty-icl", "--scale", "smoke", "--jobs", "2", "--threads", "1"]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "training 4 runs, 2 at a time: 16/16" in result.output  # the plain line, piped
+    assert "training 4 runs, 2 at a time: 100%, runs 4/4 done" in result.output  # piped
     record = recorded_verdict(tmp_path, "bursty-icl", "smoke")
     serial = reproduce("bursty-icl", tmp_path / "serial", "smoke", show_progress=False)
     assert record["numbers"] == serial.numbers  # the same runs, whichever way trained

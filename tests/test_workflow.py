@@ -75,6 +75,15 @@ def test_a_log_gets_a_line_every_few_seconds_while_one_unit_of_work_runs_long():
     assert "about " in lines[-1]  # the time left, from the pace so far
 
 
+def test_work_counted_in_units_a_reader_cannot_use_shows_only_its_share_done():
+    log = io.StringIO()
+    with progress("training", 4000, console=Console(file=log), count=False, fields=["runs"]) as bar:
+        bar.update(1000, runs="1/3 done")
+    assert log.getvalue().splitlines() == [
+        "training: 25%, runs 1/3 done, 0s elapsed, about 0s left"
+    ]
+
+
 def test_a_line_falling_due_is_printed_once_when_the_work_and_the_heartbeat_both_reach_it():
     log = io.StringIO()
     tracker = Tracker("fitting", 3, Console(file=log), (), every=10.0, progress=None)

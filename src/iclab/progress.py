@@ -21,6 +21,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -55,8 +56,10 @@ class Tracker:
         every: float,
         progress: Progress | None,
         completed: int = 0,
+        count: bool = True,
     ) -> None:
         self.description, self.total, self.completed = description, total, completed
+        self.count = count
         self.console, self.every, self.progress = console, every, progress
         self.values: dict[str, Any] = dict.fromkeys(fields, "-")
         self.started = self.last_line = time.perf_counter()
@@ -118,9 +121,12 @@ class Tracker:
         """``print_line`` for a caller that holds ``Tracker.lock``."""
         now = time.perf_counter()
         elapsed, done = now - self.started, self.completed - self.start
-        parts = [f"{self.description}: {self.completed}/{self.total}"]
-        if self.total:
-            parts[0] += f" ({self.completed / self.total:.0%})"
+        share = f"{self.completed / self.total:.0%}" if self.total else None
+        if self.count:
+            position = f"{self.completed}/{self.total}" + (f" ({share})" if share else "")
+        else:
+            position = share or "-"
+        parts = [f"{self.description}: {position}"]
         parts += [f"{name} {value}" for name, value in self.values.items() if value != "-"]
         parts.append(f"{duration(elapsed)} elapsed")
         if done > 0 and self.completed < self.total:
@@ -141,19 +147,20 @@ def progress(
     completed: int = 0,
     transient: bool = False,
     every: float | None = None,
+    count: bool = True,
 ) -> Iterator[Tracker]:
     """Track ``total`` steps of work: a bar in a terminal, plain lines in a log (the last one
     when the work ends, unless ``transient``); nothing at all unless ``enabled``. ``fields``
-    name values the work reports (``tracker.update(loss="0.31")``), shown after the count."""
+    name values the work reports (``tracker.update(loss="0.31")``), shown after the count.
+    Without ``count`` only the share done is shown: for work counted in units that mean
+    nothing to a reader (estimated time, weighted steps)."""
     console = console or Console(stderr=True)
     every = PLAIN_EVERY_SECONDS if every is None else every
     if not enabled:
-        yield Tracker(description, total, console, fields, every=float("inf"), progress=None)
+        yield Tracker(description, total, console, fields, float("inf"), None, count=count)
         return
     if not console.is_terminal:
-        tracker = Tracker(
-            description, total, console, fields, every, progress=None, completed=completed
-        )
+        tracker = Tracker(description, total, console, fields, every, None, completed, count)
         with heartbeat(tracker):
             yield tracker
         if not transient and tracker.last_printed != tracker.completed:
@@ -162,13 +169,13 @@ def progress(
     columns = [
         TextColumn("[bold blue]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        MofNCompleteColumn() if count else TaskProgressColumn(),
         *(TextColumn(f"{name} {{task.fields[{name}]}}") for name in fields),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=console, transient=transient) as bar:
-        yield Tracker(description, total, console, fields, every, progress=bar, completed=completed)
+        yield Tracker(description, total, console, fields, every, bar, completed, count)
 
 
 @contextmanager

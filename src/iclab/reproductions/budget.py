@@ -29,13 +29,17 @@ ASSUMED_MFU = 0.3
 SECONDS_PER_LAYER_STEP = 2e-3
 
 
-def training_flops(config: RunConfig) -> float:
-    """FLOPs of training ``config``'s model for all its steps (built on the meta device: no
-    memory, no initialisation)."""
+def step_flops(config: RunConfig) -> float:
+    """FLOPs of one of ``config``'s training steps at full-size prompts (the model built on the
+    meta device: no memory, no initialisation)."""
     with torch.device("meta"):
         model = config.build_model()
-    per_step = training_flops_per_step(model, config.train.batch_size, config.task.n_points)
-    return per_step * config.train.steps
+    return training_flops_per_step(model, config.train.batch_size, config.task.n_points)
+
+
+def training_flops(config: RunConfig) -> float:
+    """FLOPs of training ``config``'s model for all its steps."""
+    return step_flops(config) * config.train.steps
 
 
 def gpu_seconds(config: RunConfig) -> float:

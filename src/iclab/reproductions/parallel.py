@@ -9,7 +9,6 @@ shows their combined progress from the steps each run has logged.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -19,11 +18,18 @@ from iclab.config import RunConfig
 from iclab.devices import set_threads
 from iclab.errors import ConfigError
 from iclab.progress import progress
+from iclab.reproductions.budget import step_flops
 from iclab.run import RunDir, train_run
+from iclab.run.catalog import last_logged_step
 from iclab.run.tracking import flatten_config
 from iclab.training.trainer import as_started_like
 
 POLL_SECONDS = 2.0
+# Fitted on one-thread steps of the CPU-scale reproductions' runs (2 to 4 layers, 0.03 to 15
+# GFLOP a step; benchmarks/RESULTS.md). Mixers that scan sequentially (Mamba) and large
+# read-outs (dpt-bandit) run slower than this says: their runs' time left is then too short.
+SECONDS_PER_LAYER_STEP = 6e-3
+SECONDS_PER_FLOP = 1.2e-12
 
 
 def complete(config: RunConfig, run_dir: Path) -> bool:
@@ -62,19 +68,17 @@ def train_one(config: RunConfig, run_dir: Path) -> None:
     train_run(config, run_dir, resume=RunDir(run_dir).exists(), show_progress=False)
 
 
-def logged_step(run_dir: Path) -> int:
-    """The last step ``run_dir``'s metrics.jsonl logged (0 before the first): read while the
-    run writes it, so a torn last line is skipped."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_bytes().splitlines()
-    except FileNotFoundError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return 0
+def logged(run_dir: Path) -> int:
+    """The last step ``run_dir``'s run logged, read while it trains (0 before the first)."""
+    return last_logged_step(RunDir(run_dir).metrics_path)
+
+
+def step_seconds(config: RunConfig) -> float:
+    """A rough time of one of ``config``'s training steps on one CPU thread: a cost per layer
+    (a narrow model's many small kernels) plus one per FLOP. It weights each run's steps in the
+    progress shown, so that the time left is not read off a count of unequal steps (a 15-GFLOP
+    step took as long as three 0.4-GFLOP ones). Only the ratios between runs matter."""
+    return config.model.n_layers * SECONDS_PER_LAYER_STEP + step_flops(config) * SECONDS_PER_FLOP
 
 
 def default_threads(jobs: int) -> int:
@@ -97,7 +101,8 @@ def train_in_parallel(
         return
     jobs = min(jobs, len(pending))  # one run left: all the cores' threads for it
     threads = threads or default_threads(jobs)
-    total = sum(config.train.steps for config in pending.values())
+    milliseconds = {key: 1000 * step_seconds(config) for key, config in pending.items()}
+    total = round(sum(milliseconds[key] * c.train.steps for key, c in pending.items()))
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     runs = f"{len(pending)} runs" if len(pending) > 1 else "1 run"
     description = f"training {runs}, {jobs} at a time"
@@ -105,14 +110,17 @@ def train_in_parallel(
         ProcessPoolExecutor(
             jobs, mp_context=context, initializer=set_threads, initargs=(threads,)
         ) as pool,
-        progress(description, total, enabled=show_progress) as tracker,
+        progress(description, total, enabled=show_progress, fields=["runs"], count=False) as bar,
     ):
         futures = [pool.submit(train_one, config, out / key) for key, config in pending.items()]
         running = set(futures)
         while running:
             _, running = wait(running, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
-            tracker.update(
-                sum(min(logged_step(out / key), c.train.steps) for key, c in pending.items())
+            steps = {key: min(logged(out / key), c.train.steps) for key, c in pending.items()}
+            done = sum(steps[key] == config.train.steps for key, config in pending.items())
+            bar.update(
+                round(sum(milliseconds[key] * step for key, step in steps.items())),
+                runs=f"{done}/{len(pending)} done",
             )
             if any(future.done() and future.exception() for future in futures):
                 for future in running:
