@@ -22,6 +22,7 @@ def recorded_verdict(out: Path, name: str, scale: str) -> dict:
     record = json.loads((directory / "verdict.json").read_text())
     reproduction = REPRODUCTIONS.get(name)
     assert FIELDS | {"minutes", "environment"} <= set(record)
+    assert isinstance(record["minutes"], float) and record["minutes"] >= 0
     assert record["environment"]["iclab"] == __version__
     assert (record["reproduction"], record["claim"]) == (name, reproduction.claim)
     assert record["scale"] == scale

@@ -82,7 +82,7 @@ def test_reproduce_all_says_which_reproduction_runs_and_each_verdict_as_it_comes
     def judged_at_once(name, out, scale, **_):
         outcome = "reproduced" if name == "boolean" else "inconclusive"
         entry = REPRODUCTIONS.get(name)
-        return Verdict(name, entry.paper, entry.claim, "q", "t", outcome, {"x": 1.0}, scale)
+        return Verdict(name, entry.paper, entry.claim, "q", "t", outcome, {"x": 1.0}, scale, 0.5)
 
     monkeypatch.setattr(iclab.reproductions, "reproduce", judged_at_once)
     result = CliRunner().invoke(app, ["reproduce", "all", "--out", str(tmp_path)])
@@ -91,9 +91,10 @@ def test_reproduce_all_says_which_reproduction_runs_and_each_verdict_as_it_comes
     boolean = REPRODUCTIONS.get("boolean")
     assert f"reproduction 1 of {len(names)}, {names[0]}: about " in text
     assert f"boolean: about {boolean.cpu_minutes:g} min on 2 cores" in text
-    assert "boolean: reproduced in 0.0 min" in text
-    assert f"{names[-1]}: inconclusive in 0.0 min" in text
-    assert "min" in result.output.split("verdicts (cpu scale)")[1]  # the table's column
+    assert "boolean: reproduced in 0.5 min" in text  # the minutes reproduce timed
+    assert f"{names[-1]}: inconclusive in 0.5 min" in text
+    table = result.output.split("verdicts (cpu scale)")[1]
+    assert "min" in table and "0.5" in table  # the table's column
 
 
 def test_the_von_oswald_construction_is_one_gd_step_and_a_multiple_of_the_identity():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -589,20 +588,19 @@ def reproduce(
     set_threads(threads)
     if scale == "paper":
         console.print(paper_scale_estimate(names))
-    verdicts, minutes = [], []
+    verdicts = []
     for number, entry in enumerate(names, 1):
         if len(names) > 1:  # `all` runs for hours: a log says where it is and what came out
             expected = REPRODUCTIONS.get(entry).cpu_minutes
             about = f": about {expected:g} min on 2 cores" if scale == "cpu" else ""
             console.print(f"reproduction {number} of {len(names)}, {entry}{about}", highlight=False)
-        started = time.perf_counter()
-        verdicts.append(
-            run_reproduction(entry, out, scale, show_progress=progress, jobs=jobs, threads=threads)
+        verdict = run_reproduction(
+            entry, out, scale, show_progress=progress, jobs=jobs, threads=threads
         )
-        minutes.append((time.perf_counter() - started) / 60)
+        verdicts.append(verdict)
         if len(names) > 1:
-            console.print(f"{entry}: {verdicts[-1].verdict} in {minutes[-1]:.1f} min")
-    console.print(verdict_table(verdicts, scale, minutes))
+            console.print(f"{entry}: {verdict.verdict} in {verdict.minutes:.1f} min")
+    console.print(verdict_table(verdicts, scale))
     console.print(
         f"verdicts and figures: {escape(str(out))}/NAME/verdict.json, figure.png", soft_wrap=True
     )

@@ -237,16 +237,17 @@ def probe_steps_table(spec: str, summaries: dict[int, dict[str, Any]]) -> Table:
     return table
 
 
-def verdict_table(verdicts: Sequence[Any], scale: str, minutes: Sequence[float]) -> Table:
+def verdict_table(verdicts: Sequence[Any], scale: str) -> Table:
     """One row per reproduction: its verdict, the minutes it took and its numbers."""
     table = Table(title=f"verdicts ({scale} scale)")
     for column in ("reproduction", "verdict", "min", "numbers"):
         table.add_column(column, overflow="fold", justify="right" if column == "min" else "left")
-    for verdict, took in zip(verdicts, minutes, strict=True):
+    for verdict in verdicts:
+        took = "-" if verdict.minutes is None else f"{verdict.minutes:.1f}"
         numbers = ", ".join(f"{key}={value:g}" for key, value in verdict.numbers.items())
         style = {"reproduced": "green", "not reproduced": "red"}.get(verdict.verdict, "yellow")
         outcome = f"[{style}]{verdict.verdict}[/]"
-        table.add_row(verdict.reproduction, outcome, f"{took:.1f}", escape(numbers))
+        table.add_row(verdict.reproduction, outcome, took, escape(numbers))
     return table
 
 

@@ -23,7 +23,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -86,6 +86,7 @@ class Verdict:
     verdict: Outcome
     numbers: dict[str, float] = field(default_factory=dict)
     scale: str = "cpu"
+    minutes: float | None = None  # training and judging, as ``reproduce`` timed them
 
 
 @dataclass(frozen=True)
@@ -184,11 +185,8 @@ def reproduce(
     if jobs > 1:
         train_in_parallel(reproduction.trainings(scale), directory, jobs, threads, show_progress)
     verdict = reproduction.run(directory, scale, show_progress)
-    record = {
-        **asdict(verdict),
-        "minutes": round((time.perf_counter() - started) / 60, 2),
-        "environment": environment(),
-    }
+    verdict = replace(verdict, minutes=round((time.perf_counter() - started) / 60, 2))
+    record = {**asdict(verdict), "environment": environment()}
     atomic_write_text(directory / "verdict.json", json.dumps(record, indent=2) + "\n")
     return verdict
 
