@@ -12,7 +12,8 @@ from iclab.cli import app
 from iclab.errors import ConfigError, DivergedError
 from iclab.reproductions import REPRODUCTIONS, reproduce
 from iclab.reproductions.base import SCALES, Verdict, trained, untrained_model
-from iclab.reproductions.parallel import complete, step_seconds, train_in_parallel
+from iclab.reproductions.budget import cpu_step_seconds
+from iclab.reproductions.parallel import complete, train_in_parallel
 from iclab.run import RunDir
 from iclab.training.trainer import with_batch_shards, with_precision
 from reproduction_checks import recorded_verdict
@@ -189,8 +190,8 @@ def test_the_progress_of_runs_side_by_side_weights_each_step_by_its_cost():
     wider = tiny_config(model={"d_model": 64})
     deeper = tiny_config(model={"n_layers": 4})
     longer = tiny_config(task={"n_points": 16})
-    assert step_seconds(small) < min(step_seconds(wider), step_seconds(deeper))
-    assert step_seconds(small) < step_seconds(longer)
+    assert cpu_step_seconds(small) < min(cpu_step_seconds(wider), cpu_step_seconds(deeper))
+    assert cpu_step_seconds(small) < cpu_step_seconds(longer)
 
 
 def test_reproduce_with_jobs_trains_the_runs_side_by_side_and_shows_their_progress(tmp_path):

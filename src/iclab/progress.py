@@ -157,10 +157,14 @@ def progress(
     console = console or Console(stderr=True)
     every = PLAIN_EVERY_SECONDS if every is None else every
     if not enabled:
-        yield Tracker(description, total, console, fields, float("inf"), None, count=count)
+        yield Tracker(
+            description, total, console, fields, every=float("inf"), progress=None, count=count
+        )
         return
     if not console.is_terminal:
-        tracker = Tracker(description, total, console, fields, every, None, completed, count)
+        tracker = Tracker(
+            description, total, console, fields, every, None, completed=completed, count=count
+        )
         with heartbeat(tracker):
             yield tracker
         if not transient and tracker.last_printed != tracker.completed:
@@ -175,7 +179,9 @@ def progress(
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=console, transient=transient) as bar:
-        yield Tracker(description, total, console, fields, every, bar, completed, count)
+        yield Tracker(
+            description, total, console, fields, every, bar, completed=completed, count=count
+        )
 
 
 @contextmanager

@@ -13,6 +13,9 @@ assumptions, because small in-context models are rarely limited by arithmetic al
 
 Each run takes the longer of the two; evaluation and probing are left out (minutes at most next
 to training hours). Expect the estimate to be right within a factor of about two.
+
+On a CPU thread a step costs the sum of a per-layer and a per-FLOP time, both fitted on the
+reproductions' own runs (``cpu_step_seconds``): rough, but it ranks runs' steps for progress.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ from iclab.training.flops import device_peak, training_flops_per_step
 ESTIMATE_GPU = "H100"
 ASSUMED_MFU = 0.3
 SECONDS_PER_LAYER_STEP = 2e-3
+# A CPU thread's step: fitted on one-thread steps of the CPU-scale reproductions' runs (2 to 4
+# layers, 0.03 to 15 GFLOP a step; benchmarks/RESULTS.md). Mixers that scan sequentially (Mamba)
+# and large read-outs (dpt-bandit) run slower than this says.
+CPU_SECONDS_PER_LAYER_STEP = 6e-3
+CPU_SECONDS_PER_FLOP = 1.2e-12
 
 
 def step_flops(config: RunConfig) -> float:
@@ -40,6 +48,15 @@ def step_flops(config: RunConfig) -> float:
 def training_flops(config: RunConfig) -> float:
     """FLOPs of training ``config``'s model for all its steps."""
     return step_flops(config) * config.train.steps
+
+
+def cpu_step_seconds(config: RunConfig) -> float:
+    """A rough time of one of ``config``'s training steps on one CPU thread: a cost per layer
+    (a narrow model's many small kernels) plus one per FLOP; a 15-GFLOP step took as long as
+    three 0.4-GFLOP ones. Good for the ratios between runs (``--jobs``' progress weights each
+    run's steps by it), not as a forecast."""
+    per_layer = config.model.n_layers * CPU_SECONDS_PER_LAYER_STEP
+    return per_layer + step_flops(config) * CPU_SECONDS_PER_FLOP
 
 
 def gpu_seconds(config: RunConfig) -> float:

@@ -18,18 +18,13 @@ from iclab.config import RunConfig
 from iclab.devices import set_threads
 from iclab.errors import ConfigError
 from iclab.progress import progress
-from iclab.reproductions.budget import step_flops
+from iclab.reproductions.budget import cpu_step_seconds
 from iclab.run import RunDir, train_run
 from iclab.run.catalog import last_logged_step
 from iclab.run.tracking import flatten_config
 from iclab.training.trainer import as_started_like
 
 POLL_SECONDS = 2.0
-# Fitted on one-thread steps of the CPU-scale reproductions' runs (2 to 4 layers, 0.03 to 15
-# GFLOP a step; benchmarks/RESULTS.md). Mixers that scan sequentially (Mamba) and large
-# read-outs (dpt-bandit) run slower than this says: their runs' time left is then too short.
-SECONDS_PER_LAYER_STEP = 6e-3
-SECONDS_PER_FLOP = 1.2e-12
 
 
 def complete(config: RunConfig, run_dir: Path) -> bool:
@@ -73,14 +68,6 @@ def logged(run_dir: Path) -> int:
     return last_logged_step(RunDir(run_dir).metrics_path)
 
 
-def step_seconds(config: RunConfig) -> float:
-    """A rough time of one of ``config``'s training steps on one CPU thread: a cost per layer
-    (a narrow model's many small kernels) plus one per FLOP. It weights each run's steps in the
-    progress shown, so that the time left is not read off a count of unequal steps (a 15-GFLOP
-    step took as long as three 0.4-GFLOP ones). Only the ratios between runs matter."""
-    return config.model.n_layers * SECONDS_PER_LAYER_STEP + step_flops(config) * SECONDS_PER_FLOP
-
-
 def default_threads(jobs: int) -> int:
     """Torch threads per process when ``jobs`` train at once: the cores shared out evenly."""
     return max(1, (os.cpu_count() or 1) // jobs)
@@ -101,7 +88,9 @@ def train_in_parallel(
         return
     jobs = min(jobs, len(pending))  # one run left: all the cores' threads for it
     threads = threads or default_threads(jobs)
-    milliseconds = {key: 1000 * step_seconds(config) for key, config in pending.items()}
+    # each run's steps weighted by their estimated time: the time left is not read off a count
+    # of unequal steps (a reproduction's long and short runs share the bar)
+    milliseconds = {key: 1000 * cpu_step_seconds(config) for key, config in pending.items()}
     total = round(sum(milliseconds[key] * c.train.steps for key, c in pending.items()))
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
     runs = f"{len(pending)} runs" if len(pending) > 1 else "1 run"
