@@ -1,18 +1,18 @@
 """Seconds of training until a model learns in context: error / E[y²] ≤ 0.1 at k = 2d.
 
     python benchmarks/time_to_icl.py                                  # the quickstart recipe
-    python benchmarks/time_to_icl.py --variant tokens=lagged --variant precision=bfloat16
-    python benchmarks/time_to_icl.py --mixers softmax,mamba --set train.lr=3e-3
+    python benchmarks/time_to_icl.py --variant model.tokens=lagged --variant train.precision=float32
+    python benchmarks/time_to_icl.py --mixers "softmax, mamba(d_state=8)" --set train.lr=3e-3
 
 Each variant (a list of ``model.tokens=...`` / ``train.precision=...`` / any dotted override,
 ``+``-joined for several) trains the quickstart task (d = 5, 21 points) from the preset's
-recipe, once per training seed, for at most ``--budget`` seconds. Every ``--every`` steps the
-clock stops and the model is evaluated on 1280 fresh prompts for each of ``--eval-seeds``
-evaluation seeds (the error at k = 2d, averaged over them); the time to threshold is the
-training time (sampling, forward, backward, step) when that average first reaches 0.1.
-The table gives each seed's time and the mean over seeds (a seed that never gets there
-counts as the budget, marked >), and the error and step each seed ended at (at the threshold,
-or where the budget ran out).
+recipe (its own mixer, or each of ``--mixers`` at its ``train.lr: auto`` rate), once per
+training seed, for at most ``--budget`` seconds. Every ``--every`` steps the clock stops and
+the model is evaluated on 1280 fresh prompts for each of ``--eval-seeds`` evaluation seeds
+(the error at k = 2d, averaged over them); the time to threshold is the training time
+(sampling, forward, backward, step) when that average first reaches 0.1. The table gives each
+seed's time and the mean over seeds (a seed that never gets there counts as the budget, marked
+>), and the error and step each seed ended at (at the threshold, or where the budget ran out).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 
 from iclab.config import load_config
 from iclab.evaluation.curves import evaluate
+from iclab.specs import split_specs
 from iclab.training.trainer import Trainer
 
 THRESHOLD = 0.1
@@ -64,7 +65,9 @@ def time_to_threshold(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="quickstart")
-    parser.add_argument("--mixers", default="softmax", help="comma-separated mixer specs")
+    parser.add_argument(
+        "--mixers", default=None, help="comma-separated mixer specs (default: the preset's)"
+    )
     parser.add_argument("--variant", action="append", default=None, help="overrides, +-joined")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--train-seeds", type=int, default=3)
@@ -83,10 +86,12 @@ def main() -> None:
         f"{'mixer':18} {'variant':34} {'seconds per training seed':26} {'mean':>7}  "
         "error@steps where each seed stopped"
     )
-    for mixer in args.mixers.split(","):
+    for mixer in split_specs(args.mixers) if args.mixers else [None]:
+        swapped = [f"model.mixer={mixer}"] if mixer else []
+        mixer = mixer or str(load_config(args.preset).model.mixer)
         for variant in variants:
             changes = [item for item in variant.split("+") if item]
-            overrides = [f"model.mixer={mixer}", *args.overrides, *changes]
+            overrides = [*swapped, *args.overrides, *changes]
             seconds, steps, errors = [], [], []
             for seed in range(args.train_seeds):
                 config = load_config(args.preset, [*overrides, f"train.seed={seed}"])

@@ -19,12 +19,18 @@ from iclab.models.mixers import resolve_mixer
 from iclab.models.mixers.attention import CausalSelfAttention
 
 SCHEMES = ["learned", "rotary", "alibi", "none"]
+# every position scheme, and the short convolution whose window rides along with the cache
+LAYERS = [f"positions={scheme}" for scheme in SCHEMES] + [
+    "short_conv=2",
+    "positions=rotary, short_conv=3",
+]
 LENGTH = 24
 
 
-def backbone(scheme: str = "rotary", layers: int = 3, width: int = 32, heads: int = 4):
+def backbone(options: str = "positions=rotary", layers: int = 3, width: int = 32, heads: int = 4):
+    """Softmax layers with ``options``, their weights drawn from seed 0."""
     torch.manual_seed(0)
-    specs = [resolve_mixer(f"softmax(positions={scheme})")] * layers
+    specs = [resolve_mixer(f"softmax({options})")] * layers
     return Backbone(specs, width, heads, n_positions=64).eval()
 
 
@@ -50,9 +56,9 @@ def units(name: str) -> tuple[str, ...]:
     return ("token",) if field is None else typing.get_args(field.annotation)
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_full_cache_is_streaming(scheme):
-    model, x = backbone(scheme), tokens()
+@pytest.mark.parametrize("options", LAYERS)
+def test_full_cache_is_streaming(options):
+    model, x = backbone(options), tokens()
     with torch.no_grad():
         streamed = model.stream(x)
         full = model.stream(x, policy=build_policy("full"), group=2)
@@ -61,9 +67,9 @@ def test_full_cache_is_streaming(scheme):
 
 
 @pytest.mark.parametrize("name", [name for name, _ in POLICIES if name != "quantize"])
-@pytest.mark.parametrize("scheme", ["rotary", "alibi"])
-def test_a_budget_holding_the_prompt_changes_nothing(name, scheme):
-    model, x = backbone(scheme), tokens()
+@pytest.mark.parametrize("options", ["positions=rotary", "positions=alibi", "short_conv=2"])
+def test_a_budget_holding_the_prompt_changes_nothing(name, options):
+    model, x = backbone(options), tokens()
     with torch.no_grad():
         full = model.stream(x, policy=build_policy("full"))
         for unit in units(name):
@@ -77,7 +83,7 @@ def test_a_budget_holding_the_prompt_changes_nothing(name, scheme):
 def test_caches_never_exceed_their_budget(name, mode):
     budget = 6
     policy = build_policy(f"{name}(budget={budget}, mode={mode})")
-    model, x = backbone("alibi"), tokens()
+    model, x = backbone("positions=alibi"), tokens()
     states = model.initial_states(3, x.device, x.dtype, policy, group=2)
     with torch.no_grad():
         for t in range(LENGTH):
@@ -88,6 +94,23 @@ def test_caches_never_exceed_their_budget(name, mode):
                 assert cache.size <= cache.budget, (layer, t)
                 assert cache.size == min(t + 1, cache.budget) or name == "merge"
                 assert policy.floats(cache) <= 2 * 32 * cache.budget
+
+
+def test_a_short_convolution_keeps_its_window_whole_and_counts_it():
+    """The convolution's last inputs are no cache entries: eviction leaves them as the full
+    stream has them, and the cache's floats include them."""
+    model, x = backbone("short_conv=3", layers=1), tokens()
+    policy = build_policy("window(budget=4)")
+    evicting = model.initial_states(3, x.device, x.dtype, policy, group=2)
+    plain = model.initial_states(3, x.device, x.dtype)
+    with torch.no_grad():
+        for t in range(LENGTH):
+            _, evicting = model.step(x[:, t], evicting, t)
+            _, plain = model.step(x[:, t], plain, t)
+    cache, (_, _, _, window) = evicting[0], plain[0]
+    assert cache.size == 4
+    assert torch.equal(cache.window, window)
+    assert policy.floats(cache) == 2 * 32 * 4 + 32 * 2  # keys and values, + E·(k − 1)
 
 
 def planted(keys: torch.Tensor, budget: int, length: int | None = None, group: int = 1) -> KVCache:

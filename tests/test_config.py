@@ -201,6 +201,9 @@ def test_lr_auto_is_each_mixers_tuned_rate_and_the_config_records_the_number():
     rates = {name: cls.learning_rate for name, cls in MIXERS}
     hybrid = build_config({"model": {"layers": "mamba, softmax"}, "train": {"lr": "auto"}})
     assert hybrid.train.lr == min(rates["mamba"], rates["softmax"])
+    # an option that changes how fast the mixer learns changes its rate: softmax's convolution
+    convolved = build_config({"model": {"mixer": "softmax(short_conv=2)"}, "train": {"lr": "auto"}})
+    assert convolved.train.lr == 3e-3 != rates["softmax"]
     with pytest.raises(ConfigError, match=r"train\.lr: a number or auto, got 'fast'"):
         build_config({"train": {"lr": "fast"}})
     with pytest.raises(ConfigError) as invalid_model:

@@ -18,6 +18,8 @@ VARIANTS = [name for name, _ in MIXERS] + [
     "softmax(positions=rotary)",
     "softmax(positions=alibi)",
     "softmax(positions=none)",
+    "softmax(short_conv=2)",
+    "softmax(short_conv=3, positions=rotary)",
     "linear_attention(feature_map=relu)",
     "linear_attention(feature_map=identity, normalize=false)",
     "linear_attention(normalize=false)",

@@ -199,12 +199,7 @@ class Backbone(nn.Module):
             if policy is None or not mixer.has_kv_cache:
                 states.append(mixer.init_state(batch, device, dtype))
                 continue
-            head_dim = mixer.d_model // mixer.n_heads
-            states.append(
-                policy.new_cache(
-                    batch, mixer.n_heads, head_dim, device, dtype, cached, n_cached, group
-                )
-            )
+            states.append(mixer.new_cache(policy, batch, device, dtype, cached, n_cached, group))
             cached += 1
         return states
 

@@ -142,8 +142,8 @@ class ModelConfig(BaseModel):
 
     def tuned_learning_rate(self) -> float:
         """What ``train.lr: auto`` trains with: the smallest of the blocks' mixers' rates chosen
-        by a sweep (``Mixer.learning_rate``)."""
-        return min(cls.learning_rate for cls, _ in self.layer_specs)
+        by a sweep (``Mixer.tuned_learning_rate``)."""
+        return min(cls.tuned_learning_rate(options) for cls, options in self.layer_specs)
 
     def describe(self) -> str:
         """``4 × softmax`` or ``mamba, mamba, softmax, mamba``: the stack in a few words."""

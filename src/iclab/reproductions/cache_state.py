@@ -77,7 +77,10 @@ SETTINGS: dict[Scale, CacheSetting] = {
                 "eval": {**SMOKE_EVAL, "algorithms": ["least_squares"]},
             },
         ),
-        regression_models={ATTENTION: TINY, STATE: {**TINY, "mixer": STATE}},
+        regression_models={
+            ATTENTION: {**TINY, "mixer": ATTENTION},
+            STATE: {**TINY, "mixer": STATE},
+        },
     ),
     # MQAR at vocabulary 64, 32 tokens, 1, 2 and 4 pairs, every pair queried (mqar-state's
     # grid), 6000 steps at lr 1e-3, three training seeds. GLA at width 8 (one head, 88 floats
@@ -127,7 +130,7 @@ SETTINGS: dict[Scale, CacheSetting] = {
                 "eval": {"n_prompts": 512, "algorithms": ["least_squares", "ridge"]},
             },
         ),
-        regression_models={ATTENTION: {}, STATE: {"mixer": STATE}},
+        regression_models={ATTENTION: {"mixer": ATTENTION}, STATE: {"mixer": STATE}},
     ),
     # Zoology's recall sizes, as mqar-state's paper scale (vocabulary 8192, up to 16 pairs in
     # 256 tokens), and regression at d = 20 with 161 examples, on a GPU.

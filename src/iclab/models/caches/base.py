@@ -51,6 +51,7 @@ class KVCache:
     group: int  # tokens per example: the unit of example-wise eviction
     policy: Any = field(default=None, repr=False)  # the CachePolicy that manages it
     quantized: int = 0  # entries [0, quantized) are stored at the policy's bits
+    window: Tensor | None = None  # (B, E, k − 1): a short convolution's last inputs, kept whole
 
     @staticmethod
     def empty(
@@ -117,11 +118,12 @@ class KVCache:
 
     def floats(self, bits: int = 32, overhead: int = 0) -> float:
         """Floats held per sequence: every entry's key and value, those quantized at ``bits``
-        plus ``overhead`` floats of scales each."""
+        plus ``overhead`` floats of scales each, and the convolution's window."""
         heads, head_dim = self.keys.shape[1], self.keys.shape[3]
         full = self.size - self.quantized
         stored = full * 2 * head_dim + self.quantized * (2 * head_dim * bits / 32 + overhead)
-        return float(heads * stored)
+        window = 0 if self.window is None else self.window[0].numel()
+        return float(heads * stored + window)
 
 
 class PolicyOptions(BaseModel):

@@ -52,8 +52,16 @@ class Mixer(nn.Module):
     # the best error on the quickstart task after 1000 steps (configs/sweeps/mixer_lr.yaml,
     # benchmarks/RESULTS.md). 1e-3 for a mixer the sweep has not reached (none of the zoo now).
     learning_rate: ClassVar[float] = 1e-3
-    # Whether the streaming state is a KV cache a cache policy can manage (iclab.models.caches).
+    # Whether the streaming state is a KV cache a cache policy can manage (iclab.models.caches);
+    # such a mixer makes its empty caches: ``new_cache(policy, batch, device, dtype, layer,
+    # n_layers, group)``.
     has_kv_cache: ClassVar[bool] = False
+
+    @classmethod
+    def tuned_learning_rate(cls, options: MixerOptions) -> float:
+        """``train.lr: auto``'s rate for this mixer with ``options``: ``learning_rate``, unless
+        an option changes how fast the mixer learns."""
+        return cls.learning_rate
 
     def __init__(
         self,
