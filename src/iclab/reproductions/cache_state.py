@@ -122,6 +122,7 @@ SETTINGS: dict[Scale, CacheSetting] = {
                         "dims": {"interval": 100},
                         "points": {"start": 6, "end": 41, "increment": 5, "interval": 100},
                     },
+                    "lr": 2.0e-3,  # both mixers, as recorded (the preset's rate then)
                     "seed": 2,
                     "log_every": 100,
                     "checkpoint_every": 500,

@@ -23,7 +23,8 @@ from iclab.reproductions.base import (
 )
 
 # cpu: the quickstart model and task (d = 5, 21 points) trained 2.4 times longer, with the
-# paper's GPT-2 blocks (not the quickstart's short convolution); paper: the paper's own
+# paper's GPT-2 blocks (not the quickstart's short convolution) at softmax's swept 2e-3, as
+# recorded; paper: the paper's own
 # model and schedule (d = 20, 41 points, 500k steps) on a GPU; smoke: the quickstart task with a
 # tiny model trained a few steps.
 SETTINGS: dict[Scale, PresetChanges] = {
@@ -35,7 +36,7 @@ SETTINGS: dict[Scale, PresetChanges] = {
         "quickstart",
         {
             "model": {"mixer": "softmax"},
-            "train": {"steps": 6000, "log_every": 100, "stop_at": None},
+            "train": {"steps": 6000, "lr": 2.0e-3, "log_every": 100, "stop_at": None},
         },
     ),
     "paper": PresetChanges(

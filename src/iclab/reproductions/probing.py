@@ -35,7 +35,7 @@ from iclab.run import RunDir
 from iclab.seeding import generator_for
 
 # cpu: the quickstart task and model (d = 5, 21 points, 4 layers of width 64, GPT-2 blocks
-# without the quickstart's short convolution; Akyürek et al. probe
+# without the quickstart's short convolution, at softmax's swept 2e-3; Akyürek et al. probe
 # d = 4 with up to 16 layers of width 512) trained 3000 steps. paper: Garg et al.'s model
 # on d = 20. smoke: a tiny model a few steps.
 SETTINGS: dict[Scale, PresetChanges] = {
@@ -47,7 +47,7 @@ SETTINGS: dict[Scale, PresetChanges] = {
         "quickstart",
         {
             "model": {"mixer": "softmax"},
-            "train": {"steps": 3000, "log_every": 100, "stop_at": None},
+            "train": {"steps": 3000, "lr": 2.0e-3, "log_every": 100, "stop_at": None},
         },
     ),
     "paper": PresetChanges("garg_linear_regression", {"eval": {"algorithms": ["least_squares"]}}),
