@@ -163,7 +163,14 @@ def progress(
         return
     if not console.is_terminal:
         tracker = Tracker(
-            description, total, console, fields, every, None, completed=completed, count=count
+            description,
+            total,
+            console,
+            fields,
+            every,
+            progress=None,
+            completed=completed,
+            count=count,
         )
         with heartbeat(tracker):
             yield tracker
@@ -180,7 +187,14 @@ def progress(
     ]
     with Progress(*columns, console=console, transient=transient) as bar:
         yield Tracker(
-            description, total, console, fields, every, bar, completed=completed, count=count
+            description,
+            total,
+            console,
+            fields,
+            every,
+            progress=bar,
+            completed=completed,
+            count=count,
         )
 
 

@@ -24,9 +24,8 @@ from iclab.reproductions.base import (
 
 # cpu: the quickstart model and task (d = 5, 21 points) trained 2.4 times longer, with the
 # paper's GPT-2 blocks (not the quickstart's short convolution) at softmax's swept 2e-3, as
-# recorded; paper: the paper's own
-# model and schedule (d = 20, 41 points, 500k steps) on a GPU; smoke: the quickstart task with a
-# tiny model trained a few steps.
+# recorded; paper: the paper's own model and schedule (d = 20, 41 points, 500k steps) on a GPU;
+# smoke: the quickstart task with a tiny model trained a few steps.
 SETTINGS: dict[Scale, PresetChanges] = {
     "smoke": PresetChanges(
         "quickstart",

@@ -36,8 +36,8 @@ from iclab.seeding import generator_for
 
 # cpu: the quickstart task and model (d = 5, 21 points, 4 layers of width 64, GPT-2 blocks
 # without the quickstart's short convolution, at softmax's swept 2e-3; Akyürek et al. probe
-# d = 4 with up to 16 layers of width 512) trained 3000 steps. paper: Garg et al.'s model
-# on d = 20. smoke: a tiny model a few steps.
+# d = 4 with up to 16 layers of width 512) trained 3000 steps. paper: Garg et al.'s model on
+# d = 20. smoke: a tiny model a few steps.
 SETTINGS: dict[Scale, PresetChanges] = {
     "smoke": PresetChanges(
         "quickstart",

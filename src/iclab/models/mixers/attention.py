@@ -236,7 +236,7 @@ class CausalSelfAttention(Mixer):
         return self._merge(mixed)[:, 0], cache.policy.after_step(cache, weights)
 
     def state_size(self, length: int) -> int:
-        window = 0 if self.short_conv is None else self.d_model * (self.options.short_conv - 1)
+        window = 0 if self.short_conv is None else self.short_conv.state_size()
         return 2 * self.d_model * length + window
 
     def sequence_flops(self, length: int) -> float:

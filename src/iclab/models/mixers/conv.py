@@ -29,6 +29,10 @@ class ShortConv(nn.Conv1d):
             batch, self.in_channels, self.kernel_size[0] - 1, device=device, dtype=dtype
         )
 
+    def state_size(self) -> int:
+        """Floats of the window per sequence: C · (kernel_size − 1)."""
+        return self.in_channels * (self.kernel_size[0] - 1)
+
     def step(self, x: Tensor, window: Tensor) -> tuple[Tensor, Tensor]:  # x: (B, C)
         inputs = torch.cat([window, x.unsqueeze(-1)], dim=-1)  # oldest → newest: (B, C, K)
         return (inputs * self.weight.squeeze(1)).sum(-1) + self.bias, inputs[..., 1:]

@@ -267,7 +267,7 @@ class DecayedLinearMixer(Mixer):
         return self.merge(out[:, :, None], x[:, None])[:, 0], (memory, *window)
 
     def state_size(self, length: int) -> int:
-        window = 0 if self.short_conv is None else self.d_model * (self.options.short_conv - 1)
+        window = 0 if self.short_conv is None else self.short_conv.state_size()
         return self.n_heads * self.head_dim * self.value_dim + window
 
 
