@@ -3,6 +3,7 @@ optimizer state and random state)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import model_for, tiny_config
 from iclab.config import build_config
+from iclab.optim import adamw
 from iclab.run import RunDir, train_run
 from iclab.training import trainer as trainer_module
 from iclab.training.checkpoint import list_checkpoints
@@ -289,15 +291,97 @@ def test_adamw_is_fused_where_torch_has_the_kernel_and_foreach_elsewhere(monkeyp
     import torch
 
     groups = [{"params": [torch.nn.Parameter(torch.ones(3))]}]
-    assert trainer_module.adamw(groups, lr=1e-3).defaults["fused"]  # CPU, torch >= 2.4
-    real = torch.optim.AdamW
+    assert adamw(groups, lr=1e-3).defaults["fused"]  # CPU, torch >= 2.4
+    real = torch.optim.AdamW.__init__
 
-    def without_fused_kernel(params, fused=None, **options):
+    def without_fused_kernel(self, params, fused=None, **options):
         if fused:
             raise RuntimeError("`fused=True` requires all the params to be floating point")
-        return real(params, fused=fused, **options)
+        real(self, params, fused=fused, **options)
 
-    monkeypatch.setattr(torch.optim, "AdamW", without_fused_kernel)
-    optimizer = trainer_module.adamw(groups, lr=1e-3)
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", without_fused_kernel)
+    optimizer = adamw(groups, lr=1e-3)
     assert optimizer.defaults["foreach"] and not optimizer.param_groups[0]["fused"]
     assert "fused" not in groups[0]  # the caller's groups are left as they were
+
+
+OPTIMIZERS_AGAINST_TORCH = """
+import json, sys, torch
+from iclab.optim import Adam, adamw
+
+def trained(make, steps=3):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 1))
+    groups = [{"params": [model[0].weight, model[2].weight], "weight_decay": 0.1},
+              {"params": [model[0].bias, model[2].bias], "weight_decay": 0.0}]
+    optimizer = make(groups)
+    for step in range(steps):
+        inputs = torch.randn(16, 4, generator=torch.Generator().manual_seed(step))
+        model(inputs).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    state = optimizer.state_dict()
+    optimizer.load_state_dict(state)
+    return [p.detach() for p in model.parameters()], state
+
+options = {"lr": 1e-2, "betas": (0.9, 0.95)}
+ours = {
+    "adamw": trained(lambda groups: adamw(groups, **options)),
+    "adam": trained(lambda groups: Adam(groups, **options)),
+}
+imported = "torch._dynamo" in sys.modules  # before torch's own optimizers import it
+theirs = {
+    "adamw": trained(lambda groups: torch.optim.AdamW(groups, **options, fused=True)),
+    "adam": trained(lambda groups: torch.optim.Adam(groups, **options)),
+}
+same = {}
+for name, (weights, state) in ours.items():
+    their_weights, their_state = theirs[name]
+    same[name] = [
+        all(torch.equal(a, b) for a, b in zip(weights, their_weights)),
+        all(torch.equal(state["state"][i][key], their_state["state"][i][key])
+            for i in their_state["state"] for key in their_state["state"][i]),
+        state["param_groups"] == their_state["param_groups"],
+    ]
+print(json.dumps({"dynamo_imported": imported, "same": same}))
+"""
+
+
+def test_optimizers_are_torchs_without_importing_dynamo():
+    """iclab's Adam and AdamW skip the wrappers that import torch._dynamo (70 MB of a small
+    run's peak memory); weights, state and state dict are torch's, bit for bit."""
+    result = subprocess.run(
+        [sys.executable, "-c", OPTIMIZERS_AGAINST_TORCH],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    same = [True, True, True]  # weights, state, param groups
+    assert json.loads(result.stdout) == {
+        "dynamo_imported": False,
+        "same": {"adamw": same, "adam": same},
+    }
+
+
+def test_a_training_run_does_not_import_dynamo(tmp_path):
+    """``iclab train`` (checkpoints, logging and a resume included) leaves torch._dynamo and
+    sympy unimported: they would add about 70 MB to the peak memory of every run."""
+    run = str(tmp_path / "run")
+    train = ["train", "quickstart", "--out", run, "--set", "train.steps=6"]
+    resume = ["train", "--resume", run, "--set", "train.steps=12"]
+    options = ["--no-progress", "--set", "train.checkpoint_every=3", "--set", "train.log_every=2"]
+    script = (
+        "import sys\n"
+        "from iclab.cli import app\n"
+        f"for arguments in ({train + options!r}, {resume + options!r}):\n"
+        "    sys.argv = ['iclab', *arguments]\n"
+        "    try:\n"
+        "        app(prog_name='iclab')\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+        "print(sorted(name for name in ('torch._dynamo', 'sympy') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert [row["step"] for row in RunDir(run).read_metrics()][-1] == 12

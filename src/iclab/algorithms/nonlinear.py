@@ -27,6 +27,7 @@ from torch import Tensor
 
 from iclab.algorithms.base import Algorithm, AlgorithmOptions, register_algorithm
 from iclab.episode import Episode
+from iclab.optim import Adam
 from iclab.progress import progress
 
 # A prediction function fitted on (train_x (i, d), train_y (i,)) and evaluated at query_x (1, d).
@@ -307,7 +308,7 @@ def train_networks(
     trainings. Non-examples get weight exactly 0, so their values never reach the parameters.
     """
     weight = is_example.to(x.dtype) / is_example.sum(1, keepdim=True).clamp(min=1)
-    optimizer = torch.optim.Adam(networks.parameters, lr=lr)
+    optimizer = Adam(networks.parameters, lr=lr)
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         loss = ((networks(x) - y).pow(2) * weight).sum()

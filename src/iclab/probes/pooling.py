@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from iclab.optim import Adam
+
 BATCH = 256  # prompts per Adam step
 LEARNING_RATE = 3e-3
 
@@ -55,7 +57,7 @@ def pooled_predictions(
     target_scale = targets[:n_fit].std(0).clamp(min=1e-12)
     scaled = ((targets - target_mean) / target_scale).float()
     probe = AttentionPooling(ends.to(states.device), states.shape[-1], targets.shape[-1])
-    optimizer = torch.optim.Adam(probe.parameters(), lr=LEARNING_RATE)
+    optimizer = Adam(probe.parameters(), lr=LEARNING_RATE)
     for _ in range(steps):
         prompts = torch.randint(n_fit, (BATCH,), generator=generator)
         loss = (probe(states[prompts]) - scaled[prompts]).pow(2).mean()

@@ -18,6 +18,7 @@ from iclab.evaluation.curves import mean_score_at
 from iclab.kinds import kind_of
 from iclab.metrics import training_loss
 from iclab.models import build_model
+from iclab.optim import adamw
 from iclab.seeding import derive_seed, generator_for
 from iclab.tasks.base import Task
 from iclab.training.checkpoint import (
@@ -295,16 +296,6 @@ class Trainer:
                 if hooks is not None:
                     hooks.checkpoint(self.step)
                 self.processes.barrier()
-
-
-def adamw(groups: list[dict[str, Any]], **options: Any) -> torch.optim.AdamW:
-    """AdamW fused into one kernel over every parameter where this torch has the kernel for the
-    parameters' device (CUDA; CPU from torch 2.4 on: 3× faster than the per-parameter loop
-    there), else one op per kind for all parameters (foreach). The same update and state."""
-    try:  # copies: the optimizer writes its defaults into the groups it is given
-        return torch.optim.AdamW([dict(g) for g in groups], fused=True, **options)
-    except RuntimeError:  # "`fused=True` requires all the params to be ... of supported devices"
-        return torch.optim.AdamW([dict(g) for g in groups], foreach=True, **options)
 
 
 def with_precision(config: RunConfig, device: torch.device) -> RunConfig:
