@@ -15,7 +15,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "iclab"
 # Bottom to top; a package may import any package of a lower layer, and its own modules.
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "seeding", "episode", "progress"},
-    {"io", "registry", "devices", "learner"},
+    {"io", "registry", "devices", "learner", "optim"},
     {"specs"},
     {"kinds"},
     {"tasks", "models"},
