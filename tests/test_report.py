@@ -164,6 +164,8 @@ def test_report_shows_the_config_the_checkpoints_and_the_learners_at_the_reporte
     model_at_3 = next(p for p in points if p.learner == "model" and p.k == 3)
     half_width = (model_at_3.ci_high - model_at_3.ci_low) / 2
     assert learners[1][ks.index(3) + 1][0] == f"{model_at_3.mean:.3f} ± {half_width:.3f}"
+    peak = RunDir(evaluated_run).read_info()["peak_rss_mb"]
+    assert f"peak memory {peak:,.0f} MB" in page_text  # the Environment facts
 
 
 def test_each_shift_gets_a_figure_and_a_table_with_the_training_distribution_first(shifted_run):

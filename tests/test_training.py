@@ -14,6 +14,7 @@ import pytest
 
 from conftest import model_for, tiny_config
 from iclab.config import build_config
+from iclab.devices import describe_peak_memory
 from iclab.optim import adamw
 from iclab.run import RunDir, train_run
 from iclab.training import trainer as trainer_module
@@ -285,6 +286,28 @@ def test_run_json_names_the_source_commit_and_the_cpu(tmp_path):
             if flag in flags:
                 assert recorded["cpu"].endswith(f"{cores}, {unit})")
                 break
+
+
+def test_run_json_records_the_peak_memory_in_megabytes(tmp_path):
+    """The process's peak resident memory: at least what it was before training (peaks only
+    grow), at most what it is now, so a unit off by 1024 cannot pass."""
+    import resource
+
+    def peak_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    before = peak_mb()
+    train_run(tiny_config(train={"steps": 3}), tmp_path / "run", show_progress=False)
+    recorded = RunDir(tmp_path / "run").read_info()["peak_rss_mb"]
+    assert before - 0.1 <= recorded <= peak_mb() + 0.1  # rounded to 0.1 MB
+    assert "peak_gpu_memory_mb" not in RunDir(tmp_path / "run").read_info()  # a CPU run
+
+
+def test_peak_memory_in_words():
+    assert describe_peak_memory({"peak_rss_mb": 396.4}) == "peak memory 396 MB"
+    both = {"peak_rss_mb": 2101.0, "peak_gpu_memory_mb": 10240.2}
+    assert describe_peak_memory(both) == "peak memory 2,101 MB, GPU 10,240 MB"
+    assert describe_peak_memory({}) == ""
 
 
 def test_adamw_is_fused_where_torch_has_the_kernel_and_foreach_elsewhere(monkeypatch):

@@ -49,7 +49,9 @@ def test_training_piped_to_a_log_shows_progress_lines_and_ends_with_the_loss_and
     lines = [line for line in result.output.splitlines() if line.startswith("train: ")]
     assert len(lines) >= 10 and "train: 12/12 (100%)" in lines[-1]
     assert "loss " in lines[5] and "left" in lines[5] and "d=3 n=8" in lines[5]
+    peak = RunDir(run).read_info()["peak_rss_mb"]
     assert "trained to step 12, loss " in result.output
+    assert f"steps/s, peak memory {peak:,.0f} MB)" in " ".join(result.output.split())
     assert f"next: iclab eval {run}" in result.output
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 import torch
 
@@ -75,3 +76,38 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from malloc.h
     took_mmap = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
     return took_mmap and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak memory in MB, for run.json: ``peak_rss_mb``, the process's peak resident memory
+    (imports and anything the process ran before training included: for ``iclab train``, the
+    run's), where the platform reports it; on CUDA ``peak_gpu_memory_mb``, the most the device's
+    allocator held for tensors since ``reset_peak_memory``."""
+    peaks = {}
+    try:
+        import resource
+    except ImportError:  # Windows
+        pass
+    else:
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
+        peaks["peak_rss_mb"] = round(maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    if device.type == "cuda":
+        peaks["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peaks
+
+
+def describe_peak_memory(memory: dict[str, float]) -> str:
+    """``peak_memory_mb``'s numbers (or run.json's) in words: "peak memory 396 MB, GPU 1,024 MB"."""
+    texts = []
+    if "peak_rss_mb" in memory:
+        texts.append(f"peak memory {memory['peak_rss_mb']:,.0f} MB")
+    if "peak_gpu_memory_mb" in memory:
+        texts.append(f"GPU {memory['peak_gpu_memory_mb']:,.0f} MB")
+    return ", ".join(texts)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start ``peak_gpu_memory_mb`` afresh (a resumed run reports its own part); the process's
+    peak resident memory cannot be reset portably, and is left as it is."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)

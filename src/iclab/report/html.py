@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from iclab import __version__
 from iclab.config import RunConfig
+from iclab.devices import describe_peak_memory
 from iclab.evaluation.curves import CurvePoint, PairedDifference, reported_ks
 from iclab.kinds import Kind, Metric, kind_of
 from iclab.kinds.decisions import ONLINE_METRICS
@@ -228,6 +229,7 @@ def environment_section(info: dict[str, Any]) -> str:
         "device": str(info.get("device", "–")),
         "config hash": str(info.get("config_hash", "–")),
         "steps / second": "–" if rate is None else f"{rate:g}",
+        "memory": describe_peak_memory(info) or "not recorded",
     }
     return section("Environment", fact_list(facts))
 

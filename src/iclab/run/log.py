@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
+from iclab.devices import describe_peak_memory, peak_memory_mb, reset_peak_memory
 from iclab.kinds import kind_of
 from iclab.metrics import target_reached
 from iclab.progress import progress
@@ -110,6 +111,7 @@ class TrainingLog:
         self.flops_by_points: dict[int, float] = {}  # FLOPs of a step, per curriculum length
         self.flops, self.last_step = 0.0, trainer.step
         self.last_loss: float | None = None
+        reset_peak_memory(trainer.device)
         self.started = time.perf_counter()
         return self
 
@@ -192,17 +194,20 @@ class TrainingLog:
             timing["tokens_per_second"] = round(trained * trainer.tokens_per_step / elapsed)
             if self.flops:  # from logged steps: up to log_every - 1 steps short
                 timing.update(self.throughput(elapsed))
+        memory = peak_memory_mb(trainer.device)
         self.run.update_info(
             status="completed",
             steps=trainer.step,
             stopped=trainer.stopped,
             flops_per_step=self.step_flops(trainer.config.task.n_points),
             **timing,
+            **memory,
         )
         if self.last_loss is not None:
             self.console.print(
                 f"{trainer.config.name}: trained to step {trainer.step}, loss "
-                f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s)",
+                f"{self.last_loss:.4g} ({timing.get('steps_per_second', 0):g} steps/s"
+                + (f", {describe_peak_memory(memory)})" if memory else ")"),
                 highlight=False,
                 soft_wrap=True,
             )
