@@ -8,7 +8,9 @@ process whose training step at the quickstart's size needs about 60 MB of activa
 (benchmarks/RESULTS.md, "Peak memory without torch._dynamo"). iclab never traces an optimizer
 (``train.compile`` compiles the model only), so these classes call torch's own methods under
 those wrappers: the same update, state and state dict, from the same kernels. On a torch whose
-methods are not wrapped they are called as they are.
+methods are not wrapped they are called as they are. ``inspect.unwrap`` removes every wrapper of
+a method, so tests/test_training.py compares these optimizers with torch's bit for bit: a torch
+release that wraps them for another purpose fails it rather than changing training silently.
 """
 
 from __future__ import annotations
