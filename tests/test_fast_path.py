@@ -15,7 +15,9 @@ from safetensors import safe_open
 from conftest import tiny_config
 from iclab.devices import keep_freed_memory
 from iclab.run import RunDir, load_trained_model, train_run
+from iclab.training import trainer as trainer_module
 from iclab.training.checkpoint import MODEL_FILE, latest_valid_checkpoint
+from iclab.training.schedule import curriculum_at
 
 
 def losses(run) -> list[float]:
@@ -114,3 +116,51 @@ def test_training_on_cpu_keeps_freed_activations_mapped():
 def test_settings_the_user_gave_glibc_are_left_alone(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
     assert keep_freed_memory() is False
+
+
+RELEASE = """
+import torch
+from iclab.devices import keep_freed_memory, release_freed_memory
+
+def resident_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+keep_freed_memory()
+blocks = [torch.ones(2**20) for _ in range(16)]  # 64 MB in 4 MB blocks, kept in the heap
+del blocks
+before = resident_mb()
+released = release_freed_memory()
+print(released, before - resident_mb())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc: Linux only")
+def test_released_memory_leaves_the_process():
+    """What ``keep_freed_memory`` keeps, ``release_freed_memory`` hands back (64 MB here)."""
+    result = subprocess.run(
+        [sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True
+    )
+    released, dropped = result.stdout.split()
+    assert released == "True" and float(dropped) > 48
+
+
+def test_training_releases_kept_memory_when_the_step_changes_size_and_at_checkpoints(
+    tmp_path, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(trainer_module, "release_freed_memory", lambda: calls.append(1))
+    curriculum = {
+        "dims": {"start": 2, "end": 3, "increment": 1, "interval": 5},
+        "points": {"start": 4, "end": 8, "increment": 2, "interval": 5},
+    }
+    config = tiny_config(train={"steps": 20, "checkpoint_every": 10, "curriculum": curriculum})
+    train_run(config, tmp_path / "run", show_progress=False)
+
+    def shape(step):
+        stage = curriculum_at(config, step)
+        return stage.n_dims_active, stage.n_points
+
+    changes = sum(shape(step) != shape(step - 1) for step in range(1, 20))
+    assert changes >= 2  # the curriculum moves
+    assert len(calls) == changes + 2  # and the two checkpoints

@@ -11,7 +11,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from iclab.config import RunConfig, TrainConfig
-from iclab.devices import keep_freed_memory, resolve_device, resolve_precision
+from iclab.devices import (
+    keep_freed_memory,
+    release_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 from iclab.episode import Episode, concatenate
 from iclab.errors import ConfigError, DivergedError
 from iclab.evaluation.curves import mean_score_at
@@ -275,7 +280,12 @@ class Trainer:
         the processes meet at each checkpoint. Only finite weights are checkpointed: a
         ``DivergedError`` stops the loop first."""
         train = self.config.train
+        shape = None
         while self.step < train.steps and self.stopped is None:
+            stage = curriculum_at(self.config, self.step)
+            if shape is not None and shape != (stage.n_dims_active, stage.n_points):
+                release_freed_memory()  # the new stage's blocks have other sizes
+            shape = (stage.n_dims_active, stage.n_points)
             loss, used = self.train_step(self.step)
             self.step += 1
             last = self.step == train.steps
@@ -295,6 +305,7 @@ class Trainer:
                 self.check_target(hooks)
                 if hooks is not None:
                     hooks.checkpoint(self.step)
+                release_freed_memory()  # what the check and the save allocated
                 self.processes.barrier()
 
 
