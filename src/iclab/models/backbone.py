@@ -199,7 +199,10 @@ class Backbone(nn.Module):
             if policy is None or not mixer.has_kv_cache:
                 states.append(mixer.init_state(batch, device, dtype))
                 continue
-            states.append(mixer.new_cache(policy, batch, device, dtype, cached, n_cached, group))
+            cache = policy.new_cache(
+                batch, mixer.n_heads, mixer.head_dim, device, dtype, cached, n_cached, group
+            )
+            states.append(mixer.with_window(cache))
             cached += 1
         return states
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from iclab.models.caches import CachePolicy, KVCache
+from iclab.models.caches import KVCache
 from iclab.models.mixers.base import Mixer, MixerOptions, MixerState, register_mixer
 from iclab.models.mixers.conv import ShortConv
 
@@ -177,24 +177,14 @@ class CausalSelfAttention(Mixer):
             return empty, empty, 0
         return empty, empty, 0, self.short_conv.init_state(batch, device, dtype)
 
-    def new_cache(
-        self,
-        policy: CachePolicy,
-        batch: int,
-        device: torch.device,
-        dtype: torch.dtype,
-        layer: int,
-        n_layers: int,
-        group: int,
-    ) -> KVCache:
-        """The empty cache ``policy`` manages for this layer, the ``layer``-th of ``n_layers``
-        with a cache; the convolution's window rides along, out of the policy's reach."""
-        cache = policy.new_cache(
-            batch, self.n_heads, self.head_dim, device, dtype, layer, n_layers, group
-        )
+    def with_window(self, cache: KVCache) -> KVCache:
+        """A policy's empty cache for this layer, with the convolution's window riding along
+        out of the policy's reach (the cache itself when there is no convolution)."""
         if self.short_conv is None:
             return cache
-        return replace(cache, window=self.short_conv.init_state(batch, device, dtype))
+        keys = cache.keys
+        window = self.short_conv.init_state(keys.shape[0], keys.device, keys.dtype)
+        return replace(cache, window=window)
 
     def step(self, x: Tensor, state: MixerState | KVCache) -> tuple[Tensor, MixerState]:
         """The next token (B, E) after those in ``state``: the whole cache (keys, values,
