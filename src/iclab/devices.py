@@ -56,6 +56,14 @@ MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks above it are still mapped
 TRIM_THRESHOLD = 2**30  # free memory at the heap's top kept up to this
 
 
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (whose malloc PyTorch's CPU allocator uses), else None."""
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc (PyTorch's CPU allocator) to keep freed blocks for reuse instead of
     handing them back to the kernel; returns whether it took the settings.
@@ -67,11 +75,10 @@ def keep_freed_memory() -> bool:
     does not grow; the setting lasts for the process (after training, its freed heap stays
     mapped, up to ``TRIM_THRESHOLD``). Settings the user made through glibc's own environment
     variables are left as they are; elsewhere than glibc (macOS, musl) this does nothing."""
-    if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = glibc()
+    if libc is None or any(
+        name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    ):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameter numbers, from malloc.h
     took_mmap = libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
@@ -87,11 +94,8 @@ def release_freed_memory() -> bool:
     resident beside them. The quickstart's peak over 1000 steps is 491 MB with this instead of
     511 (552 instead of 582 with its ``stop_at`` checks; benchmarks/RESULTS.md). The next step
     maps what it needs again, once. Elsewhere than glibc this does nothing."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return libc.malloc_trim(0) == 1
+    libc = glibc()
+    return libc is not None and libc.malloc_trim(0) == 1
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:

@@ -274,6 +274,12 @@ class Trainer:
         """Whether every parameter is finite: a checkpoint is saved only then."""
         return all(parameter.isfinite().all() for parameter in self.model.parameters())
 
+    def release_kept_memory(self) -> None:
+        """On CPU, hand back the freed blocks ``keep_freed_memory`` keeps, for when the next
+        steps allocate other sizes (on CUDA the host heap keeps glibc's own settings)."""
+        if self.device.type == "cpu":
+            release_freed_memory()
+
     def fit(self, hooks: TrainingHooks | None = None) -> None:
         """Train until ``train.steps``, or until ``train.stop_at``'s target is reached at a
         checkpoint, telling ``hooks`` (if any) what happens; every process runs the loop, and
@@ -284,7 +290,7 @@ class Trainer:
         while self.step < train.steps and self.stopped is None:
             stage = curriculum_at(self.config, self.step)
             if shape is not None and shape != (stage.n_dims_active, stage.n_points):
-                release_freed_memory()  # the new stage's blocks have other sizes
+                self.release_kept_memory()  # the new stage's blocks have other sizes
             shape = (stage.n_dims_active, stage.n_points)
             loss, used = self.train_step(self.step)
             self.step += 1
@@ -305,7 +311,7 @@ class Trainer:
                 self.check_target(hooks)
                 if hooks is not None:
                     hooks.checkpoint(self.step)
-                release_freed_memory()  # what the check and the save allocated
+                self.release_kept_memory()  # what the check and the save allocated
                 self.processes.barrier()
 
 
