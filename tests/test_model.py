@@ -67,8 +67,9 @@ def test_lagged_tokens_pair_each_input_with_the_previous_target():
 
 
 def test_bfloat16_attention_on_cpu_matches_float32():
-    """Under bf16 autocast the CPU takes the explicit attention path (matmuls in bf16, softmax
-    in float32); it computes what the fused float32 kernel does, to bf16's precision."""
+    """Under bf16 autocast the CPU takes the explicit attention path (matmuls and softmax in
+    bf16, the softmax summing in float32); it computes what the fused float32 kernel does, to
+    bf16's precision."""
     model, episode = small_model(), random_episode()
     exact = model.predict(episode)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -77,6 +78,19 @@ def test_bfloat16_attention_on_cpu_matches_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(episode).float().pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+
+
+def test_bfloat16_attention_on_cpu_saves_its_weights_once_in_bfloat16():
+    """Backward keeps the (B, H, T, T) softmax weights as one bfloat16 tensor, not a float32
+    copy beside it: 12 MB of the vs-reference config's peak memory."""
+    attention = small_model().backbone.blocks[0].mixer
+    saved = []
+    keep = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)
+    with keep, torch.autocast("cpu", dtype=torch.bfloat16):
+        attention(torch.randn(4, 16, 32))
+    square = [t for t in saved if t.shape[-2:] == (16, 16)]  # (B, H, T, T): the weights
+    assert square and {t.dtype for t in square} == {torch.bfloat16}
+    assert len({t.untyped_storage().data_ptr() for t in square}) == 1
 
 
 def test_output_has_one_prediction_per_example():

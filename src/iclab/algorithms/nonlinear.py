@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable
 from typing import Annotated
 
-import joblib
 import numpy as np
 import torch
 from pydantic import AfterValidator, Field
@@ -93,6 +92,8 @@ def predict_every_prefix(
     a worker process would first have to import torch (seconds each, half a minute on a busy
     machine), which is more than a whole batch of tree fits costs.
     """
+    import joblib  # here, not at the top: training imports this module and never needs it
+
     _check_episode(episode)
     inputs = episode.inputs.detach().cpu().numpy().astype(np.float32)  # sklearn's split dtype
     targets = episode.targets.detach().cpu().numpy().astype(np.float64)

@@ -110,8 +110,8 @@ class CausalSelfAttention(Mixer):
         dropout = self.options.dropout if self.training else 0.0
         if q.dtype == torch.bfloat16 and q.device.type == "cpu":
             # PyTorch's fused CPU kernel is 5× slower in bfloat16 than in float32 (its backward
-            # most); the explicit form runs its two matmuls in bfloat16 and its softmax in
-            # float32, and is faster than either (benchmarks/RESULTS.md).
+            # most); the explicit form runs its two matmuls and its softmax in bfloat16 (the
+            # softmax summing in float32), and is faster than either (benchmarks/RESULTS.md).
             weights = F.dropout(self._weights(q, k, visible), dropout, self.training)
             return self._merge(weights.to(v.dtype) @ v)
         if visible is not None:
@@ -141,7 +141,14 @@ class CausalSelfAttention(Mixer):
         return q, k, v
 
     def _weights(self, q: Tensor, k: Tensor, visible: Tensor | None = None) -> Tensor:
-        """Causal softmax weights (B, H, T, T) in float32 (the scores in q's dtype)."""
+        """Causal softmax weights (B, H, T, T), in q's dtype under the plain causal mask.
+
+        That mask is exact in any dtype, so in bfloat16 the scores, the mask and the softmax stay
+        bfloat16 (PyTorch's CPU softmax sums in float32 and rounds its output once), and
+        backward saves those bfloat16 weights rather than a float32 copy as well: 12 MB less
+        peak memory on benchmarks/vs_reference.py's config, at the same speed. ALiBi's
+        distances and set-style masks keep a float32 bias, which makes those weights float32.
+        """
         length = q.shape[2]
         positions = torch.arange(length, device=q.device)
         if visible is not None:
@@ -151,9 +158,10 @@ class CausalSelfAttention(Mixer):
         elif self.options.positions == "alibi":
             bias = self._alibi_bias(positions, positions)
         else:
-            bias = torch.full((length, length), float("-inf"), device=q.device).triu(1)
-        # bias + scores / sqrt(head_dim) in one float32 kernel: faster than dividing and
-        # masking the (B, H, T, T) scores one op at a time (benchmarks/RESULTS.md)
+            bias = torch.full((length, length), float("-inf"), dtype=q.dtype, device=q.device)
+            bias = bias.triu(1)
+        # bias + scores / sqrt(head_dim) in one kernel: faster than dividing and masking the
+        # (B, H, T, T) scores one op at a time (benchmarks/RESULTS.md)
         scores = torch.add(bias, q @ k.transpose(-1, -2), alpha=1 / math.sqrt(self.head_dim))
         return scores.softmax(-1)
 
