@@ -3,15 +3,18 @@
     python benchmarks/vs_reference.py                      # 2 rounds of 700 steps each
     python benchmarks/vs_reference.py --rounds 3 --steps 700
     python benchmarks/vs_reference.py --precision float32  # iclab in float32 too
+    python benchmarks/vs_reference.py --micro-batches 2    # iclab's batch in two parts
 
 The same model and training on both sides: GPT-2 style, 4 layers × 128 wide × 4 heads, d = 5,
 21 points (42 tokens), batch 64, Adam at 3e-4, no curriculum, 2 threads. iclab runs as a user
 runs it, ``iclab train`` with its progress bar, logging, TensorBoard and checkpoints, in
 ``--precision`` (default auto: bfloat16 on CPUs that multiply it fast, as the quickstart
-trains; the reference always trains in float32). The reference is written the way Garg et
-al.'s code builds it: Hugging Face's ``GPT2Model`` (tanh GELU, a token embedding table that is
-never used), a linear read-in and read-out, plain ``torch.optim.Adam``, no extras; it needs
-``pip install transformers``, which iclab does not depend on.
+trains; the reference always trains in float32) and in ``--micro-batches`` parts of the batch
+(``train.micro_batches``: the same update, less activation memory, slower). The reference is
+written the way Garg et al.'s code builds it: Hugging Face's ``GPT2Model`` (tanh GELU, a token
+embedding table that is never used), a linear read-in and read-out, plain
+``torch.optim.Adam``, no extras; it needs ``pip install transformers``, which iclab does not
+depend on.
 
 Each run is a fresh process, so its peak RSS is its own; the two alternate, round by round, so
 a busy machine slows both alike. Steps 100-600 of each run are timed. The last two lines are
@@ -111,10 +114,13 @@ def peak_rss_of(command: list[str], environment: dict[str, str]) -> tuple[str, f
     return output, usage.ru_maxrss / 1024
 
 
-def run_iclab(steps: int, environment: dict[str, str], precision: str) -> dict[str, float]:
+def run_iclab(
+    steps: int, environment: dict[str, str], precision: str, micro_batches: int
+) -> dict[str, float]:
     """``iclab train`` on the shared config; steps/s from its metrics.jsonl times."""
     with tempfile.TemporaryDirectory() as directory:
-        config = {**CONFIG, "train": {**CONFIG["train"], "steps": steps, "precision": precision}}
+        train = {"steps": steps, "precision": precision, "micro_batches": micro_batches}
+        config = {**CONFIG, "train": {**CONFIG["train"], **train}}
         path = Path(directory) / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         run = Path(directory) / "run"
@@ -142,6 +148,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto")
+    parser.add_argument("--micro-batches", type=int, default=1, help="iclab's train.micro_batches")
     args = parser.parse_args()
     if args.steps <= LAST:
         parser.error(f"--steps must exceed {LAST}: steps {FIRST}-{LAST} are timed")
@@ -155,7 +162,7 @@ def main() -> None:
         order = ("iclab", "reference") if round_ % 2 == 0 else ("reference", "iclab")
         for name in order:
             if name == "iclab":
-                result = run_iclab(args.steps, environment, args.precision)
+                result = run_iclab(args.steps, environment, args.precision, args.micro_batches)
             else:
                 result = run_reference(args.steps, environment)
             results[name].append(result)

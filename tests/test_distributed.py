@@ -110,6 +110,17 @@ def test_two_processes_with_global_batch_b_match_one_process_with_batch_b(
     assert_same_training(root / "run", one_process_run)
 
 
+def test_two_processes_in_micro_batches_match_one_process_with_the_whole_batch(
+    tmp_path, one_process_run
+):
+    """Each process runs its 8 rows in two parts of 4, and the gradients are averaged over
+    the processes once, at the second part's backward (DistributedDataParallel.no_sync)."""
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(sharded_config(micro_batches=2).to_yaml())
+    torchrun(config_path, "--out", str(tmp_path / "run"))
+    assert_same_training(tmp_path / "run", one_process_run)
+
+
 def test_only_rank_zero_writes_the_run_directory(two_process_run):
     root, result = two_process_run
     run = RunDir(root / "run")

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import model_for, tiny_config
 from iclab.config import build_config
@@ -163,6 +164,45 @@ def test_a_killed_process_resumes_to_the_same_losses(tmp_path, config):
     )
     assert losses(tmp_path / "killed") == losses(tmp_path / "straight")
     assert_bitwise_equal(final_state(tmp_path / "killed"), final_state(tmp_path / "straight"))
+
+
+MICRO_BATCH_CASES = {
+    "every position": {},
+    "the last position": {"train": {"loss_on": "last"}},
+    "a loss mask of its own per prompt": {  # icll trains on the symbols, not the separators
+        "task": {"name": "icll", "n_points": 48},
+        "eval": {"algorithms": []},
+    },
+}
+
+
+@pytest.mark.parametrize("sections", MICRO_BATCH_CASES.values(), ids=MICRO_BATCH_CASES)
+def test_micro_batches_make_the_whole_batchs_update(sections):
+    """A batch of 16 prompts in three parts (5, 5 and 6 prompts), each part's loss weighted by
+    its share of the positions trained on: the network sees the parts, and the losses and
+    weights are the whole batch's, to float32 rounding (another summation order)."""
+    whole = trainer_module.Trainer(tiny_config(**sections))
+    train = {**sections.get("train", {}), "micro_batches": 3}
+    parts = trainer_module.Trainer(tiny_config(**{**sections, "train": train}))
+    seen, forward = [], parts.network.forward
+    parts.network.forward = lambda episode: seen.append(episode.batch_size) or forward(episode)
+    for step in range(3):
+        whole_loss, _ = whole.train_step(step)
+        parts_loss, _ = parts.train_step(step)
+        assert parts_loss.item() == pytest.approx(whole_loss.item(), rel=1e-5)
+    assert seen == [5, 5, 6] * 3
+    expected = dict(whole.model.named_parameters())
+    for name, parameter in parts.model.named_parameters():
+        if name.endswith("mixer.qkv.bias"):  # the key third: its gradient is rounding noise
+            width = len(parameter) // 3  # (test_distributed.without_key_biases says why)
+            keep = torch.cat([torch.arange(width), torch.arange(2 * width, 3 * width)])
+            parameter, expected[name] = parameter[keep], expected[name][keep]
+        torch.testing.assert_close(parameter, expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_cannot_outnumber_the_prompts():
+    with pytest.raises(ValueError, match=r"train.micro_batches \(32\) .* at most train.batch_size"):
+        tiny_config(train={"micro_batches": 32})
 
 
 def test_learning_rate_warms_up_then_follows_the_schedule():

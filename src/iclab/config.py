@@ -203,6 +203,14 @@ class TrainConfig(Strict):
         "so any number of processes dividing the batch trains on the same batches (default: "
         "the number of processes the run starts with, each then draws only its own shards)",
     )
+    micro_batches: int = Field(
+        1,
+        ge=1,
+        description="forward and backward each step's batch in this many parts of its prompts, "
+        "their gradients summed: the whole batch's update (up to float rounding) with one "
+        "part's activations in memory at a time, for slower steps (smaller matmuls, more of "
+        "them)",
+    )
     stop_at: StopConfig | None = Field(
         None,
         description="stop before train.steps once the model reaches a target at a checkpoint, "
@@ -234,6 +242,11 @@ class TrainConfig(Strict):
             raise ValueError(
                 f"train.batch_size ({self.batch_size}) must be a multiple of "
                 f"train.batch_shards ({self.batch_shards})"
+            )
+        if self.micro_batches > self.batch_size:
+            raise ValueError(
+                f"train.micro_batches ({self.micro_batches}) splits the batch's prompts: at "
+                f"most train.batch_size ({self.batch_size})"
             )
         return self
 

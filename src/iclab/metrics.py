@@ -59,14 +59,30 @@ def training_loss(prediction: Tensor, episode: Episode, last_only: bool = False)
     kind.check_prediction(prediction, episode)
     losses = kind.losses(prediction, episode)
     if last_only:
-        mask = None if episode.loss_mask is None else episode.loss_mask[:, -1:]
         losses = losses[:, -1:]
-    else:
-        mask = episode.loss_mask
+    mask = trained_positions(episode, last_only)
     if mask is None:
         return losses.mean()
     mask = mask.to(losses.dtype)
     return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+
+def trained_positions(episode: Episode, last_only: bool = False) -> Tensor | None:
+    """The (B, n) or, with ``last_only``, (B, 1) mask of the positions ``training_loss``
+    averages over; None: all of them."""
+    if episode.loss_mask is None or not last_only:
+        return episode.loss_mask
+    return episode.loss_mask[:, -1:]
+
+
+def count_trained_positions(episode: Episode, last_only: bool = False) -> Tensor:
+    """How many positions ``training_loss`` averages over (a 0-d tensor on the episode's
+    device): a part of a batch weighs its loss by its share of the batch's count."""
+    mask = trained_positions(episode, last_only)
+    if mask is not None:
+        return mask.sum()
+    per_prompt = 1 if last_only else episode.n_points
+    return torch.tensor(episode.batch_size * per_prompt, device=episode.device)
 
 
 def score(prediction: Tensor, episode: Episode, target_scale: float = 1.0) -> Tensor:

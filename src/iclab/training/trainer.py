@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +22,7 @@ from iclab.episode import Episode, concatenate
 from iclab.errors import ConfigError, DivergedError
 from iclab.evaluation.curves import mean_score_at
 from iclab.kinds import kind_of
-from iclab.metrics import training_loss
+from iclab.metrics import count_trained_positions, training_loss
 from iclab.models import build_model
 from iclab.optim import adamw
 from iclab.seeding import derive_seed, generator_for
@@ -243,11 +244,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         episode = sample_batch(self.task, train, step, stage, self.processes, self.device)
-        bfloat16 = train.precision == "bfloat16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
-            prediction = self.network(episode)
-        loss = training_loss(prediction.float(), episode, last_only=train.loss_on == "last")
-        loss.backward()  # DistributedDataParallel averages the gradients over the processes
+        loss = self.forward_backward(episode)
         limit = math.inf if train.grad_clip is None else train.grad_clip  # inf: measure only
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit)
         if self.finite(loss + norm):
@@ -265,6 +262,40 @@ class Trainer:
                 )
         self.optimizer.zero_grad(set_to_none=True)
         return loss, {"lr": lr, "n_dims": stage.n_dims_active, "n_points": stage.n_points}
+
+    def forward_backward(self, episode: Episode) -> torch.Tensor:
+        """The batch's training loss, its gradient added to the parameters' ``.grad``.
+
+        With ``train.micro_batches`` m > 1 the prompts go through in m parts, so only one
+        part's activations are in memory at a time; each part's loss is weighted by its share
+        of the positions the batch's loss averages over, which makes the summed gradient the
+        whole batch's. DistributedDataParallel averages the gradients over the processes at the
+        last part's backward only.
+        """
+        train = self.config.train
+        last_only, bfloat16 = train.loss_on == "last", train.precision == "bfloat16"
+        rows, parts = episode.batch_size, min(train.micro_batches, episode.batch_size)
+        positions = count_trained_positions(episode, last_only).clamp(min=1)
+        loss = torch.zeros((), device=self.device)
+        for index in range(parts):
+            part = episode.rows(rows * index // parts, rows * (index + 1) // parts)
+            with self.gradients_averaged(index == parts - 1):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
+                    prediction = self.network(part)
+                share = count_trained_positions(part, last_only) / positions
+                part_loss = training_loss(prediction.float(), part, last_only) * share
+                part_loss.backward()
+            loss += part_loss.detach()
+        return loss
+
+    def gradients_averaged(self, average: bool) -> contextlib.AbstractContextManager:
+        """Where backward averages the gradients over the processes (``average``) or only adds
+        to this process's: DistributedDataParallel's ``no_sync``, for all micro-batches but
+        the last; nothing to do in one process."""
+        network = getattr(self.network, "_orig_mod", self.network)  # under torch.compile
+        if average or not isinstance(network, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return network.no_sync()
 
     def finite(self, value: torch.Tensor) -> bool:
         """Whether ``value`` is finite on every process (so that all skip a step together)."""
