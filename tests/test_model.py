@@ -82,7 +82,7 @@ def test_bfloat16_attention_on_cpu_matches_float32():
 
 def test_bfloat16_attention_on_cpu_saves_its_weights_once_in_bfloat16():
     """Backward keeps the (B, H, T, T) softmax weights as one bfloat16 tensor, not a float32
-    copy beside it: 12 MB of the vs-reference config's peak memory."""
+    copy beside it: about 10 MB of the vs-reference config's peak memory."""
     attention = small_model().backbone.blocks[0].mixer
     saved = []
     keep = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t)

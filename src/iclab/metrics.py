@@ -75,14 +75,14 @@ def trained_positions(episode: Episode, last_only: bool = False) -> Tensor | Non
     return episode.loss_mask[:, -1:]
 
 
-def count_trained_positions(episode: Episode, last_only: bool = False) -> Tensor:
-    """How many positions ``training_loss`` averages over (a 0-d tensor on the episode's
-    device): a part of a batch weighs its loss by its share of the batch's count."""
-    mask = trained_positions(episode, last_only)
-    if mask is not None:
-        return mask.sum()
-    per_prompt = 1 if last_only else episode.n_points
-    return torch.tensor(episode.batch_size * per_prompt, device=episode.device)
+def loss_share(part: Episode, whole: Episode, last_only: bool = False) -> Tensor | float:
+    """The share of ``whole``'s trained positions that ``part`` (some of its prompts) holds:
+    the weight that makes the parts' ``training_loss`` sum to the whole batch's. Without a
+    loss mask every prompt holds as many, so it is a ratio of prompts (no tensor made)."""
+    mask = trained_positions(part, last_only)
+    if mask is None:
+        return part.batch_size / whole.batch_size
+    return mask.sum() / trained_positions(whole, last_only).sum().clamp(min=1)
 
 
 def score(prediction: Tensor, episode: Episode, target_scale: float = 1.0) -> Tensor:

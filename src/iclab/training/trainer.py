@@ -22,7 +22,7 @@ from iclab.episode import Episode, concatenate
 from iclab.errors import ConfigError, DivergedError
 from iclab.evaluation.curves import mean_score_at
 from iclab.kinds import kind_of
-from iclab.metrics import count_trained_positions, training_loss
+from iclab.metrics import loss_share, training_loss
 from iclab.models import build_model
 from iclab.optim import adamw
 from iclab.seeding import derive_seed, generator_for
@@ -275,14 +275,13 @@ class Trainer:
         train = self.config.train
         last_only, bfloat16 = train.loss_on == "last", train.precision == "bfloat16"
         rows, parts = episode.batch_size, min(train.micro_batches, episode.batch_size)
-        positions = count_trained_positions(episode, last_only).clamp(min=1)
         loss = torch.zeros((), device=self.device)
         for index in range(parts):
             part = episode.rows(rows * index // parts, rows * (index + 1) // parts)
             with self.gradients_averaged(index == parts - 1):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bfloat16):
                     prediction = self.network(part)
-                share = count_trained_positions(part, last_only) / positions
+                share = loss_share(part, episode, last_only)
                 part_loss = training_loss(prediction.float(), part, last_only) * share
                 part_loss.backward()
             loss += part_loss.detach()

@@ -145,8 +145,8 @@ class CausalSelfAttention(Mixer):
 
         That mask is exact in any dtype, so in bfloat16 the scores, the mask and the softmax stay
         bfloat16 (PyTorch's CPU softmax sums in float32 and rounds its output once), and
-        backward saves those bfloat16 weights rather than a float32 copy as well: 12 MB less
-        peak memory on benchmarks/vs_reference.py's config, at the same speed. ALiBi's
+        backward saves those bfloat16 weights rather than a float32 copy as well: about 10 MB
+        less peak memory on benchmarks/vs_reference.py's config, at the same speed. ALiBi's
         distances and set-style masks keep a float32 bias, which makes those weights float32.
         """
         length = q.shape[2]
