@@ -60,6 +60,19 @@ def test_eval_of_a_missing_run_is_a_clear_error(tmp_path):
     assert "not a run directory" in result.output
 
 
+def test_a_misspelt_run_preset_or_shift_is_answered_with_the_name_meant(tmp_path):
+    (tmp_path / "qs").mkdir()
+    (tmp_path / "qs" / "config.yaml").write_text("{}")
+    (tmp_path / "q-not-a-run").mkdir()  # a directory without config.yaml is no suggestion
+    run = runner.invoke(app, ["eval", str(tmp_path / "q")])
+    assert run.exit_code == 2
+    assert f"did you mean {tmp_path / 'qs'}?" in " ".join(run.output.split())
+    preset = runner.invoke(app, ["train", "quickstrt"])
+    assert preset.exit_code == 2 and "did you mean quickstart?" in preset.output
+    nothing = runner.invoke(app, ["train", "zzzzzz"])
+    assert nothing.exit_code == 2 and "did you mean" not in nothing.output
+
+
 def test_resume_and_config_together_is_refused(tmp_path):
     result = runner.invoke(app, ["train", "quickstart", "--resume", str(tmp_path)])
     assert result.exit_code == 2 and "not both" in result.output

@@ -19,7 +19,7 @@ from conftest import latest_evaluation, tiny_config
 from iclab import progress as progress_module
 from iclab.cli import app
 from iclab.config import TrainConfig, load_config
-from iclab.errors import ConfigError
+from iclab.errors import ConfigError, close_names, did_you_mean
 from iclab.progress import Tracker, progress
 from iclab.report.plots import curriculum_stages
 from iclab.run import RunDir, evaluate_run, train_run, write_report
@@ -182,6 +182,24 @@ def test_an_override_that_misspells_a_key_is_named_with_a_suggestion(tmp_path):
         ConfigError, match=r"tagret: unknown key; did you mean train.stop_at.target\?"
     ):
         load_config("quickstart", ["train.stop_at.tagret=0.1"])  # a section that may be null
+    with pytest.raises(ConfigError, match=r"unknown shift 'skewd'; did you mean skewed_covariance"):
+        load_config("quickstart", ["eval.shifts=[skewd]"])  # a truncated name finds its long one
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("quickstrt", ["quickstart"]),  # close as a whole
+        ("skewd", ["skewed_covariance"]),  # close to a beginning
+        ("lin", ["linear_attention", "linear_self_attention"]),  # every name with that beginning
+        ("xyz", []),
+        ("", []),
+    ],
+)
+def test_close_names_match_whole_names_or_their_beginnings(given, meant):
+    names = ["quickstart", "skewed_covariance", "linear_attention", "linear_self_attention", "lstm"]
+    assert close_names(given, names) == meant
+    assert did_you_mean(given, names) == (f"; did you mean {' or '.join(meant)}?" if meant else "")
 
 
 def test_eval_settings_record_what_was_used_and_the_prompt_length_is_checked_first(tmp_path):

@@ -7,7 +7,6 @@ value and what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -28,7 +27,14 @@ from pydantic import (
 
 from iclab.algorithms import ALGORITHM_SPEC, ALGORITHMS
 from iclab.algorithms.base import check_applies
-from iclab.errors import ConfigError, UserError, limit_note, within_size_limit
+from iclab.errors import (
+    ConfigError,
+    UserError,
+    close_names,
+    did_you_mean,
+    limit_note,
+    within_size_limit,
+)
 from iclab.evaluation.shifts import build_shift, resolve_shifts
 from iclab.io import YAML_MAX_DEPTH, parse_yaml, plain_copy, read_yaml
 from iclab.kinds import TaskIO
@@ -545,9 +551,11 @@ def suggestion(location: list[str], schema: type[BaseModel] | None) -> str:
         section = section_model(getattr(field, "annotation", None))
     if section is None:
         return ""
-    close = difflib.get_close_matches(location[-1], list(section.model_fields), n=2, cutoff=0.6)
     prefix = ".".join(location[:-1])
-    names = [f"{prefix}.{name}" if prefix else name for name in close]
+    names = [
+        f"{prefix}.{name}" if prefix else name
+        for name in close_names(location[-1], section.model_fields)
+    ]
     return f"; did you mean {' or '.join(names)}?" if names else ""
 
 
@@ -592,9 +600,11 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     preset = PRESETS_DIR / f"{name_or_path}.yaml"
     if preset.exists():
         return preset
-    presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+    presets = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    hint = did_you_mean(str(name_or_path), presets)
     raise ConfigError(
-        f"no config file {str(path)!r} and no preset of that name (presets: {presets})"
+        f"no config file {str(path)!r} and no preset of that name{hint} "
+        f"(presets: {', '.join(presets)})"
     )
 
 

@@ -6,11 +6,10 @@ validation always show exactly what exists.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
-from iclab.errors import UserError
+from iclab.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 
@@ -44,9 +43,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            known = [*self.names(), *self.keywords]
-            close = difflib.get_close_matches(str(name), known, n=2, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            hint = did_you_mean(str(name), [*self.names(), *self.keywords])
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(self.names())})"
             )

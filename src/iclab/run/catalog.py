@@ -12,7 +12,6 @@ name is its path relative to ROOT (``quickstart``, ``sweep1/trial-0``).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import socket
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 import yaml
 
 from iclab.config import build_config
-from iclab.errors import ConfigError, RunNotFoundError
+from iclab.errors import ConfigError, RunNotFoundError, did_you_mean
 from iclab.evaluation.curves import read_curves_csv
 from iclab.io import read_yaml
 from iclab.metrics import target_reached
@@ -189,8 +188,7 @@ def get_run(root: Path, name: str) -> RunEntry:
     entry, names = _using_index(root, lookup)
     if entry is not None:
         return entry
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f" (runs: {len(names)})"
+    hint = did_you_mean(name, names, most=3) or f" (runs: {len(names)})"
     raise UnknownNameError(f"no run {name!r} in {root}{hint}")
 
 

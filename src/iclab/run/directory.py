@@ -48,7 +48,7 @@ import torch
 
 from iclab import __version__
 from iclab.config import RunConfig, build_config
-from iclab.errors import RunBusyError, RunDamagedError, RunNotFoundError
+from iclab.errors import RunBusyError, RunDamagedError, RunNotFoundError, close_names
 from iclab.io import atomic_write_json, atomic_write_text, read_yaml
 
 LOCK_FILE = ".lock"
@@ -264,8 +264,22 @@ class RunDir:
 
     def load_config(self) -> RunConfig:
         if not self.config_path.exists():
-            raise RunNotFoundError(f"{self.path} is not a run directory (no config.yaml)")
+            raise RunNotFoundError(
+                f"{self.path} is not a run directory (no config.yaml){self._nearby_runs()}"
+            )
         return build_config(read_yaml(self.config_path), source=str(self.config_path))
+
+    def _nearby_runs(self) -> str:
+        """``"; did you mean runs/qs?"`` for a misspelt run: the run directories beside this
+        path whose names are close to its name."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            return ""
+        runs = [child.name for child in parent.iterdir() if (child / "config.yaml").is_file()]
+        close = close_names(self.path.name, runs)
+        return (
+            f"; did you mean {' or '.join(str(parent / name) for name in close)}?" if close else ""
+        )
 
     def write_config(self, config: RunConfig) -> None:
         atomic_write_text(self.config_path, config.to_yaml())

@@ -7,7 +7,6 @@ estimator holds one as bytes. Nothing here calls ``torch.load``.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from iclab.config import RunConfig, build_config
-from iclab.errors import ConfigError
+from iclab.errors import ConfigError, did_you_mean
 from iclab.io import atomic_write_bytes
 from iclab.models import InContextModel
 from iclab.run import RunDir, load_trained_model
@@ -98,8 +97,7 @@ def load_trained(run: str | Path) -> TrainedModel:
     if str(run) in bundled_names():
         bundled = BUNDLED_DIR / f"{run}{SUFFIX}"
         return TrainedModel.from_bytes(bundled.read_bytes(), source=f"bundled model {run}")
-    close = difflib.get_close_matches(str(run), bundled_names(), n=1)
-    hint = f"; did you mean {close[0]}?" if close else ""
+    hint = did_you_mean(str(run), bundled_names(), most=1)
     raise ConfigError(
         f"run={str(run)!r} is neither a run directory, a model file nor a bundled model{hint} "
         f"(bundled: {', '.join(bundled_names()) or 'none'})"
