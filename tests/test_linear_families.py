@@ -478,14 +478,15 @@ def late_error(curves, learner):
 # family → (baseline, margin): the preset's model must beat the baseline's late-half error by the
 # margin. Measured late-half errors with the presets (one thread, 512 prompts; 294 s with three
 # other runs on the 2 cores, about 590 s with four):
-#   noisy_linear_regression    model 0.287, averaging 0.514, gd(steps=1) 0.378, bayes_optimal 0.103
+#   noisy_linear_regression    model 0.127, averaging 0.514, gd(steps=1) 0.378, bayes_optimal 0.103
+#                              (with its short convolution, 2026-12-07; seeds 0 and 1 alike)
 #   finite_pool_regression     model 0.208, ridge(alpha=0.25) 0.096, dmmse 0.062 (averaging is
 #                              not measured; the task's prompts are noisy_linear's at M = 64)
 #   representation_regression  model 0.061, knn 0.238, least_squares 0.722, ridge_features 0.004
 #   mixture                    model 0.185, averaging 0.503, mixture_posterior 0.054
 #   sparse_linear_regression   model 0.251, averaging 0.467, omp 0.018, lasso 0.000
 BEATS_BASELINE = {
-    "noisy_linear_regression": ("averaging", 0.1),
+    "noisy_linear_regression": ("averaging", 0.2),
     "finite_pool_regression": ("averaging", 0.1),
     "representation_regression": ("knn", 0.1),
     "mixture": ("averaging", 0.15),
