@@ -449,9 +449,10 @@ def test_transformer_stays_near_chance_on_sparse_parities_where_gf2_elimination_
 # family → (first k of the late window, margin over majority_label). Measured with the presets
 # (one thread, 512 prompts, mean accuracy over the window): disjunction 0.808 vs 0.641 (225 s),
 # sparse_disjunction 0.959 vs 0.637 (174 s), majority 0.773 vs 0.653 (183 s), integer_halfspace
-# 0.951 vs 0.542 (80 s; with its short convolution, 2026-12-07), dnf 0.794 vs 0.754 (339 s on a busy machine), cnf 0.775 vs 0.741
-# (328 s, busy), threshold 0.986 vs 0.888 (219 s). Margins are about half the measured ones;
-# the standard error of a difference over 512 prompts is about 0.01.
+# 0.951 vs 0.542 (80 s; with its short convolution, 2026-12-07), dnf 0.794 vs 0.754 (339 s on
+# a busy machine), cnf 0.775 vs 0.741 (328 s, busy), threshold 0.986 vs 0.888 (219 s). Margins
+# are about half the measured ones; the standard error of a difference over 512 prompts is
+# about 0.01.
 BEATS_MAJORITY_LABEL = {
     "disjunction": (12, 0.08),
     "sparse_disjunction": (12, 0.15),
