@@ -30,7 +30,6 @@ from iclab.algorithms.base import check_applies
 from iclab.errors import (
     ConfigError,
     UserError,
-    close_names,
     did_you_mean,
     limit_note,
     within_size_limit,
@@ -552,11 +551,9 @@ def suggestion(location: list[str], schema: type[BaseModel] | None) -> str:
     if section is None:
         return ""
     prefix = ".".join(location[:-1])
-    names = [
-        f"{prefix}.{name}" if prefix else name
-        for name in close_names(location[-1], section.model_fields)
-    ]
-    return f"; did you mean {' or '.join(names)}?" if names else ""
+    return did_you_mean(
+        location[-1], section.model_fields, written=lambda key: f"{prefix}.{key}" if prefix else key
+    )
 
 
 def section_model(annotation: Any) -> type[BaseModel] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 # Set to 1 to lift the size limits (``within_size_limit``), on a machine that can hold the size.
 NO_SIZE_LIMITS = "ICLAB_NO_SIZE_LIMITS"
@@ -26,14 +26,17 @@ class ConfigError(UserError, ValueError):
     A ``ValueError`` too, so that pydantic validators can raise it and name the field."""
 
 
-def close_names(given: str, candidates: Iterable[str], most: int = 2) -> list[str]:
-    """The candidates closest to a misspelt ``given`` (at most ``most``), best first.
+def close_names(
+    given: str, candidates: Iterable[str], most: int = 2, cutoff: float = 0.6
+) -> list[str]:
+    """The candidates closest to a misspelt ``given`` (at most ``most``, difflib's ratio at least
+    ``cutoff``), best first.
 
     A candidate matches as a whole (``quickstrt`` → quickstart) or by its beginning, so that a
     short or truncated name still finds its long one (``skewd`` → skewed_covariance), which
     difflib's ratio over the whole names misses."""
     names = list(dict.fromkeys(candidates))
-    close = difflib.get_close_matches(given, names, n=most, cutoff=0.6)
+    close = difflib.get_close_matches(given, names, n=most, cutoff=cutoff)
     if close or not given:
         return close
     beginnings = list(dict.fromkeys(name[: len(given) + 1] for name in names))
@@ -41,9 +44,16 @@ def close_names(given: str, candidates: Iterable[str], most: int = 2) -> list[st
     return [name for beginning in found for name in names if name.startswith(beginning)][:most]
 
 
-def did_you_mean(given: str, candidates: Iterable[str], most: int = 2) -> str:
-    """``"; did you mean a or b?"`` (``close_names``), or ``""`` when nothing is close."""
-    close = close_names(given, candidates, most)
+def did_you_mean(
+    given: str,
+    candidates: Iterable[str],
+    most: int = 2,
+    cutoff: float = 0.6,
+    written: Callable[[str], str] = str,
+) -> str:
+    """``"; did you mean a or b?"`` (``close_names``, each as ``written`` gives it: a dotted key,
+    a path), or ``""`` when nothing is close."""
+    close = [written(name) for name in close_names(given, candidates, most, cutoff)]
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 

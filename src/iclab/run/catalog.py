@@ -188,7 +188,7 @@ def get_run(root: Path, name: str) -> RunEntry:
     entry, names = _using_index(root, lookup)
     if entry is not None:
         return entry
-    hint = did_you_mean(name, names, most=3) or f" (runs: {len(names)})"
+    hint = did_you_mean(name, names, most=3, cutoff=0.5) or f" (runs: {len(names)})"
     raise UnknownNameError(f"no run {name!r} in {root}{hint}")
 
 

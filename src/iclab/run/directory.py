@@ -48,7 +48,7 @@ import torch
 
 from iclab import __version__
 from iclab.config import RunConfig, build_config
-from iclab.errors import RunBusyError, RunDamagedError, RunNotFoundError, close_names
+from iclab.errors import RunBusyError, RunDamagedError, RunNotFoundError, did_you_mean
 from iclab.io import atomic_write_json, atomic_write_text, read_yaml
 
 LOCK_FILE = ".lock"
@@ -276,10 +276,7 @@ class RunDir:
         if not parent.is_dir():
             return ""
         runs = [child.name for child in parent.iterdir() if (child / "config.yaml").is_file()]
-        close = close_names(self.path.name, runs)
-        return (
-            f"; did you mean {' or '.join(str(parent / name) for name in close)}?" if close else ""
-        )
+        return did_you_mean(self.path.name, runs, written=lambda name: str(parent / name))
 
     def write_config(self, config: RunConfig) -> None:
         atomic_write_text(self.config_path, config.to_yaml())
